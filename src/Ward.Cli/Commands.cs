@@ -1,0 +1,230 @@
+using System.CommandLine;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Hosting;
+using Spectre.Console;
+using Ward.Core.Fhir;
+using Ward.Core.Node;
+using Ward.Core.Storage;
+using Ward.Core.Transfer;
+using Ward.Server;
+
+namespace Ward.Cli;
+
+/// <summary>The <c>ward</c> command line.</summary>
+internal static class Commands
+{
+    private static Option<string> DataOption(bool required = true) => new("--data", "-d")
+    {
+        Description = "The node's data folder (configuration, keys, database).",
+        Required = required,
+    };
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("Ward: a sovereign, security-by-design health data node (FHIR R4).");
+        root.Add(Init());
+        root.Add(Serve());
+        root.Add(Import());
+        root.Add(Export());
+        root.Add(Demo());
+        return root;
+    }
+
+    private static Command Init()
+    {
+        var data = DataOption();
+        var name = new Option<string>("--name") { Description = "Node name (used in audit checkpoints and certificates).", DefaultValueFactory = _ => "ward" };
+        var cmd = new Command("init", "Create a node: configuration file, key folder (0700) with a development TLS certificate, and an empty database.") { data, name };
+        cmd.SetAction(pr => Run(() =>
+        {
+            var config = NodeConfig.Init(pr.GetValue(data)!, pr.GetValue(name)!);
+            using (new SqliteStore(config.DatabasePath))
+            {
+            }
+            AnsiConsole.MarkupLineInterpolated($"[green]Created a Ward node in[/] {config.DataDir}");
+            AnsiConsole.MarkupLineInterpolated($"  configuration  {Path.Combine(config.DataDir, NodeConfig.FileName)}");
+            AnsiConsole.MarkupLineInterpolated($"  database       {config.DatabasePath}");
+            AnsiConsole.MarkupLineInterpolated($"  TLS            {config.Resolve(config.Tls.Certificate!)} (self-signed, for development)");
+            AnsiConsole.MarkupLineInterpolated($"Next: ward serve --data {pr.GetValue(data)}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Option<string?> UrlsOption() => new("--urls")
+    {
+        Description = "Listen addresses, separated by ';' (default: the node's configured urls, http://127.0.0.1:8080). Non-loopback addresses need https.",
+    };
+
+    private static Command Serve()
+    {
+        var data = DataOption();
+        var urls = UrlsOption();
+        var cmd = new Command("serve", "Serve the node's FHIR API at /fhir.") { data, urls };
+        cmd.SetAction((pr, ct) => RunAsync(async () =>
+        {
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            using var store = new SqliteStore(config.DatabasePath);
+            await ServeAsync(config, store, pr.GetValue(urls) ?? config.Urls, ct);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static async Task ServeAsync(NodeConfig config, SqliteStore store, string urls, CancellationToken ct)
+    {
+        var app = WardServer.Build(config, urls, store);
+        await app.StartAsync(ct);
+        foreach (var url in app.Urls)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[green]Ward node '{config.Name}' serving FHIR R4 at[/] {url}/fhir");
+        }
+        AnsiConsole.MarkupLine("Press Ctrl+C to stop.");
+        await app.WaitForShutdownAsync(ct);
+    }
+
+    private static Command Import()
+    {
+        var data = DataOption();
+        var paths = new Argument<string[]>("paths") { Description = "FHIR Bundle JSON files, NDJSON files, or folders (searched recursively).", Arity = ArgumentArity.OneOrMore };
+        var cmd = new Command("import", "Load FHIR Bundles (batch/transaction) and NDJSON into the node, through the same transaction code as the API. Safe while 'ward serve' runs.") { data, paths };
+        cmd.SetAction((pr, ct) => RunAsync(async () =>
+        {
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            using var store = new SqliteStore(config.DatabasePath);
+            var summary = await ImportAsync(store, pr.GetValue(paths)!, ct);
+            return summary.Errors.Count == 0 ? 0 : 1;
+        }));
+        return cmd;
+    }
+
+    internal static async Task<ImportSummary> ImportAsync(SqliteStore store, IEnumerable<string> paths, CancellationToken ct)
+    {
+        var files = Importer.Expand(paths);
+        ImportSummary summary = null!;
+        await AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+            .StartAsync(async ctx =>
+            {
+                var task = ctx.AddTask($"Importing {files.Count} files", maxValue: Math.Max(1, files.Count));
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                var progress = new Progress<ImportProgress>(p =>
+                {
+                    task.Value = p.FilesDone;
+                    var rate = p.Resources / Math.Max(0.001, watch.Elapsed.TotalSeconds);
+                    task.Description = $"{p.Resources:N0} resources, {rate:N0}/s";
+                });
+                summary = await new Importer(new FhirEngine(store, TimeProvider.System)).ImportAsync(files, progress, ct);
+                task.Value = task.MaxValue;
+            });
+        var table = new Table().AddColumns("Resource type", "Created", "Updated", "Failed");
+        foreach (var (type, (created, updated, failed)) in summary.ByType)
+        {
+            table.AddRow(type, created.ToString("N0"), updated.ToString("N0"), failed.ToString("N0"));
+        }
+        AnsiConsole.Write(table);
+        var rate = summary.Resources / Math.Max(0.001, summary.Elapsed.TotalSeconds);
+        AnsiConsole.MarkupLineInterpolated($"Imported {summary.Resources:N0} resources from {files.Count} files in {summary.Elapsed.TotalSeconds:N1} s ({rate:N0} resources/s).");
+        foreach (var error in summary.Errors.Take(20))
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]error[/] {error}");
+        }
+        if (summary.Errors.Count > 20)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]... and {summary.Errors.Count - 20} more errors.[/]");
+        }
+        return summary;
+    }
+
+    private static Command Export()
+    {
+        var data = DataOption();
+        var output = new Option<string>("--out", "-o") { Description = "Folder for the NDJSON files (one per resource type).", Required = true };
+        var cmd = new Command("export", "Write the current version of every resource as NDJSON, one file per type (Bulk Data layout).") { data, output };
+        cmd.SetAction(pr => Run(() =>
+        {
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            using var store = new SqliteStore(config.DatabasePath);
+            var counts = Exporter.Export(store, pr.GetValue(output)!);
+            var table = new Table().AddColumns("File", "Resources");
+            foreach (var (type, n) in counts)
+            {
+                table.AddRow(type + ".ndjson", n.ToString("N0"));
+            }
+            AnsiConsole.Write(table);
+            AnsiConsole.MarkupLineInterpolated($"Exported {counts.Values.Sum():N0} resources to {Path.GetFullPath(pr.GetValue(output)!)}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Command Demo()
+    {
+        var data = new Option<string>("--data", "-d") { Description = "Demo node folder.", DefaultValueFactory = _ => "ward-demo" };
+        var urls = UrlsOption();
+        var cmd = new Command("demo", "Create (or reuse) a demo node in ./ward-demo, load the bundled Synthea sample patients, and serve it.") { data, urls };
+        cmd.SetAction((pr, ct) => RunAsync(async () =>
+        {
+            var dir = pr.GetValue(data)!;
+            var fresh = !File.Exists(Path.Combine(dir, NodeConfig.FileName));
+            var config = fresh ? NodeConfig.Init(dir, "ward-demo") : NodeConfig.Load(dir);
+            using var store = new SqliteStore(config.DatabasePath);
+            if (fresh)
+            {
+                var samples = Path.Combine(AppContext.BaseDirectory, "samples", "synthea");
+                AnsiConsole.MarkupLineInterpolated($"Created demo node in {config.DataDir}; loading the Synthea sample patients from {samples}");
+                await ImportAsync(store, [samples], ct);
+            }
+            else
+            {
+                AnsiConsole.MarkupLineInterpolated($"Reusing the demo node in {config.DataDir}");
+            }
+            var listen = pr.GetValue(urls) ?? config.Urls;
+            var @base = WardServer.ParseUrls(listen, config)[0];
+            var url = $"{(@base.Https ? "https" : "http")}://{(@base.Address.ToString() == "0.0.0.0" ? "127.0.0.1" : @base.Address)}:{@base.Port}/fhir";
+            AnsiConsole.Write(new Panel(new Markup(
+                $"[bold]FHIR base[/]   {url}\n\n" +
+                "Try:\n" +
+                $"  curl -s {url}/metadata | head -c 300\n" +
+                $"  curl -s '{url}/Patient?_summary=true&_count=5'\n" +
+                $"  curl -s '{url}/Observation?code=http://loinc.org|8302-2&_sort=-date&_count=3'\n" +
+                $"  curl -s '{url}/Encounter?patient.name=Lue&_include=Encounter:practitioner'\n" +
+                $"  curl -s '{url}/Patient?_has:Condition:patient:code=http://snomed.info/sct|444814009'\n" +
+                $"  curl -s '{url}/Patient/<id>/$everything'\n\n" +
+                $"Data folder: {Markup.Escape(config.DataDir)}  (stop with Ctrl+C; run again to reuse)")).Header("Ward demo"));
+            await ServeAsync(config, store, listen, ct);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static int Run(Func<int> action)
+    {
+        try
+        {
+            return action();
+        }
+        catch (NodeException e)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            return 2;
+        }
+    }
+
+    private static async Task<int> RunAsync(Func<Task<int>> action)
+    {
+        try
+        {
+            return await action();
+        }
+        catch (NodeException e)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            return 2;
+        }
+        catch (OperationCanceledException)
+        {
+            return 130;
+        }
+    }
+}

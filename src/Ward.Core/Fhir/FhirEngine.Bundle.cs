@@ -1,0 +1,247 @@
+using Hl7.Fhir.Model;
+using Ward.Core.Search;
+using Ward.Core.Storage;
+
+namespace Ward.Core.Fhir;
+
+internal sealed partial class FhirEngine
+{
+    private static readonly Dictionary<string, int> TransactionOrder = new(StringComparer.Ordinal)
+    {
+        ["DELETE"] = 0, ["POST"] = 1, ["PUT"] = 2, ["PATCH"] = 2, ["GET"] = 3, ["HEAD"] = 3,
+    };
+
+    private async Task<FhirResponse> BundleAsync(FhirRequest request, CancellationToken ct)
+    {
+        if (request.Resource is not Bundle bundle)
+        {
+            throw FhirException.BadRequest("POST to the server base takes a Bundle of type batch or transaction.");
+        }
+        var entries = bundle.Entry.Select((e, i) => ToRequest(e, i, request)).ToList();
+        return bundle.Type switch
+        {
+            Bundle.BundleType.Transaction => await TransactionAsync(bundle, entries, request, ct),
+            Bundle.BundleType.Batch => await BatchAsync(bundle, entries, request, ct),
+            _ => throw FhirException.BadRequest($"A Bundle posted to the server base must be a batch or a transaction, not '{bundle.Type?.ToString().ToLowerInvariant() ?? "untyped"}'."),
+        };
+    }
+
+    private static FhirRequest ToRequest(Bundle.EntryComponent entry, int index, FhirRequest outer)
+    {
+        var r = entry.Request ?? throw FhirException.BadRequest($"Bundle entry {index} has no request (method and url).");
+        if (r.Method is null || string.IsNullOrWhiteSpace(r.Url))
+        {
+            throw FhirException.BadRequest($"Bundle entry {index} needs request.method and request.url.");
+        }
+        var url = r.Url;
+        if (url.StartsWith(outer.BaseUrl + "/", StringComparison.Ordinal))
+        {
+            url = url[(outer.BaseUrl.Length + 1)..];
+        }
+        var (path, query) = FhirRequest.SplitUrl(url);
+        var method = r.Method.Value.ToString().ToUpperInvariant();
+        byte[]? body = null;
+        string? contentType = null;
+        if (method == "PATCH" && entry.Resource is Binary binary)
+        {
+            body = binary.Data;
+            contentType = binary.ContentType;
+        }
+        return new FhirRequest
+        {
+            Method = method,
+            Path = path,
+            Query = query,
+            Resource = method is "POST" or "PUT" ? entry.Resource : null,
+            Body = body,
+            ContentType = contentType,
+            IfMatch = r.IfMatch,
+            IfNoneExist = r.IfNoneExist,
+            IfNoneMatch = r.IfNoneMatch,
+            IfModifiedSince = r.IfModifiedSince,
+            Return = outer.Return,
+            Strict = outer.Strict,
+            BaseUrl = outer.BaseUrl,
+        };
+    }
+
+    private async Task<FhirResponse> BatchAsync(Bundle bundle, List<FhirRequest> entries, FhirRequest outer, CancellationToken ct)
+    {
+        var responses = new FhirResponse[entries.Count];
+        foreach (var i in Enumerable.Range(0, entries.Count).OrderBy(i => TransactionOrder.GetValueOrDefault(entries[i].Method, 4)))
+        {
+            try
+            {
+                responses[i] = await HandleAsync(entries[i], ct);
+            }
+            catch (Exception e) when (e is FhirException)
+            {
+                var (status, outcome) = Outcomes.FromException(e);
+                responses[i] = FhirResponse.Of((int)status, FhirJson.Serialize(outcome));
+            }
+        }
+        return FhirResponse.Of(200, ResponseBundle("batch-response", bundle, responses, outer));
+    }
+
+    private async Task<FhirResponse> TransactionAsync(Bundle bundle, List<FhirRequest> entries, FhirRequest outer, CancellationToken ct)
+    {
+        var fullUrls = bundle.Entry.Select(e => e.FullUrl).ToList();
+        var duplicate = fullUrls.Where(u => u is not null).GroupBy(u => u).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+        {
+            throw FhirException.BadRequest($"The transaction has two entries with fullUrl {duplicate.Key}.");
+        }
+        var responses = new FhirResponse[entries.Count];
+        using var session = await store.BeginWriteAsync(ct);
+        // 1. Decide the identity of every created resource, so that references between entries can be resolved.
+        var mapping = new Dictionary<string, string>(StringComparer.Ordinal);
+        var assigned = new string?[entries.Count];
+        for (var i = 0; i < entries.Count; i++)
+        {
+            var e = entries[i];
+            if (e.Method == "POST" && e.Resource is not null && e.Path.Length > 0 && !e.Path.Contains('/'))
+            {
+                string id;
+                if (e.IfNoneExist is not null && Match(session, e.Path, e.IfNoneExist, e, $"Entry {i} ifNoneExist") is { Count: > 0 } found)
+                {
+                    if (found.Count > 1)
+                    {
+                        throw FhirException.PreconditionFailed($"Entry {i}: ifNoneExist '{e.IfNoneExist}' matches more than one {e.Path}.");
+                    }
+                    var existing = session.LoadCurrent(found)[0];
+                    id = existing.Id;
+                    responses[i] = Ok(existing);
+                }
+                else
+                {
+                    id = NewId();
+                    assigned[i] = id;
+                }
+                if (fullUrls[i] is { } fu)
+                {
+                    mapping[fu] = $"{e.Path}/{id}";
+                }
+            }
+            else if (e.Method == "PUT" && fullUrls[i] is { } fu && e.Path.Contains('/'))
+            {
+                mapping[fu] = e.Path;
+            }
+        }
+        // 2. Rewrite references: placeholders (urn:uuid:...) and conditional references (Type?criteria).
+        var conditional = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (var i = 0; i < entries.Count; i++)
+        {
+            if (entries[i].Resource is { } resource)
+            {
+                RewriteReferences(resource, mapping, conditional, session, entries[i], i);
+            }
+        }
+        // 3. Process in the order the specification prescribes: DELETE, POST, PUT/PATCH, GET.
+        foreach (var i in Enumerable.Range(0, entries.Count).OrderBy(i => TransactionOrder.GetValueOrDefault(entries[i].Method, 4)))
+        {
+            if (responses[i] is not null)
+            {
+                continue;
+            }
+            var e = entries[i];
+            try
+            {
+                responses[i] = assigned[i] is { } id
+                    ? Create(session, e.Path, RequireResource(e, e.Path), null, e, id)
+                    : Dispatch(e, session);
+            }
+            catch (FhirException f)
+            {
+                throw new FhirException(f.Status, f.Code, $"Transaction entry {i} ({e.Method} {e.Path}) failed, so nothing was changed: {f.Message}");
+            }
+        }
+        session.Commit();
+        return FhirResponse.Of(200, ResponseBundle("transaction-response", bundle, responses, outer));
+    }
+
+    private byte[] ResponseBundle(string type, Bundle bundle, FhirResponse[] responses, FhirRequest outer)
+    {
+        using var writer = new BundleWriter(type, NewId(), clock.GetUtcNow());
+        for (var i = 0; i < responses.Length; i++)
+        {
+            var r = responses[i];
+            var location = r.Location;
+            var fullUrl = location is null ? null : $"{outer.BaseUrl}/{string.Join('/', location.Split('/').Take(2))}";
+            writer.ResponseEntry(fullUrl ?? bundle.Entry[i].FullUrl, r, outer.Return == ReturnPreference.Representation);
+        }
+        return writer.ToArray();
+    }
+
+    private static void RewriteReferences(Resource resource, Dictionary<string, string> mapping, Dictionary<string, string> conditional,
+        StoreSession session, FhirRequest entry, int index)
+    {
+        foreach (var node in Descendants(resource))
+        {
+            switch (node)
+            {
+                case ResourceReference rr when rr.Reference is { } reference:
+                    if (mapping.TryGetValue(reference, out var mapped))
+                    {
+                        rr.Reference = mapped;
+                    }
+                    else if (reference.StartsWith("urn:uuid:", StringComparison.Ordinal) || reference.StartsWith("urn:oid:", StringComparison.Ordinal))
+                    {
+                        throw FhirException.NotFound($"Entry {index} refers to {reference}, which no entry of the transaction defines.");
+                    }
+                    else if (reference.IndexOf('?') is > 0 and var q && SearchParameters.IsKnownType(reference[..q]))
+                    {
+                        if (!conditional.TryGetValue(reference, out var resolved))
+                        {
+                            var type = reference[..q];
+                            var found = Match(session, type, reference[(q + 1)..], entry, $"The conditional reference in entry {index}");
+                            if (found.Count != 1)
+                            {
+                                throw FhirException.PreconditionFailed(found.Count == 0
+                                    ? $"The conditional reference {reference} in entry {index} matches no resource."
+                                    : $"The conditional reference {reference} in entry {index} matches more than one resource.");
+                            }
+                            resolved = $"{type}/{session.LoadCurrent(found)[0].Id}";
+                            conditional[reference] = resolved;
+                        }
+                        rr.Reference = resolved;
+                    }
+                    break;
+                case FhirUri or Canonical or FhirUrl when node is PrimitiveType { JsonValue: string s } p && mapping.TryGetValue(s, out var target):
+                    p.JsonValue = target;
+                    break;
+            }
+        }
+    }
+
+    /// <summary>Every element below <paramref name="root"/>, depth first.</summary>
+    internal static IEnumerable<Base> Descendants(Base root)
+    {
+        var stack = new Stack<Base>();
+        stack.Push(root);
+        while (stack.Count > 0)
+        {
+            var current = stack.Pop();
+            foreach (var (_, value) in current.EnumerateElements())
+            {
+                switch (value)
+                {
+                    case Base child:
+                        yield return child;
+                        stack.Push(child);
+                        break;
+                    case System.Collections.IEnumerable list and not string:
+                        foreach (var item in list)
+                        {
+                            if (item is Base b)
+                            {
+                                yield return b;
+                                stack.Push(b);
+                            }
+                        }
+                        break;
+                }
+            }
+        }
+    }
+
+}

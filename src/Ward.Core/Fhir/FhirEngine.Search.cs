@@ -1,0 +1,244 @@
+using System.Globalization;
+using Hl7.Fhir.Model;
+using Hl7.Fhir.Rest;
+using Ward.Core.Search;
+using Ward.Core.Storage;
+
+namespace Ward.Core.Fhir;
+
+internal sealed partial class FhirEngine
+{
+    private static readonly Coding Subsetted = new("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED", "subsetted");
+
+    private FhirResponse Search(StoreSession session, FhirRequest request, SearchQuery query)
+    {
+        var sql = new SqlSearch(request.BaseUrl);
+        var where = sql.Where(query);
+        long? total = null;
+        if (query.Total != TotalMode.None || query.SummaryCount)
+        {
+            total = Convert.ToInt64(session.Scalar($"SELECT count(*) FROM resource r WHERE {where}", sql.Args), CultureInfo.InvariantCulture);
+        }
+        var matches = new List<StoredVersion>();
+        if (!query.SummaryCount && query.Count > 0)
+        {
+            var orderBy = sql.OrderBy(query);
+            var rids = session.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY {orderBy} LIMIT {query.Count + 1} OFFSET {query.Offset}", sql.Args);
+            matches = session.LoadCurrent(rids.Take(query.Count).ToList());
+            total ??= rids.Count <= query.Count ? query.Offset + rids.Count : null;
+        }
+        var included = query.Includes.Count + query.RevIncludes.Count > 0 && matches.Count > 0
+            ? session.LoadCurrent(SqlSearch.Includes(session, query, matches))
+            : [];
+
+        var path = query.CompartmentPatient is { } pid ? $"Patient/{pid}/{query.Type}" : query.Type;
+        using var bundle = new BundleWriter("searchset", NewId(), clock.GetUtcNow());
+        if (total is { } t)
+        {
+            bundle.Total(t);
+        }
+        bundle.Links(PageLinks(request, path, query, total, matches.Count));
+        foreach (var m in matches)
+        {
+            bundle.SearchEntry($"{request.BaseUrl}/{m.Type}/{m.Id}", Shape(m.Data!, query), "match");
+        }
+        foreach (var i in included)
+        {
+            bundle.SearchEntry($"{request.BaseUrl}/{i.Type}/{i.Id}", Shape(i.Data!, query), "include");
+        }
+        if (query.Warnings.Count > 0)
+        {
+            var outcome = new OperationOutcome
+            {
+                Issue = query.Warnings.Select(w => new OperationOutcome.IssueComponent
+                {
+                    Severity = OperationOutcome.IssueSeverity.Warning,
+                    Code = OperationOutcome.IssueType.NotSupported,
+                    Diagnostics = w,
+                }).ToList(),
+            };
+            bundle.OutcomeEntry(FhirJson.Serialize(outcome));
+        }
+        return FhirResponse.Of(200, bundle.ToArray());
+    }
+
+    private static IEnumerable<(string, string)> PageLinks(FhirRequest request, string path, SearchQuery query, long? total, int returned)
+    {
+        var self = $"{request.BaseUrl}/{path}";
+        yield return ("self", self + "?" + SearchQuery.Link(request.Query, query.Offset, query.Count));
+        if (query.Count == 0 || query.SummaryCount)
+        {
+            yield break;
+        }
+        yield return ("first", self + "?" + SearchQuery.Link(request.Query, 0, query.Count));
+        if (query.Offset > 0)
+        {
+            yield return ("previous", self + "?" + SearchQuery.Link(request.Query, Math.Max(0, query.Offset - query.Count), query.Count));
+        }
+        var more = total is { } t ? query.Offset + returned < t : returned == query.Count;
+        if (more)
+        {
+            yield return ("next", self + "?" + SearchQuery.Link(request.Query, query.Offset + query.Count, query.Count));
+        }
+        if (total is { } tt && tt > 0)
+        {
+            yield return ("last", self + "?" + SearchQuery.Link(request.Query, (int)((tt - 1) / query.Count * query.Count), query.Count));
+        }
+    }
+
+    /// <summary>Applies _summary and _elements; the stored bytes are served as they are when neither is asked for.</summary>
+    private static byte[] Shape(byte[] data, SearchQuery query)
+    {
+        if (query.Summary == SummaryType.False && query.Elements is null)
+        {
+            return data;
+        }
+        var resource = FhirJson.Parse(data);
+        resource.Meta ??= new Meta();
+        resource.Meta.Tag.Add(Subsetted);
+        var elements = query.Elements?.Append("meta").ToArray();
+        return FhirJson.Serialize(resource, query.Elements is null ? query.Summary : SummaryType.False, elements);
+    }
+
+    private FhirResponse History(StoreSession session, FhirRequest request, string? type, string? id)
+    {
+        var count = SearchQuery.DefaultCount;
+        var offset = 0;
+        long? since = null;
+        foreach (var (k, v) in request.Query)
+        {
+            switch (k)
+            {
+                case "_count":
+                    count = int.TryParse(v, out var c) && c >= 0 ? Math.Min(c, SearchQuery.MaxCount) : throw FhirException.BadRequest($"_count must be a whole number, not '{v}'.");
+                    break;
+                case "_offset":
+                    offset = int.TryParse(v, out var o) && o >= 0 ? o : throw FhirException.BadRequest($"_offset must be a whole number, not '{v}'.");
+                    break;
+                case "_since":
+                    since = SearchValues.TryParseDateRange(v, out var lo, out _) && v.Contains('T')
+                        ? lo
+                        : throw FhirException.BadRequest($"_since must be an instant such as 2024-05-17T10:00:00Z, not '{v}'.");
+                    break;
+                case "_format" or "_pretty" or "_at" or "_list":
+                    break;
+                default:
+                    if (request.Strict)
+                    {
+                        throw FhirException.NotSupported($"The history parameter '{k}' is not supported.");
+                    }
+                    break;
+            }
+        }
+        if (id is not null && session.GetCurrent(type!, id) is null)
+        {
+            throw FhirException.NotFound($"{type}/{id} does not exist.");
+        }
+        var total = session.HistoryCount(type, id, since);
+        var versions = session.History(type, id, since, count, offset);
+        var path = type is null ? "_history" : id is null ? $"{type}/_history" : $"{type}/{id}/_history";
+        using var bundle = new BundleWriter("history", NewId(), clock.GetUtcNow());
+        bundle.Total(total);
+        var self = $"{request.BaseUrl}/{path}?";
+        var links = new List<(string, string)> { ("self", self + SearchQuery.Link(request.Query, offset, count)) };
+        if (offset + versions.Count < total && count > 0)
+        {
+            links.Add(("next", self + SearchQuery.Link(request.Query, offset + count, count)));
+        }
+        if (offset > 0)
+        {
+            links.Add(("previous", self + SearchQuery.Link(request.Query, Math.Max(0, offset - count), count)));
+        }
+        bundle.Links(links);
+        foreach (var v in versions)
+        {
+            bundle.HistoryEntry(request.BaseUrl, v);
+        }
+        return FhirResponse.Of(200, bundle.ToArray());
+    }
+
+    /// <summary>Patient/$everything: the patient, its compartment, and what they reference (_since, _type, _count).</summary>
+    private FhirResponse Everything(StoreSession session, FhirRequest request, string patientId)
+    {
+        var count = 100;
+        var offset = 0;
+        long? since = null;
+        HashSet<string>? types = null;
+        foreach (var (k, v) in request.Query)
+        {
+            switch (k)
+            {
+                case "_count":
+                    count = int.TryParse(v, out var c) && c > 0 ? Math.Min(c, SearchQuery.MaxCount) : throw FhirException.BadRequest($"_count must be a positive whole number, not '{v}'.");
+                    break;
+                case "_offset":
+                    offset = int.TryParse(v, out var o) && o >= 0 ? o : throw FhirException.BadRequest($"_offset must be a whole number, not '{v}'.");
+                    break;
+                case "_since":
+                    since = SearchValues.TryParseDateRange(v, out var lo, out _) ? lo : throw FhirException.BadRequest($"_since must be an instant, not '{v}'.");
+                    break;
+                case "_type":
+                    types = [.. v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
+                    foreach (var t in types.Where(t => !SearchParameters.IsKnownType(t)))
+                    {
+                        throw FhirException.BadRequest($"_type names '{t}', which is not a FHIR R4 resource type.");
+                    }
+                    break;
+                case "_format" or "_pretty":
+                    break;
+                default:
+                    if (request.Strict)
+                    {
+                        throw FhirException.NotSupported($"$everything does not support the parameter '{k}'.");
+                    }
+                    break;
+            }
+        }
+        var patient = session.GetCurrent("Patient", patientId) ?? throw FhirException.NotFound($"Patient/{patientId} does not exist.");
+        if (patient.Deleted)
+        {
+            throw FhirException.Gone($"Patient/{patientId} was deleted.");
+        }
+        var args = new List<(string, object?)> { ("$p", patientId) };
+        var members = session.QueryRids("SELECT c.rid FROM ix_compartment c JOIN resource r ON r.rid = c.rid WHERE c.patient_id = $p AND r.deleted = 0 ORDER BY c.rid", args);
+        var all = new List<long> { patient.Rid };
+        var seen = new HashSet<long> { patient.Rid };
+        all.AddRange(members.Where(seen.Add));
+        if (all.Count > 0)
+        {
+            var referenced = new List<long>();
+            foreach (var chunk in all.Chunk(500))
+            {
+                referenced.AddRange(session.QueryRids(
+                    $"SELECT DISTINCT t.rid FROM ix_reference x JOIN resource t ON t.type = x.target_type AND t.id = x.target_id WHERE t.deleted = 0 AND x.rid IN ({string.Join(',', chunk)})", []));
+            }
+            referenced.Sort();
+            all.AddRange(referenced.Where(seen.Add));
+        }
+        var filtered = all;
+        if (types is not null || since is not null)
+        {
+            filtered = [];
+            foreach (var chunk in all.Chunk(500))
+            {
+                var rows = session.LoadCurrent(chunk);
+                filtered.AddRange(rows.Where(r => (types is null || types.Contains(r.Type)) && (since is null || r.LastUpdatedTicks >= since)).Select(r => r.Rid));
+            }
+        }
+        var page = session.LoadCurrent(filtered.Skip(offset).Take(count).ToList());
+        using var bundle = new BundleWriter("searchset", NewId(), clock.GetUtcNow());
+        bundle.Total(filtered.Count);
+        var self = $"{request.BaseUrl}/Patient/{patientId}/$everything?";
+        var links = new List<(string, string)> { ("self", self + SearchQuery.Link(request.Query, offset, count)) };
+        if (offset + count < filtered.Count)
+        {
+            links.Add(("next", self + SearchQuery.Link(request.Query, offset + count, count)));
+        }
+        bundle.Links(links);
+        foreach (var r in page)
+        {
+            bundle.SearchEntry($"{request.BaseUrl}/{r.Type}/{r.Id}", r.Data!, "match");
+        }
+        return FhirResponse.Of(200, bundle.ToArray());
+    }
+}

@@ -1,0 +1,342 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json.Nodes;
+using Hl7.Fhir.Model;
+using Hl7.Fhir.Rest;
+using Ward.Core.Search;
+using Ward.Core.Storage;
+
+namespace Ward.Core.Fhir;
+
+/// <summary>
+/// The FHIR R4 interactions over the record store. HTTP requests and batch/transaction entries both arrive here as
+/// <see cref="FhirRequest"/>s, so a transaction entry behaves exactly like the same request sent alone.
+/// </summary>
+internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
+{
+    public SqliteStore Database => store;
+
+    public async Task<FhirResponse> HandleAsync(FhirRequest request, CancellationToken ct)
+    {
+        if (request.Method == "POST" && request.Path.Length == 0)
+        {
+            return await BundleAsync(request, ct);
+        }
+        var write = request.Method is "PUT" or "PATCH" or "DELETE" || (request.Method == "POST" && !request.Path.EndsWith("/_search", StringComparison.Ordinal));
+        if (!write)
+        {
+            using var reader = store.OpenRead();
+            return Dispatch(request, reader);
+        }
+        using var session = await store.BeginWriteAsync(ct);
+        var response = Dispatch(request, session);
+        session.Commit();
+        return response;
+    }
+
+    /// <summary>Routes one interaction within a session (the writer's, for writes).</summary>
+    private FhirResponse Dispatch(FhirRequest request, StoreSession s)
+    {
+        var segments = request.Path.Length == 0 ? [] : request.Path.Split('/');
+        switch (request.Method, segments.Length)
+        {
+            case ("GET", 1) when segments[0] == "metadata":
+                return FhirResponse.Of(200, CapabilityStatementBuilder.Bytes);
+            case ("GET", 1) when segments[0] == "_history":
+                return History(s, request, null, null);
+            case ("POST", 0):
+                throw FhirException.BadRequest("A batch or transaction cannot be nested in another.");
+        }
+        if (segments.Length == 0)
+        {
+            throw FhirException.NotSupported("Search at the server base is not supported: search one resource type, such as GET [base]/Patient?name=...");
+        }
+        var type = segments[0];
+        if (!SearchParameters.IsKnownType(type))
+        {
+            throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported, $"'{type}' is not a FHIR R4 resource type.");
+        }
+        if (segments.Length >= 2 && !segments[1].StartsWith('_') && !segments[1].StartsWith('$') && !ReferenceParser.IsValidId(segments[1]))
+        {
+            throw FhirException.BadRequest($"'{segments[1]}' is not a valid resource id (1 to 64 characters: letters, digits, '-' and '.').");
+        }
+        switch (request.Method, segments.Length)
+        {
+            case ("GET", 1):
+                return Search(s, request, SearchQuery.Parse(type, request.Query, request.Strict));
+            case ("POST", 2) when segments[1] == "_search":
+                return Search(s, request, SearchQuery.Parse(type, request.Query, request.Strict));
+            case ("POST", 1):
+                return Create(s, type, RequireResource(request, type), request.IfNoneExist, request);
+            case ("PUT", 1):
+                return ConditionalUpdate(s, type, request);
+            case ("DELETE", 1):
+                return ConditionalDelete(s, type, request);
+            case ("GET", 2) when segments[1] == "_history":
+                return History(s, request, type, null);
+            case ("GET", 2):
+                return Read(s, request, type, segments[1]);
+            case ("PUT", 2):
+                return Update(s, type, segments[1], RequireResource(request, type), request.IfMatch, request);
+            case ("PATCH", 2):
+                return Patch(s, type, segments[1], request);
+            case ("DELETE", 2):
+                return Delete(s, type, segments[1]);
+            case ("GET", 3) when segments[2] == "_history":
+                return History(s, request, type, segments[1]);
+            case ("GET", 3) when type == "Patient" && segments[2] == "$everything":
+                return Everything(s, request, segments[1]);
+            case ("GET", 3) when type == "Patient" && SearchParameters.IsKnownType(segments[2]):
+                return Search(s, request, SearchQuery.Parse(segments[2], request.Query, request.Strict, segments[1]));
+            case ("GET", 4) when segments[2] == "_history":
+                return VRead(s, type, segments[1], segments[3]);
+        }
+        throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported,
+            $"{request.Method} {request.Path} is not a supported FHIR interaction.");
+    }
+
+    private static Resource RequireResource(FhirRequest request, string type)
+    {
+        var resource = request.Resource ?? throw FhirException.BadRequest($"A {type} resource was expected in the request body.");
+        if (resource.TypeName != type)
+        {
+            throw FhirException.BadRequest($"The body is a {resource.TypeName}, but the URL names {type}.");
+        }
+        return resource;
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    private static FhirResponse Read(StoreSession session, FhirRequest request, string type, string id)
+    {
+        var v = session.Read(type, id) ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
+        if (v.Deleted)
+        {
+            throw FhirException.Gone($"{type}/{id} was deleted (version {v.Version}).");
+        }
+        if (request.IfNoneMatch is { } inm && inm == ETag(v.Version))
+        {
+            return new FhirResponse { Status = 304, ETag = ETag(v.Version), LastModified = v.LastUpdated };
+        }
+        if (request.IfModifiedSince is { } ims && v.LastUpdatedTicks / TimeSpan.TicksPerSecond <= ims.UtcTicks / TimeSpan.TicksPerSecond)
+        {
+            return new FhirResponse { Status = 304, ETag = ETag(v.Version), LastModified = v.LastUpdated };
+        }
+        return Ok(v);
+    }
+
+    private static FhirResponse VRead(StoreSession session, string type, string id, string vid)
+    {
+        if (!int.TryParse(vid, NumberStyles.None, CultureInfo.InvariantCulture, out var version))
+        {
+            throw FhirException.BadRequest($"'{vid}' is not a version id of this server (versions are whole numbers).");
+        }
+        var v = session.ReadVersion(type, id, version)
+            ?? throw FhirException.NotFound(session.GetCurrent(type, id) is null ? $"{type}/{id} does not exist." : $"{type}/{id} has no version {version}.");
+        if (v.Deleted)
+        {
+            throw FhirException.Gone($"Version {version} of {type}/{id} is a deletion.");
+        }
+        return Ok(v);
+    }
+
+    private static FhirResponse Ok(StoredVersion v, int status = 200) => new()
+    {
+        Status = status,
+        Body = v.Data,
+        ETag = ETag(v.Version),
+        LastModified = v.LastUpdated,
+        Location = $"{v.Type}/{v.Id}/_history/{v.Version}",
+    };
+
+    public static string ETag(int version) => $"W/\"{version.ToString(CultureInfo.InvariantCulture)}\"";
+
+    // ---------------------------------------------------------------- writes
+
+    private long Now()
+    {
+        var ticks = clock.GetUtcNow().UtcTicks;
+        return ticks - ticks % TimeSpan.TicksPerMillisecond;
+    }
+
+    private FhirResponse Create(StoreSession s, string type, Resource resource, string? ifNoneExist, FhirRequest request, string? assignedId = null)
+    {
+        if (ifNoneExist is not null)
+        {
+            var existing = Match(s, type, ifNoneExist, request, "If-None-Exist");
+            if (existing.Count == 1)
+            {
+                var found = s.LoadCurrent(existing)[0];
+                return Ok(found);
+            }
+            if (existing.Count > 1)
+            {
+                throw FhirException.PreconditionFailed($"If-None-Exist '{ifNoneExist}' matches {existing.Count} resources; it must match at most one.");
+            }
+        }
+        var id = assignedId ?? NewId();
+        return Store(s, type, id, resource, null, "POST");
+    }
+
+    private FhirResponse Update(StoreSession s, string type, string id, Resource resource, string? ifMatch, FhirRequest request)
+    {
+        if (resource.Id is null)
+        {
+            throw FhirException.BadRequest($"The {type} in the body has no id; an update must carry the id of the URL ({id}).");
+        }
+        if (resource.Id != id)
+        {
+            throw FhirException.BadRequest($"The id in the body ({resource.Id}) differs from the id in the URL ({id}).");
+        }
+        var current = s.GetCurrent(type, id);
+        CheckIfMatch(type, id, ifMatch, current);
+        return Store(s, type, id, resource, current, "PUT");
+    }
+
+    private static void CheckIfMatch(string type, string id, string? ifMatch, CurrentInfo? current)
+    {
+        if (ifMatch is null)
+        {
+            return;
+        }
+        var expected = ifMatch.Trim();
+        if (current is not { Deleted: false } c)
+        {
+            throw FhirException.PreconditionFailed($"If-Match {expected} cannot hold: {type}/{id} does not exist.");
+        }
+        if (expected != ETag(c.Version) && expected != $"\"{c.Version}\"" && expected != c.Version.ToString(CultureInfo.InvariantCulture))
+        {
+            throw new FhirException(HttpStatusCode.PreconditionFailed, OperationOutcome.IssueType.Conflict,
+                $"Version conflict: If-Match is {expected} but {type}/{id} is at version {c.Version}. Read it again and reapply the change.");
+        }
+    }
+
+    private FhirResponse Store(StoreSession s, string type, string id, Resource resource, CurrentInfo? current, string method)
+    {
+        var version = current is { } c ? c.Version + 1 : 1;
+        var now = Math.Max(Now(), current?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0);
+        resource.Id = id;
+        resource.Meta ??= new Meta();
+        resource.Meta.VersionId = version.ToString(CultureInfo.InvariantCulture);
+        resource.Meta.LastUpdated = new DateTimeOffset(now, TimeSpan.Zero);
+        var bytes = FhirJson.Serialize(resource);
+        var index = Indexer.Index(resource);
+        s.Put(type, id, current, version, now, method, bytes, index);
+        return new FhirResponse
+        {
+            Status = current is { Deleted: false } ? 200 : 201,
+            Body = bytes,
+            ETag = ETag(version),
+            LastModified = new DateTimeOffset(now, TimeSpan.Zero),
+            Location = $"{type}/{id}/_history/{version}",
+        };
+    }
+
+    private FhirResponse Delete(StoreSession s, string type, string id)
+    {
+        var current = s.GetCurrent(type, id);
+        if (current is null)
+        {
+            throw FhirException.NotFound($"{type}/{id} does not exist.");
+        }
+        if (current.Value.Deleted)
+        {
+            return new FhirResponse { Status = 204, ETag = ETag(current.Value.Version) };
+        }
+        var version = current.Value.Version + 1;
+        var now = Math.Max(Now(), current.Value.LastUpdatedTicks + TimeSpan.TicksPerMillisecond);
+        s.Put(type, id, current, version, now, "DELETE", null, null);
+        return new FhirResponse { Status = 204, ETag = ETag(version), LastModified = new DateTimeOffset(now, TimeSpan.Zero) };
+    }
+
+    private FhirResponse ConditionalUpdate(StoreSession s, string type, FhirRequest request)
+    {
+        if (request.Query.Count == 0)
+        {
+            throw FhirException.BadRequest($"PUT {type} needs search criteria (conditional update) or an id in the URL.");
+        }
+        var resource = RequireResource(request, type);
+        var matches = MatchQuery(s, type, request.Query, request);
+        switch (matches.Count)
+        {
+            case 0:
+                if (resource.Id is not null && s.GetCurrent(type, resource.Id) is not null)
+                {
+                    throw FhirException.Conflict($"No {type} matches the criteria, but {type}/{resource.Id} named in the body exists.");
+                }
+                return Store(s, type, resource.Id ?? NewId(), resource, null, "PUT");
+            case 1:
+                var current = s.LoadCurrent(matches)[0];
+                if (resource.Id is not null && resource.Id != current.Id)
+                {
+                    throw FhirException.BadRequest($"The criteria match {type}/{current.Id}, but the body names id {resource.Id}.");
+                }
+                var info = s.GetCurrent(type, current.Id);
+                CheckIfMatch(type, current.Id, request.IfMatch, info);
+                return Store(s, type, current.Id, resource, info, "PUT");
+            default:
+                throw FhirException.PreconditionFailed($"The conditional update criteria match {matches.Count} {type} resources; they must match at most one.");
+        }
+    }
+
+    private FhirResponse ConditionalDelete(StoreSession s, string type, FhirRequest request)
+    {
+        if (request.Query.Count == 0)
+        {
+            throw FhirException.BadRequest($"DELETE {type} needs search criteria (conditional delete) or an id in the URL.");
+        }
+        var matches = MatchQuery(s, type, request.Query, request);
+        return matches.Count switch
+        {
+            0 => new FhirResponse { Status = 204 },
+            1 => Delete(s, type, s.LoadCurrent(matches)[0].Id),
+            _ => throw FhirException.PreconditionFailed($"The conditional delete criteria match {matches.Count} {type} resources; this server deletes one at a time."),
+        };
+    }
+
+    private FhirResponse Patch(StoreSession s, string type, string id, FhirRequest request)
+    {
+        if (request.ContentType is not { } ct || !ct.StartsWith("application/json-patch+json", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new FhirException(HttpStatusCode.UnsupportedMediaType, OperationOutcome.IssueType.NotSupported,
+                "PATCH takes a JSON Patch document (Content-Type: application/json-patch+json).");
+        }
+        var current = s.Read(type, id) ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
+        if (current.Deleted)
+        {
+            throw FhirException.Gone($"{type}/{id} was deleted.");
+        }
+        var info = s.GetCurrent(type, id);
+        CheckIfMatch(type, id, request.IfMatch, info);
+        var node = JsonNode.Parse(current.Data)!;
+        var patched = JsonPatch.Apply(node, request.Body ?? []);
+        var resource = FhirJson.Parse(System.Text.Encoding.UTF8.GetBytes(patched.ToJsonString()));
+        if (resource.TypeName != type || resource.Id != id)
+        {
+            throw new FhirException(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.Processing,
+                "The patch must not change the resource type or id.");
+        }
+        return Store(s, type, id, resource, info, "PATCH");
+    }
+
+    private static string NewId() => Guid.NewGuid().ToString();
+
+    /// <summary>Row ids matching a relative query such as <c>identifier=x|1</c> (used by the conditional interactions).</summary>
+    private static List<long> Match(StoreSession s, string type, string criteria, FhirRequest request, string what)
+    {
+        var (_, query) = FhirRequest.SplitUrl("?" + criteria.TrimStart('?'));
+        if (query.Count == 0)
+        {
+            throw FhirException.BadRequest($"{what} '{criteria}' has no search criteria.");
+        }
+        return MatchQuery(s, type, query, request);
+    }
+
+    private static List<long> MatchQuery(StoreSession s, string type, IReadOnlyList<KeyValuePair<string, string>> query, FhirRequest request)
+    {
+        var q = SearchQuery.Parse(type, query, strict: true);
+        var sql = new SqlSearch(request.BaseUrl);
+        var where = sql.Where(q);
+        return s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} LIMIT 2", sql.Args);
+    }
+}

@@ -1,0 +1,69 @@
+using System.Net;
+using Hl7.Fhir.Model;
+
+namespace Ward.Core.Fhir;
+
+/// <summary>
+/// An expected failure that the client must see as an OperationOutcome with the given HTTP status.
+/// Thrown anywhere below the HTTP layer; mapped to a response in exactly one place (<see cref="Outcomes"/>).
+/// </summary>
+internal sealed class FhirException(HttpStatusCode status, OperationOutcome.IssueType code, string message, string? expression = null)
+    : Exception(message)
+{
+    public HttpStatusCode Status { get; } = status;
+    public OperationOutcome.IssueType Code { get; } = code;
+    public string? Expression { get; } = expression;
+
+    public static FhirException BadRequest(string message, OperationOutcome.IssueType code = OperationOutcome.IssueType.Invalid) =>
+        new(HttpStatusCode.BadRequest, code, message);
+
+    public static FhirException NotFound(string message) =>
+        new(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotFound, message);
+
+    public static FhirException Gone(string message) =>
+        new(HttpStatusCode.Gone, OperationOutcome.IssueType.Deleted, message);
+
+    public static FhirException Conflict(string message) =>
+        new(HttpStatusCode.Conflict, OperationOutcome.IssueType.Conflict, message);
+
+    public static FhirException PreconditionFailed(string message) =>
+        new(HttpStatusCode.PreconditionFailed, OperationOutcome.IssueType.Conflict, message);
+
+    public static FhirException NotSupported(string message) =>
+        new(HttpStatusCode.BadRequest, OperationOutcome.IssueType.NotSupported, message);
+}
+
+/// <summary>The one place where failures become OperationOutcomes.</summary>
+internal static class Outcomes
+{
+    public static OperationOutcome Error(OperationOutcome.IssueType code, string message, string? expression = null) =>
+        Issue(OperationOutcome.IssueSeverity.Error, code, message, expression);
+
+    public static OperationOutcome Information(string message) =>
+        Issue(OperationOutcome.IssueSeverity.Information, OperationOutcome.IssueType.Informational, message, null);
+
+    public static OperationOutcome Issue(OperationOutcome.IssueSeverity severity, OperationOutcome.IssueType code, string message, string? expression)
+    {
+        var issue = new OperationOutcome.IssueComponent
+        {
+            Severity = severity,
+            Code = code,
+            Diagnostics = message,
+            Details = new CodeableConcept { Text = message },
+        };
+        if (expression is not null)
+        {
+            issue.Expression = [expression];
+        }
+        return new OperationOutcome { Issue = [issue] };
+    }
+
+    /// <summary>Maps any exception to (status, outcome). Unexpected exceptions never leak their message: it may hold data.</summary>
+    public static (HttpStatusCode Status, OperationOutcome Outcome) FromException(Exception exception) => exception switch
+    {
+        FhirException f => (f.Status, Error(f.Code, f.Message, f.Expression)),
+        OperationCanceledException => ((HttpStatusCode)499, Error(OperationOutcome.IssueType.Timeout, "The request was cancelled.")),
+        _ => (HttpStatusCode.InternalServerError, Error(OperationOutcome.IssueType.Exception,
+            "The server failed to process the request. The error was logged; nothing was changed.")),
+    };
+}

@@ -1,0 +1,119 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using YamlDotNet.Serialization;
+using YamlDotNet.Serialization.NamingConventions;
+
+namespace Ward.Core.Node;
+
+/// <summary>The node's configuration file, <c>ward.yaml</c> in the data folder. Relative paths are relative to that folder.</summary>
+internal sealed class NodeConfig
+{
+    public const string FileName = "ward.yaml";
+
+    public string Name { get; set; } = "ward";
+    public string Database { get; set; } = "ward.db";
+    public string Urls { get; set; } = "http://127.0.0.1:8080";
+    public long MaxRequestBodyBytes { get; set; } = 64L * 1024 * 1024;
+    public TlsConfig Tls { get; set; } = new();
+
+    [YamlIgnore]
+    public string DataDir { get; private set; } = "";
+
+    [YamlIgnore]
+    public string DatabasePath => Resolve(Database);
+
+    public string Resolve(string path) => System.IO.Path.IsPathRooted(path) ? path : System.IO.Path.Combine(DataDir, path);
+
+    private static readonly IDeserializer Reader = new DeserializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build();
+    private static readonly ISerializer Writer = new SerializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build();
+
+    public static NodeConfig Load(string dataDir)
+    {
+        var full = System.IO.Path.GetFullPath(dataDir);
+        var file = System.IO.Path.Combine(full, FileName);
+        if (!File.Exists(file))
+        {
+            throw new NodeException($"No Ward node in '{full}': {FileName} is missing. Create one with: ward init --data {dataDir}");
+        }
+        NodeConfig config;
+        try
+        {
+            config = Reader.Deserialize<NodeConfig>(File.ReadAllText(file)) ?? new NodeConfig();
+        }
+        catch (YamlDotNet.Core.YamlException e)
+        {
+            throw new NodeException($"{file} is not valid: {e.Message}");
+        }
+        config.DataDir = full;
+        return config;
+    }
+
+    public void Save()
+    {
+        var header = "# Ward node configuration. Relative paths are relative to this folder.\n";
+        File.WriteAllText(System.IO.Path.Combine(DataDir, FileName), header + Writer.Serialize(this));
+    }
+
+    /// <summary>Creates a node: configuration, key folder (0700) with a development TLS certificate, empty database.</summary>
+    public static NodeConfig Init(string dataDir, string name)
+    {
+        var full = System.IO.Path.GetFullPath(dataDir);
+        if (File.Exists(System.IO.Path.Combine(full, FileName)) || File.Exists(System.IO.Path.Combine(full, "ward.db")))
+        {
+            throw new NodeException($"'{full}' already holds a Ward node; refusing to overwrite it.");
+        }
+        Directory.CreateDirectory(full);
+        var keys = System.IO.Path.Combine(full, "keys");
+        Directory.CreateDirectory(keys);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(full, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            File.SetUnixFileMode(keys, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        var config = new NodeConfig { Name = name, DataDir = full };
+        config.Tls = new TlsConfig { Certificate = "keys/tls.crt", Key = "keys/tls.key" };
+        WriteDevelopmentCertificate(config.Resolve(config.Tls.Certificate), config.Resolve(config.Tls.Key), name);
+        config.Save();
+        return config;
+    }
+
+    private static void WriteDevelopmentCertificate(string certPath, string keyPath, string name)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={name} (Ward development certificate)", key, HashAlgorithmName.SHA256);
+        var san = new SubjectAlternativeNameBuilder();
+        san.AddDnsName("localhost");
+        san.AddIpAddress(System.Net.IPAddress.Loopback);
+        san.AddIpAddress(System.Net.IPAddress.IPv6Loopback);
+        request.CertificateExtensions.Add(san.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
+        var now = DateTimeOffset.UtcNow;
+        using var cert = request.CreateSelfSigned(now.AddMinutes(-5), now.AddYears(1));
+        File.WriteAllText(certPath, cert.ExportCertificatePem());
+        WritePrivate(keyPath, key.ExportPkcs8PrivateKeyPem());
+    }
+
+    /// <summary>Writes a secret file readable by the owner only (0600) from its creation.</summary>
+    public static void WritePrivate(string path, string content)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+        using var stream = new FileStream(path, options);
+        using var writer = new StreamWriter(stream);
+        writer.Write(content);
+    }
+}
+
+internal sealed class TlsConfig
+{
+    /// <summary>PEM certificate file; TLS is configured when both files are named and exist.</summary>
+    public string? Certificate { get; set; }
+    public string? Key { get; set; }
+}
+
+/// <summary>A node-level failure the operator must fix (missing node, bad configuration): printed, never a stack trace.</summary>
+internal sealed class NodeException(string message) : Exception(message);

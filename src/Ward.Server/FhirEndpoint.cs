@@ -1,0 +1,199 @@
+using System.Globalization;
+using System.Text;
+using Hl7.Fhir.Model;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
+using Ward.Core.Fhir;
+
+namespace Ward.Server;
+
+/// <summary>The HTTP face of the FHIR API: turns HTTP into <see cref="FhirRequest"/>s and responses back into HTTP.</summary>
+internal sealed partial class FhirEndpoint(FhirEngine engine, ILogger<FhirEndpoint> log)
+{
+    private const string FhirJsonType = "application/fhir+json; charset=utf-8";
+    private const string FhirXmlType = "application/fhir+xml; charset=utf-8";
+
+    public async System.Threading.Tasks.Task HandleAsync(HttpContext http)
+    {
+        var xml = WantsXml(http.Request);
+        try
+        {
+            var request = await ReadAsync(http);
+            var response = await engine.HandleAsync(request, http.RequestAborted);
+            await WriteAsync(http, response, request, xml);
+        }
+        catch (Exception e)
+        {
+            if (e is not FhirException and not BadHttpRequestException and not OperationCanceledException)
+            {
+                LogUnexpected(log, e.GetType().Name, http.Request.Method, e);
+            }
+            var (status, outcome) = e is BadHttpRequestException bad
+                ? ((System.Net.HttpStatusCode)bad.StatusCode, Outcomes.Error(bad.StatusCode == 413 ? OperationOutcome.IssueType.TooCostly : OperationOutcome.IssueType.Invalid,
+                    bad.StatusCode == 413 ? "The request body is larger than this node accepts (max-request-body-bytes in ward.yaml)." : "The HTTP request is malformed."))
+                : Outcomes.FromException(e);
+            if (http.Response.HasStarted)
+            {
+                return;
+            }
+            http.Response.Clear();
+            http.Response.StatusCode = (int)status;
+            await WriteBodyAsync(http, FhirJson.Serialize(outcome), xml);
+        }
+    }
+
+    private static async Task<FhirRequest> ReadAsync(HttpContext http)
+    {
+        var req = http.Request;
+        var path = (http.GetRouteValue("path") as string ?? "").Trim('/');
+        var query = new List<KeyValuePair<string, string>>();
+        foreach (var (key, values) in req.Query)
+        {
+            foreach (var v in values)
+            {
+                query.Add(new(key, v ?? ""));
+            }
+        }
+        var prefer = Prefer(req.Headers["Prefer"]);
+        var contentType = req.ContentType;
+        byte[]? body = null;
+        Resource? resource = null;
+        var method = req.Method.ToUpperInvariant();
+        if (method == "POST" && path.EndsWith("_search", StringComparison.Ordinal) && req.HasFormContentType)
+        {
+            var form = await req.ReadFormAsync(http.RequestAborted);
+            foreach (var (key, values) in form)
+            {
+                foreach (var v in values)
+                {
+                    query.Add(new(key, v ?? ""));
+                }
+            }
+        }
+        else if (method is "POST" or "PUT" or "PATCH")
+        {
+            using var buffer = new MemoryStream();
+            await req.Body.CopyToAsync(buffer, http.RequestAborted);
+            body = buffer.ToArray();
+            if (method != "PATCH")
+            {
+                resource = ParseBody(body, contentType);
+            }
+        }
+        return new FhirRequest
+        {
+            Method = method,
+            Path = path,
+            Query = query,
+            Resource = resource,
+            Body = body,
+            ContentType = contentType,
+            IfMatch = Header(req, "If-Match"),
+            IfNoneExist = Header(req, "If-None-Exist"),
+            IfNoneMatch = Header(req, "If-None-Match"),
+            IfModifiedSince = DateTimeOffset.TryParse(Header(req, "If-Modified-Since"), CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var ims) ? ims : null,
+            Return = prefer.Return,
+            Strict = prefer.Strict,
+            BaseUrl = $"{req.Scheme}://{req.Host}{req.PathBase}/fhir",
+        };
+    }
+
+    private static string? Header(HttpRequest req, string name) =>
+        req.Headers.TryGetValue(name, out var v) && !StringValues.IsNullOrEmpty(v) ? v.ToString() : null;
+
+    private static Resource ParseBody(byte[] body, string? contentType)
+    {
+        var media = (contentType ?? "application/fhir+json").Split(';')[0].Trim().ToLowerInvariant();
+        return media switch
+        {
+            "application/fhir+json" or "application/json" or "text/json" => FhirJson.Parse(body),
+            "application/fhir+xml" or "application/xml" or "text/xml" => FhirJson.ParseXml(Encoding.UTF8.GetString(body)),
+            _ => throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, OperationOutcome.IssueType.NotSupported,
+                $"Content-Type '{media}' is not supported: send application/fhir+json or application/fhir+xml."),
+        };
+    }
+
+    private static (ReturnPreference Return, bool Strict) Prefer(StringValues values)
+    {
+        var ret = ReturnPreference.Representation;
+        var strict = false;
+        foreach (var value in values)
+        {
+            foreach (var token in (value ?? "").Split([',', ';'], StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            {
+                switch (token.ToLowerInvariant())
+                {
+                    case "return=minimal": ret = ReturnPreference.Minimal; break;
+                    case "return=representation": ret = ReturnPreference.Representation; break;
+                    case "return=operationoutcome": ret = ReturnPreference.OperationOutcome; break;
+                    case "handling=strict": strict = true; break;
+                    case "handling=lenient": strict = false; break;
+                }
+            }
+        }
+        return (ret, strict);
+    }
+
+    private static bool WantsXml(HttpRequest req)
+    {
+        var format = req.Query["_format"].ToString();
+        if (format.Length > 0)
+        {
+            return format.Contains("xml", StringComparison.OrdinalIgnoreCase);
+        }
+        var accept = req.Headers.Accept.ToString();
+        return accept.Contains("xml", StringComparison.OrdinalIgnoreCase) && !accept.Contains("json", StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static async System.Threading.Tasks.Task WriteAsync(HttpContext http, FhirResponse response, FhirRequest request, bool xml)
+    {
+        var res = http.Response;
+        res.StatusCode = response.Status;
+        if (response.ETag is { } etag)
+        {
+            res.Headers.ETag = etag;
+        }
+        if (response.LastModified is { } lm)
+        {
+            res.Headers.LastModified = lm.ToString("R", CultureInfo.InvariantCulture);
+        }
+        if (response.Location is { } location && response.Status is 200 or 201)
+        {
+            res.Headers[response.Status == 201 ? "Location" : "Content-Location"] = $"{request.BaseUrl}/{location}";
+        }
+        var isWrite = request.Method is "POST" or "PUT" or "PATCH" && response.Status is 200 or 201 && request.Path.Length > 0 && !request.Path.EndsWith("_search", StringComparison.Ordinal);
+        if (response.Body is null || response.Status == 304)
+        {
+            return;
+        }
+        if (isWrite && request.Return == ReturnPreference.Minimal)
+        {
+            return;
+        }
+        if (isWrite && request.Return == ReturnPreference.OperationOutcome)
+        {
+            await WriteBodyAsync(http, FhirJson.Serialize(Outcomes.Information($"{request.Method} succeeded: {response.Location}")), xml);
+            return;
+        }
+        await WriteBodyAsync(http, response.Body, xml);
+    }
+
+    private static async System.Threading.Tasks.Task WriteBodyAsync(HttpContext http, byte[] json, bool xml)
+    {
+        if (xml)
+        {
+            var text = FhirJson.ToXml(FhirJson.Parse(json));
+            http.Response.ContentType = FhirXmlType;
+            await http.Response.WriteAsync(text, http.RequestAborted);
+            return;
+        }
+        http.Response.ContentType = FhirJsonType;
+        http.Response.ContentLength = json.Length;
+        await http.Response.Body.WriteAsync(json, http.RequestAborted);
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Unexpected {ExceptionType} while handling a FHIR {Method} request")]
+    private static partial void LogUnexpected(ILogger logger, string exceptionType, string method, Exception exception);
+}

@@ -1,0 +1,118 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Ward.Core.Fhir;
+using Ward.Core.Node;
+using Ward.Core.Storage;
+
+namespace Ward.Server;
+
+/// <summary>Builds the node's web host: Kestrel on the configured addresses, the FHIR API under <c>/fhir</c>.</summary>
+internal static class WardServer
+{
+    public static WebApplication Build(NodeConfig config, string urls, SqliteStore store, Action<ILoggingBuilder>? logging = null)
+    {
+        var endpoints = ParseUrls(urls, config);
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        if (logging is null)
+        {
+            builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+            builder.Logging.SetMinimumLevel(LogLevel.Warning);
+            builder.Logging.AddFilter("Ward", LogLevel.Information);
+        }
+        else
+        {
+            logging(builder.Logging);
+        }
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = config.MaxRequestBodyBytes;
+            foreach (var (address, port, https) in endpoints)
+            {
+                kestrel.Listen(address, port, listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    if (https)
+                    {
+                        listen.UseHttps(LoadCertificate(config));
+                    }
+                });
+            }
+        });
+        builder.Services.AddSingleton(store);
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(config);
+        builder.Services.AddSingleton<FhirEngine>();
+        builder.Services.AddSingleton<FhirEndpoint>();
+        var app = builder.Build();
+        var fhir = app.Services.GetRequiredService<FhirEndpoint>();
+        app.Map("/fhir/{**path}", fhir.HandleAsync);
+        app.Map("/fhir", fhir.HandleAsync);
+        app.MapGet("/health", () => Results.Json(new HealthReport("ok", CapabilityStatementBuilder.SoftwareVersion, store.SchemaVersion), HealthJson.Default.HealthReport));
+        app.MapGet("/", () => Results.Redirect("/fhir/metadata"));
+        return app;
+    }
+
+    /// <summary>
+    /// Parses the listen addresses. Plain HTTP is allowed on loopback only; any other address needs https and the
+    /// configured certificate, so that patient data never crosses a network in clear.
+    /// </summary>
+    public static List<(IPAddress Address, int Port, bool Https)> ParseUrls(string urls, NodeConfig config)
+    {
+        var list = new List<(IPAddress, int, bool)>();
+        foreach (var raw in urls.Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!Uri.TryCreate(raw.Replace("://*", "://0.0.0.0").Replace("://+", "://0.0.0.0"), UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+            {
+                throw new NodeException($"'{raw}' is not a listen address such as http://127.0.0.1:8080 or https://0.0.0.0:8443.");
+            }
+            IPAddress address;
+            if (uri.Host == "localhost")
+            {
+                address = IPAddress.Loopback;
+            }
+            else if (!IPAddress.TryParse(uri.Host.Trim('[', ']'), out address!))
+            {
+                throw new NodeException($"'{raw}': listen on an IP address (for example 127.0.0.1 or 0.0.0.0), not a host name.");
+            }
+            var https = uri.Scheme == "https";
+            if (!IPAddress.IsLoopback(address) && !https)
+            {
+                throw new NodeException($"Refusing to serve patient data in clear on {raw}: plain HTTP is for loopback only. Use https:// with the certificate named in ward.yaml.");
+            }
+            if (https && !TlsConfigured(config))
+            {
+                throw new NodeException($"{raw} needs TLS, but ward.yaml names no certificate and key files that exist (tls: certificate, key).");
+            }
+            list.Add((address, uri.Port, https));
+        }
+        if (list.Count == 0)
+        {
+            throw new NodeException("No listen address given.");
+        }
+        return list;
+    }
+
+    private static bool TlsConfigured(NodeConfig config) =>
+        config.Tls.Certificate is { } c && config.Tls.Key is { } k && File.Exists(config.Resolve(c)) && File.Exists(config.Resolve(k));
+
+    private static System.Security.Cryptography.X509Certificates.X509Certificate2 LoadCertificate(NodeConfig config)
+    {
+        using var pem = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(
+            config.Resolve(config.Tls.Certificate!), config.Resolve(config.Tls.Key!));
+        // Kestrel needs an exportable key on Linux; re-import from PKCS#12 in memory.
+        return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(pem.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12), null);
+    }
+}
+
+internal sealed record HealthReport(string Status, string Version, int SchemaVersion);
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(HealthReport))]
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]
+internal sealed partial class HealthJson : System.Text.Json.Serialization.JsonSerializerContext;
