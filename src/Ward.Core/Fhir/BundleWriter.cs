@@ -16,7 +16,7 @@ internal sealed class BundleWriter : IDisposable
 
     public BundleWriter(string type, string id, DateTimeOffset timestamp)
     {
-        _json = new Utf8JsonWriter(_buffer, new JsonWriterOptions { SkipValidation = true });
+        _json = new Utf8JsonWriter(_buffer, new JsonWriterOptions { SkipValidation = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         _json.WriteStartObject();
         _json.WriteString("resourceType", "Bundle");
         _json.WriteString("id", id);

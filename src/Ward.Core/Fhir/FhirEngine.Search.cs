@@ -8,8 +8,6 @@ namespace Ward.Core.Fhir;
 
 internal sealed partial class FhirEngine
 {
-    private static readonly Coding Subsetted = new("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED", "subsetted");
-
     private FhirResponse Search(StoreSession session, FhirRequest request, SearchQuery query)
     {
         var sql = new SqlSearch(request.BaseUrl);
@@ -93,9 +91,8 @@ internal sealed partial class FhirEngine
         {
             return data;
         }
+        // Firely's serializer marks the output with the SUBSETTED tag itself.
         var resource = FhirJson.Parse(data);
-        resource.Meta ??= new Meta();
-        resource.Meta.Tag.Add(Subsetted);
         var elements = query.Elements?.Append("meta").ToArray();
         return FhirJson.Serialize(resource, query.Elements is null ? query.Summary : SummaryType.False, elements);
     }
