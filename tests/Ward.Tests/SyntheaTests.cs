@@ -1,0 +1,237 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Ward.Core.Search;
+using Task = System.Threading.Tasks.Task;
+
+namespace Ward.Tests;
+
+/// <summary>The 100-patient Synthea set (53,413 resources), loaded as HTTP transactions, then unpacked once for the checks.</summary>
+public sealed class SyntheaNode : IAsyncLifetime
+{
+    public TestNode Node { get; } = new();
+    public string SourceDir { get; } = Path.Combine(Path.GetTempPath(), "ward-synthea-" + Guid.NewGuid().ToString("N")[..8]);
+    public List<JsonDocument> PatientBundles { get; } = [];
+    public List<JsonDocument> InfoBundles { get; } = [];
+
+    public async Task InitializeAsync()
+    {
+        await Node.InitializeAsync();
+        Directory.CreateDirectory(SourceDir);
+        var archive = Path.Combine(TestData.Root, "synthea", "synthea-r4-small-blaze100.tar.zst");
+        using (var tar = Process.Start(new ProcessStartInfo("tar", ["--zstd", "-xf", archive, "-C", SourceDir]) { RedirectStandardError = true })!)
+        {
+            await tar.WaitForExitAsync();
+            Assert.True(tar.ExitCode == 0, "tar --zstd failed (install zstd): " + await tar.StandardError.ReadToEndAsync());
+        }
+        var files = Directory.EnumerateFiles(SourceDir, "*.json", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
+        foreach (var file in files)
+        {
+            var doc = JsonDocument.Parse(await File.ReadAllBytesAsync(file));
+            (Path.GetFileName(file).StartsWith("0-", StringComparison.Ordinal) ? InfoBundles : PatientBundles).Add(doc);
+        }
+        foreach (var info in files.Where(f => Path.GetFileName(f).StartsWith("0-", StringComparison.Ordinal)))
+        {
+            await PostAsync(await File.ReadAllBytesAsync(info));
+        }
+        await Parallel.ForEachAsync(files.Where(f => !Path.GetFileName(f).StartsWith("0-", StringComparison.Ordinal)),
+            new ParallelOptions { MaxDegreeOfParallelism = 2 }, async (file, ct) => await PostAsync(await File.ReadAllBytesAsync(file, ct)));
+    }
+
+    private async Task PostAsync(byte[] bundle)
+    {
+        using var content = new ByteArrayContent(bundle);
+        content.Headers.ContentType = new("application/fhir+json");
+        using var request = new HttpRequestMessage(HttpMethod.Post, Node.BaseUrl) { Content = content };
+        request.Headers.Add("Prefer", "return=minimal");
+        using var response = await Node.Http.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"{response.StatusCode}: {body[..Math.Min(body.Length, 2000)]}");
+        Assert.DoesNotContain("\"outcome\"", body);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Node.DisposeAsync();
+        foreach (var d in PatientBundles.Concat(InfoBundles))
+        {
+            d.Dispose();
+        }
+        Directory.Delete(SourceDir, recursive: true);
+    }
+}
+
+public sealed class SyntheaTests(SyntheaNode synthea) : IClassFixture<SyntheaNode>
+{
+    private TestNode Node => synthea.Node;
+
+    private IEnumerable<JsonElement> AllResources(IEnumerable<JsonDocument> bundles) =>
+        bundles.SelectMany(b => b.RootElement.GetProperty("entry").EnumerateArray()).Select(e => e.GetProperty("resource"));
+
+    private static IEnumerable<JsonElement> Resources(JsonDocument bundle) =>
+        bundle.RootElement.GetProperty("entry").EnumerateArray().Select(e => e.GetProperty("resource"));
+
+    private async Task<JsonDocument> GetAsync(string relative)
+    {
+        using var response = await Node.Http.GetAsync($"{Node.BaseUrl}/{relative}");
+        var body = await response.Content.ReadAsByteArrayAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"{relative}: {response.StatusCode} {Encoding.UTF8.GetString(body)}");
+        return JsonDocument.Parse(body);
+    }
+
+    private async Task<long> TotalAsync(string relative)
+    {
+        using var doc = await GetAsync(relative);
+        return doc.RootElement.GetProperty("total").GetInt64();
+    }
+
+    /// <summary>The server id of a source patient, found through its Synthea identifier.</summary>
+    private async Task<string> ServerIdAsync(JsonDocument bundle)
+    {
+        var patient = Resources(bundle).First(r => r.GetProperty("resourceType").GetString() == "Patient");
+        var sourceId = patient.GetProperty("id").GetString();
+        using var found = await GetAsync($"Patient?identifier=https://github.com/synthetichealth/synthea|{sourceId}");
+        return found.RootElement.GetProperty("entry")[0].GetProperty("resource").GetProperty("id").GetString()!;
+    }
+
+    [Fact]
+    public async Task Every_resource_type_has_the_count_of_the_source_files()
+    {
+        var expected = AllResources(synthea.InfoBundles.Concat(synthea.PatientBundles))
+            .GroupBy(r => r.GetProperty("resourceType").GetString()!)
+            .ToDictionary(g => g.Key, g => g.LongCount());
+        Assert.Equal(53413, expected.Values.Sum());
+        foreach (var (type, count) in expected)
+        {
+            Assert.True(count == await TotalAsync($"{type}?_summary=count"), $"{type}: expected {count}");
+        }
+    }
+
+    [Fact]
+    public async Task Patient_and_code_search_matches_a_scan_of_the_source()
+    {
+        foreach (var bundle in synthea.PatientBundles.Take(5))
+        {
+            var id = await ServerIdAsync(bundle);
+            var byCode = Resources(bundle)
+                .Where(r => r.GetProperty("resourceType").GetString() == "Observation")
+                .GroupBy(r => r.GetProperty("code").GetProperty("coding")[0].GetProperty("code").GetString()!)
+                .OrderByDescending(g => g.Count()).First();
+            Assert.Equal(byCode.Count(), await TotalAsync($"Observation?patient={id}&code=http://loinc.org|{byCode.Key}"));
+            Assert.Equal(byCode.Count(), await TotalAsync($"Observation?subject=Patient/{id}&code={byCode.Key}"));
+        }
+    }
+
+    [Fact]
+    public async Task Date_range_search_matches_a_scan_of_the_source()
+    {
+        const string code = "8302-2"; // body height
+        var instants = AllResources(synthea.PatientBundles)
+            .Where(r => r.GetProperty("resourceType").GetString() == "Observation"
+                && r.GetProperty("code").GetProperty("coding")[0].GetProperty("code").GetString() == code)
+            .Select(r => DateTimeOffset.Parse(r.GetProperty("effectiveDateTime").GetString()!, System.Globalization.CultureInfo.InvariantCulture).UtcDateTime)
+            .ToList();
+        var from = new DateTime(2015, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        var to = new DateTime(2018, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        var expected = instants.Count(t => t >= from && t < to);
+        Assert.True(expected > 0);
+        Assert.Equal(expected, await TotalAsync($"Observation?code={code}&date=ge2015-01-01&date=lt2018-01-01"));
+        Assert.Equal(instants.Count(t => t < from), await TotalAsync($"Observation?code={code}&date=lt2015-01-01"));
+        Assert.Equal(instants.Count(t => t >= to), await TotalAsync($"Observation?code={code}&date=ge2018"));
+        Assert.Equal(instants.Count(t => t.Year == 2016), await TotalAsync($"Observation?code={code}&date=2016"));
+    }
+
+    [Fact]
+    public async Task Chained_search_matches_a_scan_of_the_source()
+    {
+        var bundle = synthea.PatientBundles[7];
+        var patient = Resources(bundle).First(r => r.GetProperty("resourceType").GetString() == "Patient");
+        var family = patient.GetProperty("name")[0].GetProperty("family").GetString()!;
+        var prefix = SearchValues.Normalize(family);
+        var expected = synthea.PatientBundles
+            .Where(b => Resources(b).Any(r => r.GetProperty("resourceType").GetString() == "Patient"
+                && r.GetProperty("name").EnumerateArray().Any(n => SearchValues.Normalize(n.GetProperty("family").GetString()!).StartsWith(prefix, StringComparison.Ordinal))))
+            .Sum(b => Resources(b).Count(r => r.GetProperty("resourceType").GetString() == "Encounter"));
+        Assert.Equal(expected, await TotalAsync($"Encounter?patient.family={Uri.EscapeDataString(family)}"));
+        Assert.Equal(expected, await TotalAsync($"Encounter?subject:Patient.family={Uri.EscapeDataString(family)}"));
+    }
+
+    [Fact]
+    public async Task Include_and_revinclude_return_what_the_source_references()
+    {
+        var bundle = synthea.PatientBundles[3];
+        var id = await ServerIdAsync(bundle);
+        var encounters = Resources(bundle).Where(r => r.GetProperty("resourceType").GetString() == "Encounter").ToList();
+        var practitioners = encounters.SelectMany(e => e.GetProperty("participant").EnumerateArray())
+            .Select(p => p.GetProperty("individual").GetProperty("reference").GetString()).Distinct().Count();
+
+        using var included = await GetAsync($"Encounter?patient={id}&_include=Encounter:practitioner&_count=1000");
+        var entries = included.RootElement.GetProperty("entry").EnumerateArray().ToList();
+        Assert.Equal(encounters.Count, entries.Count(e => e.GetProperty("search").GetProperty("mode").GetString() == "match"));
+        var includes = entries.Where(e => e.GetProperty("search").GetProperty("mode").GetString() == "include").ToList();
+        Assert.Equal(practitioners, includes.Count);
+        Assert.All(includes, e => Assert.Equal("Practitioner", e.GetProperty("resource").GetProperty("resourceType").GetString()));
+
+        using var reverse = await GetAsync($"Patient?_id={id}&_revinclude=Encounter:patient&_count=1000");
+        var rev = reverse.RootElement.GetProperty("entry").EnumerateArray().ToList();
+        Assert.Single(rev, e => e.GetProperty("search").GetProperty("mode").GetString() == "match");
+        Assert.Equal(encounters.Count, rev.Count(e => e.GetProperty("search").GetProperty("mode").GetString() == "include"));
+    }
+
+    [Fact]
+    public async Task Everything_returns_the_patient_bundle_and_what_it_references()
+    {
+        var bundle = synthea.PatientBundles[5];
+        var id = await ServerIdAsync(bundle);
+        var entries = bundle.RootElement.GetProperty("entry").EnumerateArray().ToList();
+        var conditionalTargets = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var e in entries)
+        {
+            CollectConditional(e.GetProperty("resource"), conditionalTargets);
+        }
+        var expected = entries.Count + conditionalTargets.Count;
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var next = $"Patient/{id}/$everything?_count=200";
+        long total = 0;
+        while (next is not null)
+        {
+            using var page = await GetAsync(next);
+            total = page.RootElement.GetProperty("total").GetInt64();
+            foreach (var e in page.RootElement.GetProperty("entry").EnumerateArray())
+            {
+                var r = e.GetProperty("resource");
+                Assert.True(seen.Add(r.GetProperty("resourceType").GetString() + "/" + r.GetProperty("id").GetString()), "duplicate entry across pages");
+            }
+            next = page.RootElement.GetProperty("link").EnumerateArray()
+                .Where(l => l.GetProperty("relation").GetString() == "next")
+                .Select(l => l.GetProperty("url").GetString()![(Node.BaseUrl.Length + 1)..]).FirstOrDefault();
+        }
+        Assert.Equal(expected, total);
+        Assert.Equal(expected, seen.Count);
+    }
+
+    private static void CollectConditional(JsonElement element, HashSet<string> found)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var p in element.EnumerateObject())
+                {
+                    if (p.Name == "reference" && p.Value.ValueKind == JsonValueKind.String && p.Value.GetString()!.Contains('?'))
+                    {
+                        found.Add(p.Value.GetString()!);
+                    }
+                    CollectConditional(p.Value, found);
+                }
+                break;
+            case JsonValueKind.Array:
+                foreach (var item in element.EnumerateArray())
+                {
+                    CollectConditional(item, found);
+                }
+                break;
+        }
+    }
+}
