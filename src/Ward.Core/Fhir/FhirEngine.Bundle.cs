@@ -91,8 +91,54 @@ internal sealed partial class FhirEngine
         {
             throw FhirException.BadRequest($"The transaction has two entries with fullUrl {duplicate.Key}.");
         }
-        var responses = new FhirResponse[entries.Count];
+        // Plan without the write lock (resolve, rewrite, serialise, index), so that concurrent transactions use every core;
+        // then, under the lock, check that what the plan looked up still holds, and write.
+        var assumptions = new List<Assumption>();
+        TransactionPlan plan;
+        using (var reader = store.OpenRead())
+        {
+            plan = Plan(entries, fullUrls, reader, assumptions);
+        }
         using var session = await store.BeginWriteAsync(ct);
+        if (!assumptions.All(a => Match(session, a.Type, a.Criteria, outer, "A lookup").SequenceEqual(a.Rids)))
+        {
+            plan.Undo();
+            plan = Plan(entries, fullUrls, session, null);
+        }
+        var responses = plan.Responses;
+        foreach (var i in Enumerable.Range(0, entries.Count).OrderBy(i => TransactionOrder.GetValueOrDefault(entries[i].Method, 4)))
+        {
+            if (responses[i] is not null)
+            {
+                continue;
+            }
+            var e = entries[i];
+            try
+            {
+                responses[i] = plan.Creates[i] is { } prepared ? Apply(session, prepared) : Dispatch(e, session);
+            }
+            catch (FhirException f)
+            {
+                throw new FhirException(f.Status, f.Code, $"Transaction entry {i} ({e.Method} {e.Path}) failed, so nothing was changed: {f.Message}");
+            }
+        }
+        session.Commit();
+        return FhirResponse.Of(200, ResponseBundle("transaction-response", bundle, responses!, outer));
+    }
+
+    private sealed class TransactionPlan(int count)
+    {
+        public FhirResponse?[] Responses { get; } = new FhirResponse?[count];
+        public PreparedVersion?[] Creates { get; } = new PreparedVersion?[count];
+        /// <summary>References rewritten by the plan, with their original values, so that a stale plan can be redone.</summary>
+        public List<Action> Rewritten { get; } = [];
+
+        public void Undo() => Rewritten.ForEach(undo => undo());
+    }
+
+    private TransactionPlan Plan(List<FhirRequest> entries, List<string?> fullUrls, StoreSession s, List<Assumption>? assumptions)
+    {
+        var plan = new TransactionPlan(entries.Count);
         // 1. Decide the identity of every created resource, so that references between entries can be resolved.
         var mapping = new Dictionary<string, string>(StringComparer.Ordinal);
         var assigned = new string?[entries.Count];
@@ -102,15 +148,15 @@ internal sealed partial class FhirEngine
             if (e.Method == "POST" && e.Resource is not null && e.Path.Length > 0 && !e.Path.Contains('/'))
             {
                 string id;
-                if (e.IfNoneExist is not null && Match(session, e.Path, e.IfNoneExist, e, $"Entry {i} ifNoneExist") is { Count: > 0 } found)
+                if (e.IfNoneExist is not null && Match(s, e.Path, e.IfNoneExist, e, $"Entry {i} ifNoneExist", assumptions) is { Count: > 0 } found)
                 {
                     if (found.Count > 1)
                     {
                         throw FhirException.PreconditionFailed($"Entry {i}: ifNoneExist '{e.IfNoneExist}' matches more than one {e.Path}.");
                     }
-                    var existing = session.LoadCurrent(found)[0];
+                    var existing = s.LoadCurrent(found)[0];
                     id = existing.Id;
-                    responses[i] = Ok(existing);
+                    plan.Responses[i] = Ok(existing);
                 }
                 else
                 {
@@ -133,30 +179,18 @@ internal sealed partial class FhirEngine
         {
             if (entries[i].Resource is { } resource)
             {
-                RewriteReferences(resource, mapping, conditional, session, entries[i], i);
+                RewriteReferences(resource, mapping, conditional, s, entries[i], i, assumptions, plan.Rewritten);
             }
         }
-        // 3. Process in the order the specification prescribes: DELETE, POST, PUT/PATCH, GET.
-        foreach (var i in Enumerable.Range(0, entries.Count).OrderBy(i => TransactionOrder.GetValueOrDefault(entries[i].Method, 4)))
+        // 3. Serialise and index the new resources.
+        for (var i = 0; i < entries.Count; i++)
         {
-            if (responses[i] is not null)
+            if (assigned[i] is { } id)
             {
-                continue;
-            }
-            var e = entries[i];
-            try
-            {
-                responses[i] = assigned[i] is { } id
-                    ? Create(session, e.Path, RequireResource(e, e.Path), null, e, id)
-                    : Dispatch(e, session);
-            }
-            catch (FhirException f)
-            {
-                throw new FhirException(f.Status, f.Code, $"Transaction entry {i} ({e.Method} {e.Path}) failed, so nothing was changed: {f.Message}");
+                plan.Creates[i] = Prepare(entries[i].Path, id, RequireResource(entries[i], entries[i].Path), null, "POST");
             }
         }
-        session.Commit();
-        return FhirResponse.Of(200, ResponseBundle("transaction-response", bundle, responses, outer));
+        return plan;
     }
 
     private byte[] ResponseBundle(string type, Bundle bundle, FhirResponse[] responses, FhirRequest outer)
@@ -173,7 +207,7 @@ internal sealed partial class FhirEngine
     }
 
     private static void RewriteReferences(Resource resource, Dictionary<string, string> mapping, Dictionary<string, string> conditional,
-        StoreSession session, FhirRequest entry, int index)
+        StoreSession session, FhirRequest entry, int index, List<Assumption>? assumptions, List<Action> rewritten)
     {
         foreach (var node in Descendants(resource))
         {
@@ -182,6 +216,7 @@ internal sealed partial class FhirEngine
                 case ResourceReference rr when rr.Reference is { } reference:
                     if (mapping.TryGetValue(reference, out var mapped))
                     {
+                        rewritten.Add(() => rr.Reference = reference);
                         rr.Reference = mapped;
                     }
                     else if (reference.StartsWith("urn:uuid:", StringComparison.Ordinal) || reference.StartsWith("urn:oid:", StringComparison.Ordinal))
@@ -193,7 +228,7 @@ internal sealed partial class FhirEngine
                         if (!conditional.TryGetValue(reference, out var resolved))
                         {
                             var type = reference[..q];
-                            var found = Match(session, type, reference[(q + 1)..], entry, $"The conditional reference in entry {index}");
+                            var found = Match(session, type, reference[(q + 1)..], entry, $"The conditional reference in entry {index}", assumptions);
                             if (found.Count != 1)
                             {
                                 throw FhirException.PreconditionFailed(found.Count == 0
@@ -203,10 +238,12 @@ internal sealed partial class FhirEngine
                             resolved = $"{type}/{session.LoadCurrent(found)[0].Id}";
                             conditional[reference] = resolved;
                         }
+                        rewritten.Add(() => rr.Reference = reference);
                         rr.Reference = resolved;
                     }
                     break;
                 case FhirUri or Canonical or FhirUrl when node is PrimitiveType { JsonValue: string s } p && mapping.TryGetValue(s, out var target):
+                    rewritten.Add(() => p.JsonValue = s);
                     p.JsonValue = target;
                     break;
             }

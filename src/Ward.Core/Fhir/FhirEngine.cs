@@ -28,8 +28,14 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
             using var reader = store.OpenRead();
             return Dispatch(request, reader);
         }
+        PreparedVersion? create = null;
+        if (request.Method == "POST" && request.IfNoneExist is null && request.Path.Length > 0 && !request.Path.Contains('/'))
+        {
+            // A plain create depends on nothing stored: serialise and index it before taking the write lock.
+            create = Prepare(request.Path, NewId(), RequireResource(request, request.Path), null, "POST");
+        }
         using var session = await store.BeginWriteAsync(ct);
-        var response = Dispatch(request, session);
+        var response = create is null ? Dispatch(request, session) : Apply(session, create);
         session.Commit();
         return response;
     }
@@ -211,7 +217,13 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         }
     }
 
-    private FhirResponse Store(StoreSession s, string type, string id, Resource resource, CurrentInfo? current, string method)
+    private FhirResponse Store(StoreSession s, string type, string id, Resource resource, CurrentInfo? current, string method) =>
+        Apply(s, Prepare(type, id, resource, current, method));
+
+    /// <summary>A version ready to be written: the CPU-heavy part (serialisation, indexing), done outside the write lock where possible.</summary>
+    private sealed record PreparedVersion(string Type, string Id, CurrentInfo? Current, int Version, long Ticks, string Method, byte[] Bytes, IndexSet Index);
+
+    private PreparedVersion Prepare(string type, string id, Resource resource, CurrentInfo? current, string method)
     {
         var version = current is { } c ? c.Version + 1 : 1;
         var now = Math.Max(Now(), current?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0);
@@ -219,16 +231,19 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         resource.Meta ??= new Meta();
         resource.Meta.VersionId = version.ToString(CultureInfo.InvariantCulture);
         resource.Meta.LastUpdated = new DateTimeOffset(now, TimeSpan.Zero);
-        var bytes = FhirJson.Serialize(resource);
-        var index = Indexer.Index(resource);
-        s.Put(type, id, current, version, now, method, bytes, index);
+        return new PreparedVersion(type, id, current, version, now, method, FhirJson.Serialize(resource), Indexer.Index(resource));
+    }
+
+    private static FhirResponse Apply(StoreSession s, PreparedVersion p)
+    {
+        s.Put(p.Type, p.Id, p.Current, p.Version, p.Ticks, p.Method, p.Bytes, p.Index);
         return new FhirResponse
         {
-            Status = current is { Deleted: false } ? 200 : 201,
-            Body = bytes,
-            ETag = ETag(version),
-            LastModified = new DateTimeOffset(now, TimeSpan.Zero),
-            Location = $"{type}/{id}/_history/{version}",
+            Status = p.Current is { Deleted: false } ? 200 : 201,
+            Body = p.Bytes,
+            ETag = ETag(p.Version),
+            LastModified = new DateTimeOffset(p.Ticks, TimeSpan.Zero),
+            Location = $"{p.Type}/{p.Id}/_history/{p.Version}",
         };
     }
 
@@ -322,6 +337,16 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
     private static string NewId() => Guid.NewGuid().ToString();
 
     /// <summary>Row ids matching a relative query such as <c>identifier=x|1</c> (used by the conditional interactions).</summary>
+    private static List<long> Match(StoreSession s, string type, string criteria, FhirRequest request, string what, List<Assumption>? assumptions)
+    {
+        var found = Match(s, type, criteria, request, what);
+        assumptions?.Add(new Assumption(type, criteria, found));
+        return found;
+    }
+
+    /// <summary>A conditional lookup made before the write lock was taken; it must still hold under the lock.</summary>
+    private sealed record Assumption(string Type, string Criteria, List<long> Rids);
+
     private static List<long> Match(StoreSession s, string type, string criteria, FhirRequest request, string what)
     {
         var (_, query) = FhirRequest.SplitUrl("?" + criteria.TrimStart('?'));

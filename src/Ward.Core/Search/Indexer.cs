@@ -33,6 +33,7 @@ internal static class Indexer
     {
         var set = new IndexSet();
         var type = resource.TypeName;
+        var node = new Lazy<PocoNode>(() => resource.ToPocoNode(ModelInfo.ModelInspector, null), LazyThreadSafetyMode.None);
         foreach (var sp in SearchParameters.For(type).Values)
         {
             if (sp.Expression is null)
@@ -41,25 +42,14 @@ internal static class Indexer
             }
             if (sp.Type == ParamType.Composite)
             {
-                IndexComposite(resource, sp, set);
+                IndexComposite(resource, sp, set, node);
                 continue;
             }
-            if (sp.ResolveTypes.Count == 0)
+            foreach (var (path, only) in sp.Branches)
             {
-                foreach (var node in resource.Select(sp.Expression))
+                foreach (var n in path.Evaluate(resource, node))
                 {
-                    if (node is not null) Add(set, sp, node, null);
-                }
-            }
-            else
-            {
-                foreach (var branch in SearchParameters.SplitUnion(sp.Expression))
-                {
-                    sp.ResolveTypes.TryGetValue(branch, out var only);
-                    foreach (var node in resource.Select(branch))
-                    {
-                        if (node is not null) Add(set, sp, node, only);
-                    }
+                    Add(set, sp, n, only);
                 }
             }
         }
@@ -130,16 +120,18 @@ internal static class Indexer
         }
     }
 
-    private static void IndexComposite(Resource resource, SearchParam sp, IndexSet set)
+    private static void IndexComposite(Resource resource, SearchParam sp, IndexSet set, Lazy<PocoNode> node)
     {
-        foreach (var root in resource.Select(sp.Expression!).OfType<Base>())
+        foreach (var root in sp.CompositeRoots.SelectMany(r => r.Evaluate(resource, node)))
         {
-            var firsts = root.Select(sp.Components[0].Expression).OfType<Base>().SelectMany(n => CompositeKeys(sp.Components[0].Type, n)).ToList();
+            var rootNode = new Lazy<PocoNode>(() => root.ToPocoNode(ModelInfo.ModelInspector, null), LazyThreadSafetyMode.None);
+            var firsts = sp.Components[0].Paths.SelectMany(p => p.Evaluate(root, rootNode))
+                .SelectMany(n => CompositeKeys(sp.Components[0].Type, n)).ToList();
             if (firsts.Count == 0)
             {
                 continue;
             }
-            foreach (var second in root.Select(sp.Components[1].Expression).OfType<Base>())
+            foreach (var second in sp.Components[1].Paths.SelectMany(p => p.Evaluate(root, rootNode)))
             {
                 foreach (var (s2, c2, lo, hi) in CompositeValues(sp.Components[1].Type, second))
                 {

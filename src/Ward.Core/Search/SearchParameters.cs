@@ -20,9 +20,24 @@ internal sealed record SearchParam(
 {
     /// <summary>True for parameters evaluated against the resource row itself (_id, _lastUpdated).</summary>
     public bool IsIntrinsic => Code is "_id" or "_lastUpdated";
+
+    /// <summary>The expression's union branches, each with the target type it is restricted to (from <c>resolve() is X</c>).</summary>
+    public IReadOnlyList<(PathEvaluator Path, string? OnlyTarget)> Branches => _branches ??= Expression is null || Type == ParamType.Composite
+        ? []
+        : SearchParameters.SplitUnion(Expression).Select(b => (new PathEvaluator(Resource, b), ResolveTypes.GetValueOrDefault(b))).ToList();
+
+    private IReadOnlyList<(PathEvaluator, string?)>? _branches;
+
+    /// <summary>The root of a composite parameter, from which the components are evaluated.</summary>
+    public IReadOnlyList<PathEvaluator> CompositeRoots => _roots ??= Expression is null ? [] : PathEvaluator.Union(Resource, Expression);
+
+    private IReadOnlyList<PathEvaluator>? _roots;
 }
 
-internal sealed record CompositePart(ParamType Type, string Expression);
+internal sealed record CompositePart(ParamType Type, string Expression)
+{
+    public List<PathEvaluator> Paths { get; } = PathEvaluator.Union(null, Expression);
+}
 
 /// <summary>
 /// The standard R4 search parameters (Firely's <see cref="ModelInfo.SearchParameters"/>), narrowed per resource type:

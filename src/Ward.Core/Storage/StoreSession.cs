@@ -27,10 +27,18 @@ internal sealed class StoreSession : IDisposable
     private SqliteCommand Cmd(string sql, params ReadOnlySpan<(string Name, object? Value)> args)
     {
         var cmd = _pooled.Prepared(sql, _tx);
-        cmd.Parameters.Clear();
-        foreach (var (name, value) in args)
+        var parameters = cmd.Parameters;
+        if (parameters.Count != args.Length)
         {
-            cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
+            parameters.Clear();
+            foreach (var (name, _) in args)
+            {
+                parameters.Add(new SqliteParameter { ParameterName = name });
+            }
+        }
+        for (var i = 0; i < args.Length; i++)
+        {
+            parameters[i].Value = args[i].Value ?? DBNull.Value;
         }
         return cmd;
     }
