@@ -30,7 +30,9 @@ internal sealed class SqlSearch
     /// <summary>The WHERE clause (over alias <c>r</c>) for a search of <paramref name="query"/>.</summary>
     public string Where(SearchQuery query)
     {
-        var parts = new List<string> { $"r.type = {Arg(query.Type)}", "r.deleted = 0" };
+        // With criteria, drive the query from their (selective) indexes: the unary '+' keeps SQLite from scanning the type index.
+        var driven = query.Criteria.Count > 0 || query.CompartmentPatient is not null;
+        var parts = new List<string> { $"{(driven ? "+" : "")}r.type = {Arg(query.Type)}", "r.deleted = 0" };
         if (query.CompartmentPatient is { } pid)
         {
             parts.Add(query.Type == "Patient"
