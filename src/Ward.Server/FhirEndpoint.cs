@@ -48,6 +48,8 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, ILogger<FhirEndpoi
     {
         var req = http.Request;
         var path = (http.GetRouteValue("path") as string ?? "").Trim('/');
+        // Check the URL before reading a body, so that a client learns about a bad id or type without sending it.
+        FhirEngine.CheckId(path.Split('/'));
         var query = new List<KeyValuePair<string, string>>();
         foreach (var (key, values) in req.Query)
         {

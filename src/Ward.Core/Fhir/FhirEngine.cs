@@ -62,10 +62,7 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         {
             throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported, $"'{type}' is not a FHIR R4 resource type.");
         }
-        if (segments.Length >= 2 && !segments[1].StartsWith('_') && !segments[1].StartsWith('$') && !ReferenceParser.IsValidId(segments[1]))
-        {
-            throw FhirException.BadRequest($"'{segments[1]}' is not a valid resource id (1 to 64 characters: letters, digits, '-' and '.').");
-        }
+        CheckId(segments);
         switch (request.Method, segments.Length)
         {
             case ("GET", 1):
@@ -99,6 +96,15 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         }
         throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported,
             $"{request.Method} {request.Path} is not a supported FHIR interaction.");
+    }
+
+    /// <summary>Refuses a path whose second segment is neither an operation, a _keyword nor a valid id.</summary>
+    internal static void CheckId(string[] segments)
+    {
+        if (segments.Length >= 2 && !segments[1].StartsWith('_') && !segments[1].StartsWith('$') && !ReferenceParser.IsValidId(segments[1]))
+        {
+            throw FhirException.BadRequest($"'{segments[1]}' is not a valid resource id (1 to 64 characters: letters, digits, '-' and '.').");
+        }
     }
 
     private static Resource RequireResource(FhirRequest request, string type)
