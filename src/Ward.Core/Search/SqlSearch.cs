@@ -233,7 +233,7 @@ internal sealed class SqlSearch
 
     private static string EscapeLike(string s) => s.Replace("\\", "\\\\").Replace("%", "\\%").Replace("_", "\\_");
 
-    private string Token(string raw, string systemColumn, string codeColumn)
+    internal string Token(string raw, string systemColumn, string codeColumn)
     {
         var parts = SearchQuery.SplitOr(raw, '|');
         if (parts.Count == 1)
