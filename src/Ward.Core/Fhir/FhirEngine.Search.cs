@@ -23,7 +23,10 @@ internal sealed partial class FhirEngine
             var orderBy = sql.OrderBy(query);
             var rids = session.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY {orderBy} LIMIT {query.Count + 1} OFFSET {query.Offset}", sql.Args);
             matches = session.LoadCurrent(rids.Take(query.Count).ToList());
-            total ??= rids.Count <= query.Count ? query.Offset + rids.Count : null;
+            if (query.Total != TotalMode.None)
+            {
+                total ??= rids.Count <= query.Count ? query.Offset + rids.Count : null;
+            }
         }
         var included = query.Includes.Count + query.RevIncludes.Count > 0 && matches.Count > 0
             ? session.LoadCurrent(SqlSearch.Includes(session, query, matches))
