@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# End-to-end benchmarks of a Ward node on this machine: ingest, reads (wrk), search latency.
+# Usage: bench/run.sh [SECONDS_FOR_WRK]   (needs zstd and wrk: apt-get install zstd wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-30}
+data=${WARD_SHARED_DATA:-../shared/data}
+work=$(mktemp -d /tmp/ward-bench.XXXXXX)
+port=8190
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+dotnet build -c Release -v q -nologo Ward.slnx >/dev/null
+ward="dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll"
+bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
+
+mkdir -p "$work/synthea"
+tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
+$ward init --data "$work/node" >/dev/null
+$ward serve --data "$work/node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+
+echo "== machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
+$bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4
+$bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null
+WARD_IDS="$work/ids.txt" wrk -t1 -c16 -d5s -s bench/reads.lua "http://127.0.0.1:$port" >/dev/null   # warm-up
+echo "== reads: GET /fhir/Patient/{id}, random ids, wrk -t1 -c16 -d${seconds}s"
+WARD_IDS="$work/ids.txt" wrk -t1 -c16 -d"${seconds}s" --latency -s bench/reads.lua "http://127.0.0.1:$port" | grep -E "Requests/sec|50%|99%|Latency "
+$bench search "http://127.0.0.1:$port/fhir" 2000
