@@ -182,16 +182,22 @@ internal static class Commands
             var listen = pr.GetValue(urls) ?? config.Urls;
             var @base = WardServer.ParseUrls(listen, config)[0];
             var url = $"{(@base.Https ? "https" : "http")}://{(@base.Address.ToString() == "0.0.0.0" ? "127.0.0.1" : @base.Address)}:{@base.Port}/fhir";
-            AnsiConsole.Write(new Panel(new Markup(
-                $"[bold]FHIR base[/]   {url}\n\n" +
-                "Try:\n" +
-                $"  curl -s {url}/metadata | head -c 300\n" +
-                $"  curl -s '{url}/Patient?_summary=true&_count=5'\n" +
-                $"  curl -s '{url}/Observation?code=http://loinc.org|8302-2&_sort=-date&_count=3'\n" +
-                $"  curl -s '{url}/Encounter?patient.name=Lue&_include=Encounter:practitioner'\n" +
-                $"  curl -s '{url}/Patient?_has:Condition:patient:code=http://snomed.info/sct|444814009'\n" +
-                $"  curl -s '{url}/Patient/<id>/$everything'\n\n" +
-                $"Data folder: {Markup.Escape(config.DataDir)}  (stop with Ctrl+C; run again to reuse)")).Header("Ward demo"));
+            // Plain lines, not a panel: the example requests must stay copyable at any terminal width.
+            Console.WriteLine($"""
+
+                Ward demo node: FHIR R4 at {url}
+                Data folder: {config.DataDir} (run 'ward demo' again to reuse it; delete it to start afresh)
+
+                Try:
+                  curl -s {url}/metadata | head -c 300
+                  curl -s '{url}/Patient?_summary=true&_count=5'
+                  curl -s '{url}/Patient?family=shanahan'
+                  curl -s '{url}/Observation?code=http://loinc.org|8302-2&_sort=-date&_count=3'
+                  curl -s '{url}/Encounter?patient.family=bartell&_include=Encounter:participant'
+                  curl -s '{url}/Patient?_has:Condition:patient:code=http://snomed.info/sct|444814009'
+                  curl -s '{url}/Patient/<id>/$everything'
+
+                """);
             await ServeAsync(config, store, listen, ct);
             return 0;
         }));

@@ -37,7 +37,8 @@ internal static class WardServer
             {
                 kestrel.Listen(address, port, listen =>
                 {
-                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    // HTTP/2 needs TLS (ALPN); plain loopback HTTP is HTTP/1.1.
+                    listen.Protocols = https ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http1;
                     if (https)
                     {
                         listen.UseHttps(LoadCertificate(config));
