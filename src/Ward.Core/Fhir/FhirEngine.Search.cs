@@ -110,10 +110,10 @@ internal sealed partial class FhirEngine
             switch (k)
             {
                 case "_count":
-                    count = int.TryParse(v, out var c) && c >= 0 ? Math.Min(c, SearchQuery.MaxCount) : throw FhirException.BadRequest($"_count must be a whole number, not '{v}'.");
+                    count = Math.Min(SearchQuery.ParseInt(k, v, 0, int.MaxValue), SearchQuery.MaxCount);
                     break;
                 case "_offset":
-                    offset = int.TryParse(v, out var o) && o >= 0 ? o : throw FhirException.BadRequest($"_offset must be a whole number, not '{v}'.");
+                    offset = SearchQuery.ParseInt(k, v, 0, int.MaxValue);
                     break;
                 case "_since":
                     since = SearchValues.TryParseDateRange(v, out var lo, out _) && v.Contains('T')
@@ -169,10 +169,10 @@ internal sealed partial class FhirEngine
             switch (k)
             {
                 case "_count":
-                    count = int.TryParse(v, out var c) && c > 0 ? Math.Min(c, SearchQuery.MaxCount) : throw FhirException.BadRequest($"_count must be a positive whole number, not '{v}'.");
+                    count = Math.Min(SearchQuery.ParseInt(k, v, 1, int.MaxValue), SearchQuery.MaxCount);
                     break;
                 case "_offset":
-                    offset = int.TryParse(v, out var o) && o >= 0 ? o : throw FhirException.BadRequest($"_offset must be a whole number, not '{v}'.");
+                    offset = SearchQuery.ParseInt(k, v, 0, int.MaxValue);
                     break;
                 case "_since":
                     since = SearchValues.TryParseDateRange(v, out var lo, out _) ? lo : throw FhirException.BadRequest($"_since must be an instant, not '{v}'.");

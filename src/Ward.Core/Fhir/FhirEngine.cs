@@ -14,8 +14,6 @@ namespace Ward.Core.Fhir;
 /// </summary>
 internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
 {
-    public SqliteStore Database => store;
-
     public async Task<FhirResponse> HandleAsync(FhirRequest request, CancellationToken ct)
     {
         if (request.Method == "POST" && request.Path.Length == 0)
@@ -152,9 +150,9 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         return Ok(v);
     }
 
-    private static FhirResponse Ok(StoredVersion v, int status = 200) => new()
+    private static FhirResponse Ok(StoredVersion v) => new()
     {
-        Status = status,
+        Status = 200,
         Body = v.Data,
         ETag = ETag(v.Version),
         LastModified = v.LastUpdated,

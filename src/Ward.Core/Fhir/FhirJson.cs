@@ -71,6 +71,4 @@ internal static class FhirJson
         Serializer.SerializeToBytes(resource, summary, elements);
 
     public static string ToXml(Base resource) => new FhirXmlSerializer().SerializeToString(resource);
-
-    public static string ToString(Base resource) => Encoding.UTF8.GetString(Serialize(resource));
 }

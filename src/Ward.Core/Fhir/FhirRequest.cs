@@ -51,8 +51,8 @@ internal sealed class FhirResponse
     public string? Location { get; init; }
     public string? ETag { get; init; }
     public DateTimeOffset? LastModified { get; init; }
-    /// <summary>For entry responses inside a Bundle: the outcome of a failed entry.</summary>
-    public string? StatusText => Status switch
+    /// <summary>The status as Bundle entry responses write it ("201 Created").</summary>
+    public string StatusText => Status switch
     {
         200 => "200 OK",
         201 => "201 Created",

@@ -10,8 +10,6 @@ internal static class PatientCompartment
 
     public static IReadOnlyList<string> ParamsFor(string type) => Params.TryGetValue(type, out var p) ? p : [];
 
-    public static IEnumerable<string> Types => Params.Where(kv => kv.Value.Length > 0).Select(kv => kv.Key);
-
     private static FrozenDictionary<string, string[]> Load()
     {
         using var stream = typeof(PatientCompartment).Assembly.GetManifestResourceStream("CompartmentDefinition-patient.json")

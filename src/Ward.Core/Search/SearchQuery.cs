@@ -31,10 +31,6 @@ internal sealed class SearchQuery
     public List<string> Warnings { get; } = [];
     public string? CompartmentPatient { get; init; }
 
-    /// <summary>Parameters that shape the result rather than filter it; passed through to paging links.</summary>
-    private static readonly HashSet<string> ResultParameters =
-        ["_count", "_offset", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude", "_format", "_pretty", "_contained", "_containedType"];
-
     public static SearchQuery Parse(string type, IEnumerable<KeyValuePair<string, string>> parameters, bool strict, string? compartmentPatient = null)
     {
         var q = new SearchQuery { Type = type, CompartmentPatient = compartmentPatient };
@@ -147,7 +143,7 @@ internal sealed class SearchQuery
         return new IncludeSpec(parts[0], parts[1], parts.Length == 3 ? parts[2] : null, iterate);
     }
 
-    private static int ParseInt(string key, string value, int min, int max) =>
+    internal static int ParseInt(string key, string value, int min, int max) =>
         int.TryParse(value, out var n) && n >= min && n <= max
             ? n
             : throw FhirException.BadRequest($"{key} must be a whole number of at least {min}, not '{value}'.");
@@ -191,6 +187,4 @@ internal sealed class SearchQuery
     /// <summary>Removes search escapes once a value has been split.</summary>
     public static string Unescape(string value) =>
         value.Contains('\\') ? value.Replace("\\,", ",").Replace("\\$", "$").Replace("\\|", "|").Replace("\\\\", "\\") : value;
-
-    public static bool IsResultParameter(string key) => ResultParameters.Contains(key.Split(':')[0]);
 }

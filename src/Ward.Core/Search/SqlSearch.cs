@@ -1,4 +1,3 @@
-using System.Net;
 using System.Text;
 using Hl7.Fhir.Model;
 using Ward.Core.Fhir;
@@ -188,19 +187,7 @@ internal sealed class SqlSearch
             case ParamType.Quantity:
             {
                 if (modifier is not null) throw UnsupportedModifier(sp, modifier);
-                var (prefix, rest) = Prefix(raw);
-                var parts = SearchQuery.SplitOr(rest, '|');
-                var cond = NumberCondition(prefix, SearchQuery.Unescape(parts[0]));
-                if (parts.Count == 3)
-                {
-                    if (parts[1].Length > 0) cond += $" AND system = {Arg(SearchQuery.Unescape(parts[1]))}";
-                    if (parts[2].Length > 0) cond += $" AND code = {Arg(SearchQuery.Unescape(parts[2]))}";
-                }
-                else if (parts.Count != 1)
-                {
-                    throw FhirException.BadRequest($"The quantity '{raw}' must be number, or number|system|code.");
-                }
-                return In(sp, alias, cond);
+                return In(sp, alias, QuantityCondition(raw, "system", "code"));
             }
             case ParamType.Uri:
             {
@@ -354,7 +341,7 @@ internal sealed class SqlSearch
         var second = sp.Components[1].Type switch
         {
             ParamType.Token => Token(parts[1], "system2", "code2"),
-            ParamType.Quantity or ParamType.Number => QuantityPart(parts[1]),
+            ParamType.Quantity or ParamType.Number => QuantityCondition(parts[1], "system2", "code2"),
             ParamType.Date => DatePart(parts[1]),
             ParamType.Reference => $"code2 = {Arg(SearchQuery.Unescape(parts[1]))}",
             _ => StartsWith("code2", SearchValues.Normalize(SearchQuery.Unescape(parts[1]))),
@@ -362,15 +349,20 @@ internal sealed class SqlSearch
         return first + " AND " + second;
     }
 
-    private string QuantityPart(string raw)
+    /// <summary><c>[prefix]number[|system|code]</c> against the lo/hi range and the given unit columns.</summary>
+    private string QuantityCondition(string raw, string systemColumn, string codeColumn)
     {
         var (prefix, rest) = Prefix(raw);
         var parts = SearchQuery.SplitOr(rest, '|');
+        if (parts.Count is not (1 or 3))
+        {
+            throw FhirException.BadRequest($"The quantity '{raw}' must be number, or number|system|code.");
+        }
         var cond = NumberCondition(prefix, SearchQuery.Unescape(parts[0]));
         if (parts.Count == 3)
         {
-            if (parts[1].Length > 0) cond += $" AND system2 = {Arg(SearchQuery.Unescape(parts[1]))}";
-            if (parts[2].Length > 0) cond += $" AND code2 = {Arg(SearchQuery.Unescape(parts[2]))}";
+            if (parts[1].Length > 0) cond += $" AND {systemColumn} = {Arg(SearchQuery.Unescape(parts[1]))}";
+            if (parts[2].Length > 0) cond += $" AND {codeColumn} = {Arg(SearchQuery.Unescape(parts[2]))}";
         }
         return cond;
     }
@@ -500,6 +492,4 @@ internal sealed class SqlSearch
         }
         return result;
     }
-
-    internal static FhirException Invalid(string message) => new(HttpStatusCode.BadRequest, OperationOutcome.IssueType.Invalid, message);
 }

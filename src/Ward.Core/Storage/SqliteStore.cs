@@ -126,21 +126,6 @@ internal sealed class SqliteStore : IDisposable
         }
     }
 
-    /// <summary>Writes a consistent copy of the database to <paramref name="destination"/> (SQLite online backup).</summary>
-    public void BackupTo(string destination)
-    {
-        using var s = OpenRead();
-        using var target = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = destination, Pooling = false }.ToString());
-        target.Open();
-        s.Connection.BackupDatabase(target);
-    }
-
-    public void Checkpoint()
-    {
-        using var s = OpenRead();
-        s.Scalar("PRAGMA wal_checkpoint(TRUNCATE)", []);
-    }
-
     public void Dispose()
     {
         while (_pool.TryTake(out var c))

@@ -22,8 +22,6 @@ internal sealed class StoreSession : IDisposable
 
     internal SqliteConnection Connection => _pooled.Connection;
 
-    public bool IsWriter => _writer;
-
     private SqliteCommand Cmd(string sql, params ReadOnlySpan<(string Name, object? Value)> args)
     {
         var cmd = _pooled.Prepared(sql, _tx);
@@ -255,20 +253,6 @@ internal sealed class StoreSession : IDisposable
             cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
         }
         return cmd.ExecuteScalar();
-    }
-
-    /// <summary>Resolves references to (type, id) pairs into row ids of existing, non-deleted resources.</summary>
-    public List<long> ResolveTargets(IEnumerable<(string Type, string Id)> targets)
-    {
-        var list = new List<long>();
-        foreach (var (type, id) in targets.Distinct())
-        {
-            if (GetCurrent(type, id) is { Deleted: false } c)
-            {
-                list.Add(c.Rid);
-            }
-        }
-        return list;
     }
 
     public void Commit()
