@@ -68,6 +68,23 @@ public sealed class RestInteractionTests(TestNode node)
     }
 
     [Fact]
+    public async Task Type_and_system_history_honour_since_and_count()
+    {
+        var client = node.Client();
+        var first = await client.CreateAsync(NewPatient("HistoryA"));
+        var since = first!.Meta.LastUpdated!.Value.AddMilliseconds(1);
+        var second = await client.CreateAsync(NewPatient("HistoryB"));
+        var sinceText = Uri.EscapeDataString(since.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffZ", System.Globalization.CultureInfo.InvariantCulture));
+        var typeHistory = await client.GetAsync($"Patient/_history?_since={sinceText}") as Bundle;
+        Assert.Contains(typeHistory!.Entry, e => e.Resource.Id == second!.Id);
+        Assert.DoesNotContain(typeHistory.Entry, e => e.Resource.Id == first.Id);
+        var systemHistory = await client.GetAsync("_history?_count=1") as Bundle;
+        Assert.Single(systemHistory!.Entry);
+        Assert.Equal(Bundle.BundleType.History, systemHistory.Type);
+        Assert.NotNull(systemHistory.NextLink);
+    }
+
+    [Fact]
     public async Task Update_of_an_unknown_id_creates_it()
     {
         var client = node.Client();
