@@ -12,21 +12,21 @@ internal sealed partial class FhirEngine
     {
         var sql = new SqlSearch(request.BaseUrl);
         var where = sql.Where(query);
-        long? total = null;
-        if (query.Total != TotalMode.None || query.SummaryCount)
-        {
-            total = Convert.ToInt64(session.Scalar($"SELECT count(*) FROM resource r WHERE {where}", sql.Args), CultureInfo.InvariantCulture);
-        }
         var matches = new List<StoredVersion>();
+        List<long>? page = null;
         if (!query.SummaryCount && query.Count > 0)
         {
             var orderBy = sql.OrderBy(query);
-            var rids = session.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY {orderBy} LIMIT {query.Count + 1} OFFSET {query.Offset}", sql.Args);
-            matches = session.LoadCurrent(rids.Take(query.Count).ToList());
-            if (query.Total != TotalMode.None)
-            {
-                total ??= rids.Count <= query.Count ? query.Offset + rids.Count : null;
-            }
+            page = session.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY {orderBy} LIMIT {query.Count + 1} OFFSET {query.Offset}", sql.Args);
+            matches = session.LoadCurrent(page.Take(query.Count).ToList());
+        }
+        long? total = null;
+        if (query.Total != TotalMode.None || query.SummaryCount)
+        {
+            // A page that is not full (fetched with one row to spare) already tells the total; count only otherwise.
+            total = page is not null && page.Count <= query.Count && (page.Count > 0 || query.Offset == 0)
+                ? query.Offset + page.Count
+                : Convert.ToInt64(session.Scalar($"SELECT count(*) FROM resource r WHERE {where}", sql.Args), CultureInfo.InvariantCulture);
         }
         var included = query.Includes.Count + query.RevIncludes.Count > 0 && matches.Count > 0
             ? session.LoadCurrent(SqlSearch.Includes(session, query, matches))

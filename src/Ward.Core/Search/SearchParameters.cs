@@ -24,7 +24,7 @@ internal sealed record SearchParam(
     /// <summary>The expression's union branches, each with the target type it is restricted to (from <c>resolve() is X</c>).</summary>
     public IReadOnlyList<(PathEvaluator Path, string? OnlyTarget)> Branches => _branches ??= Expression is null || Type == ParamType.Composite
         ? []
-        : SearchParameters.SplitUnion(Expression).Select(b => (new PathEvaluator(Resource, b), ResolveTypes.GetValueOrDefault(b))).ToList();
+        : PathEvaluator.Union(Resource, Expression).Select(p => (p, ResolveTypes.GetValueOrDefault(p.Expression))).ToList();
 
     private IReadOnlyList<(PathEvaluator, string?)>? _branches;
 
