@@ -2,7 +2,9 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Spectre.Console;
+using Ward.Core.Crypto;
 using Ward.Core.Fhir;
+using Ward.Core.Search;
 using Ward.Core.Node;
 using Ward.Core.Storage;
 using Ward.Core.Transfer;
@@ -27,7 +29,50 @@ internal static class Commands
         root.Add(Import());
         root.Add(Export());
         root.Add(Demo());
+        root.Add(Keys());
+        root.Add(Patient());
         return root;
+    }
+
+    private static Command Keys()
+    {
+        var data = DataOption();
+        var rotate = new Command("rotate-master", "Replace the master key: re-wrap every data key under a new one, safely while the node serves. "
+            + "The old key file is replaced only after the database has switched; an interrupted rotation is resolved at the next start.") { data };
+        rotate.SetAction((pr, ct) => RunAsync(async () =>
+        {
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            using var store = SqliteStore.Open(config);
+            var result = await KeyAdmin.RotateMasterAsync(store, ct);
+            AnsiConsole.MarkupLineInterpolated($"[green]Master key rotated[/]: {result.OldKeyId} -> {result.NewKeyId}; {result.DataKeys:N0} data keys re-wrapped.");
+            AnsiConsole.MarkupLineInterpolated($"New key in {config.MasterKeyPath}; the old key is gone from this node. Replace your offline copy now.");
+            return 0;
+        }));
+        return new Command("keys", "Manage the node's keys.") { rotate };
+    }
+
+    private static Command Patient()
+    {
+        var data = DataOption();
+        var patient = new Option<string>("--patient") { Description = "The patient to erase, as Patient/ID.", Required = true };
+        var reason = new Option<string>("--reason") { Description = "Why (for example the reference of the patient's request); kept with the erasure record.", Required = true };
+        var erase = new Command("erase", "Crypto-shredding: destroy the patient's data key and index entries. Every version of the patient's records becomes unreadable, for good; "
+            + "reads answer 410 and searches no longer find them. Safe while the node serves.") { data, patient, reason };
+        erase.SetAction((pr, ct) => RunAsync(async () =>
+        {
+            var reference = pr.GetValue(patient)!;
+            if (!ReferenceParser.TryParseLocal(reference, out var type, out var id) || type != "Patient")
+            {
+                throw new NodeException($"--patient must name a patient as Patient/ID, not '{reference}'.");
+            }
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            using var store = SqliteStore.Open(config);
+            var result = await KeyAdmin.EraseAsync(store, id, pr.GetValue(reason)!, TimeProvider.System, ct);
+            AnsiConsole.MarkupLineInterpolated($"[green]Patient/{id} erased[/]: data key {result.Kid} destroyed; {result.Resources:N0} resources ({result.Versions:N0} versions) can no longer be read.");
+            AnsiConsole.MarkupLineInterpolated($"Erased key ids are listed in {KeyAdmin.ErasureLedgerPath(store.Keys)}; a restore must apply them (see docs/SECURITY.md).");
+            return 0;
+        }));
+        return new Command("patient", "Patient rights operations.") { erase };
     }
 
     private static Command Init()
@@ -38,12 +83,14 @@ internal static class Commands
         cmd.SetAction(pr => Run(() =>
         {
             var config = NodeConfig.Init(pr.GetValue(data)!, pr.GetValue(name)!);
-            using (new SqliteStore(config.DatabasePath))
+            using (SqliteStore.Open(config))
             {
             }
             AnsiConsole.MarkupLineInterpolated($"[green]Created a Ward node in[/] {config.DataDir}");
             AnsiConsole.MarkupLineInterpolated($"  configuration  {Path.Combine(config.DataDir, NodeConfig.FileName)}");
-            AnsiConsole.MarkupLineInterpolated($"  database       {config.DatabasePath}");
+            AnsiConsole.MarkupLineInterpolated($"  database       {config.DatabasePath} (records encrypted per patient)");
+            AnsiConsole.MarkupLineInterpolated($"  master key     {config.MasterKeyPath}");
+            AnsiConsole.MarkupLine("  [yellow]Keep an offline copy of the master key: without it the records cannot be read, even from backups.[/]");
             AnsiConsole.MarkupLineInterpolated($"  TLS            {config.Resolve(config.Tls.Certificate!)} (self-signed, for development)");
             AnsiConsole.MarkupLineInterpolated($"Next: ward serve --data {pr.GetValue(data)}");
             return 0;
@@ -64,7 +111,7 @@ internal static class Commands
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = new SqliteStore(config.DatabasePath);
+            using var store = SqliteStore.Open(config);
             await ServeAsync(config, store, pr.GetValue(urls) ?? config.Urls, ct);
             return 0;
         }));
@@ -91,7 +138,7 @@ internal static class Commands
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = new SqliteStore(config.DatabasePath);
+            using var store = SqliteStore.Open(config);
             var summary = await ImportAsync(store, pr.GetValue(paths)!, ct);
             return summary.Errors.Count == 0 ? 0 : 1;
         }));
@@ -144,7 +191,7 @@ internal static class Commands
         cmd.SetAction(pr => Run(() =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = new SqliteStore(config.DatabasePath);
+            using var store = SqliteStore.Open(config);
             var counts = Exporter.Export(store, pr.GetValue(output)!);
             var table = new Table().AddColumns("File", "Resources");
             foreach (var (type, n) in counts)
@@ -168,7 +215,7 @@ internal static class Commands
             var dir = pr.GetValue(data)!;
             var fresh = !File.Exists(Path.Combine(dir, NodeConfig.FileName));
             var config = fresh ? NodeConfig.Init(dir, "ward-demo") : NodeConfig.Load(dir);
-            using var store = new SqliteStore(config.DatabasePath);
+            using var store = SqliteStore.Open(config);
             if (fresh)
             {
                 var samples = Path.Combine(AppContext.BaseDirectory, "samples", "synthea");

@@ -52,6 +52,7 @@ internal static class WardServer
         builder.Services.AddSingleton<FhirEngine>();
         builder.Services.AddSingleton<FhirEndpoint>();
         var app = builder.Build();
+        store.Keys.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Crypto");
         var fhir = app.Services.GetRequiredService<FhirEndpoint>();
         app.Map("/fhir/{**path}", fhir.HandleAsync);
         app.Map("/fhir", fhir.HandleAsync);

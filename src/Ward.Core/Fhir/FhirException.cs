@@ -1,5 +1,6 @@
 using System.Net;
 using Hl7.Fhir.Model;
+using Ward.Core.Crypto;
 
 namespace Ward.Core.Fhir;
 
@@ -62,6 +63,11 @@ internal static class Outcomes
     public static (HttpStatusCode Status, OperationOutcome Outcome) FromException(Exception exception) => exception switch
     {
         FhirException f => (f.Status, Error(f.Code, f.Message, f.Expression)),
+        RecordErasedException e => (HttpStatusCode.Gone, Error(OperationOutcome.IssueType.Deleted,
+            $"{e.Type}/{e.Id} was erased: its patient's data key was destroyed (crypto-shredding), so no version of it can be read again.")),
+        RecordIntegrityException e => (HttpStatusCode.InternalServerError, Error(OperationOutcome.IssueType.Exception,
+            $"{e.Type}/{e.Id} version {e.Version} failed its integrity check: the stored record was altered or swapped outside this node. "
+            + "It is not served. The event was logged for the security officer.")),
         OperationCanceledException => ((HttpStatusCode)499, Error(OperationOutcome.IssueType.Timeout, "The request was cancelled.")),
         _ => (HttpStatusCode.InternalServerError, Error(OperationOutcome.IssueType.Exception,
             "The server failed to process the request. The error was logged; nothing was changed.")),

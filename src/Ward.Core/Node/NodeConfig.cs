@@ -16,11 +16,19 @@ internal sealed class NodeConfig
     public long MaxRequestBodyBytes { get; set; } = 64L * 1024 * 1024;
     public TlsConfig Tls { get; set; } = new();
 
+    /// <summary>The master key file; the environment variable <c>WARD_MASTER_KEY_FILE</c> overrides it.</summary>
+    public string MasterKeyFile { get; set; } = "keys/master.key";
+
     [YamlIgnore]
     public string DataDir { get; private set; } = "";
 
     [YamlIgnore]
     public string DatabasePath => Resolve(Database);
+
+    public const string MasterKeyVariable = "WARD_MASTER_KEY_FILE";
+
+    [YamlIgnore]
+    public string MasterKeyPath => Environment.GetEnvironmentVariable(MasterKeyVariable) is { Length: > 0 } env ? System.IO.Path.GetFullPath(env) : Resolve(MasterKeyFile);
 
     public string Resolve(string path) => System.IO.Path.IsPathRooted(path) ? path : System.IO.Path.Combine(DataDir, path);
 
@@ -54,7 +62,7 @@ internal sealed class NodeConfig
         File.WriteAllText(System.IO.Path.Combine(DataDir, FileName), header + Writer.Serialize(this));
     }
 
-    /// <summary>Creates a node: configuration, key folder (0700) with a development TLS certificate, empty database.</summary>
+    /// <summary>Creates a node: configuration, key folder (0700) with the master key and a development TLS certificate.</summary>
     public static NodeConfig Init(string dataDir, string name)
     {
         var full = System.IO.Path.GetFullPath(dataDir);
@@ -72,6 +80,7 @@ internal sealed class NodeConfig
         }
         var config = new NodeConfig { Name = name, DataDir = full };
         config.Tls = new TlsConfig { Certificate = "keys/tls.crt", Key = "keys/tls.key" };
+        Crypto.MasterKeyFile.Create(config.MasterKeyPath);
         WriteDevelopmentCertificate(config.Resolve(config.Tls.Certificate), config.Resolve(config.Tls.Key), name);
         config.Save();
         return config;
@@ -94,8 +103,8 @@ internal sealed class NodeConfig
         WritePrivate(keyPath, key.ExportPkcs8PrivateKeyPem());
     }
 
-    /// <summary>Writes a secret file readable by the owner only (0600) from its creation.</summary>
-    public static void WritePrivate(string path, string content)
+    /// <summary>Writes a secret file readable by the owner only (0600) from its creation, flushed to disk.</summary>
+    public static void WritePrivate(string path, string content, bool durable = false)
     {
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
         if (!OperatingSystem.IsWindows())
@@ -105,6 +114,11 @@ internal sealed class NodeConfig
         using var stream = new FileStream(path, options);
         using var writer = new StreamWriter(stream);
         writer.Write(content);
+        writer.Flush();
+        if (durable)
+        {
+            stream.Flush(flushToDisk: true);
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+using Ward.Core.Crypto;
 using Hl7.Fhir.FhirPath;
 using Hl7.Fhir.Model;
 
@@ -24,12 +25,25 @@ internal sealed class IndexSet
     public List<CompositeEntry> Composites { get; } = [];
     /// <summary>Ids of the patients whose compartment holds the resource (CompartmentDefinition-patient).</summary>
     public HashSet<string> Patients { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The patient whose data key seals the resource: the Patient itself, else the first patient named by the
+    /// compartment parameters in the CompartmentDefinition's order; null for resources outside every compartment.
+    /// </summary>
+    public string? Owner { get; set; }
+
+    /// <summary>Prefix hashes already added (names and addresses share many prefixes).</summary>
+    internal HashSet<StringEntry>? BlindPrefixes { get; set; }
 }
 
-/// <summary>Extracts index values from a resource by evaluating each search parameter's FHIRPath expression.</summary>
+/// <summary>
+/// Extracts index values from a resource by evaluating each search parameter's FHIRPath expression.
+/// Identifying parameters are indexed blind: keyed hashes of the normalised value and of each of its prefixes
+/// (so that the default starts-with string search still works), and of the exact value.
+/// </summary>
 internal static class Indexer
 {
-    public static IndexSet Index(Resource resource)
+    public static IndexSet Index(Resource resource, Blinder blind)
     {
         var set = new IndexSet();
         var type = resource.TypeName;
@@ -49,7 +63,14 @@ internal static class Indexer
             {
                 foreach (var n in path.Evaluate(resource, node))
                 {
-                    Add(set, sp, n, only);
+                    if (sp.Blind)
+                    {
+                        AddBlind(set, sp, n, blind);
+                    }
+                    else
+                    {
+                        Add(set, sp, n, only);
+                    }
                 }
             }
         }
@@ -59,15 +80,43 @@ internal static class Indexer
             {
                 if (r.Param == param && r.TargetType == "Patient" && r.TargetId is not null)
                 {
+                    set.Owner ??= r.TargetId;
                     set.Patients.Add(r.TargetId);
                 }
             }
         }
         if (type == "Patient" && resource.Id is not null)
         {
+            set.Owner = resource.Id;
             set.Patients.Add(resource.Id);
         }
         return set;
+    }
+
+    private static void AddBlind(IndexSet set, SearchParam sp, Base node, Blinder blind)
+    {
+        var p = sp.Code;
+        if (sp.Type == ParamType.String)
+        {
+            foreach (var s in Strings(node))
+            {
+                var normalized = SearchValues.Normalize(s);
+                for (var length = 1; length < normalized.Length; length++)
+                {
+                    var prefix = new StringEntry(p, blind.Hash(Blinder.Prefix, p, normalized.AsSpan(0, length)), "");
+                    if ((set.BlindPrefixes ??= []).Add(prefix))
+                    {
+                        set.Strings.Add(prefix);
+                    }
+                }
+                set.Strings.Add(new StringEntry(p, blind.Hash(Blinder.Prefix, p, normalized), blind.Hash(Blinder.Exact, p, s)));
+            }
+            return;
+        }
+        foreach (var t in Tokens(node))
+        {
+            set.Tokens.Add(new TokenEntry(p, t.System, t.Code is null ? null : blind.Hash(Blinder.Token, p, t.Code), null));
+        }
     }
 
     private static void Add(IndexSet set, SearchParam sp, Base node, string? onlyTargetType)

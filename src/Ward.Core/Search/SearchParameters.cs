@@ -32,6 +32,11 @@ internal sealed record SearchParam(
     public IReadOnlyList<PathEvaluator> CompositeRoots => _roots ??= Expression is null ? [] : PathEvaluator.Union(Resource, Expression);
 
     private IReadOnlyList<PathEvaluator>? _roots;
+
+    /// <summary>Identifying: its values are indexed and searched as keyed hashes (see <see cref="IdentifyingParams"/>).</summary>
+    public bool Blind => _blind ??= IdentifyingParams.IsIdentifying(this);
+
+    private bool? _blind;
 }
 
 internal sealed record CompositePart(ParamType Type, string Expression)

@@ -1,5 +1,6 @@
 using System.Text;
 using Hl7.Fhir.Model;
+using Ward.Core.Crypto;
 using Ward.Core.Fhir;
 using Ward.Core.Storage;
 
@@ -13,9 +14,14 @@ internal sealed class SqlSearch
 {
     private readonly List<(string Name, object? Value)> _args = [];
     private readonly string? _baseUrl;
+    private readonly Blinder _blind;
     private int _alias;
 
-    public SqlSearch(string? baseUrl) => _baseUrl = baseUrl?.TrimEnd('/') + "/";
+    public SqlSearch(string? baseUrl, Blinder blind)
+    {
+        _baseUrl = baseUrl?.TrimEnd('/') + "/";
+        _blind = blind;
+    }
 
     public IReadOnlyList<(string Name, object? Value)> Args => _args;
 
@@ -51,6 +57,11 @@ internal sealed class SqlSearch
         foreach (var (name, desc) in query.Sort)
         {
             var sp = SearchParameters.Find(query.Type, name)!;
+            if (sp.Blind)
+            {
+                throw FhirException.BadRequest($"Results cannot be sorted by '{name}': it holds identifying values, which this node indexes only as keyed hashes "
+                    + "(encryption at rest), so they have no order. Sort by another parameter, or sort the page on the client.", OperationOutcome.IssueType.NotSupported);
+            }
             var dir = desc ? " DESC" : " ASC";
             var agg = desc ? "max" : "min";
             var p = Arg(sp.Code);
@@ -154,6 +165,22 @@ internal sealed class SqlSearch
         }
         switch (sp.Type)
         {
+            case ParamType.String when sp.Blind:
+            {
+                var v = SearchQuery.Unescape(raw);
+                var normalized = SearchValues.Normalize(v);
+                return modifier switch
+                {
+                    null when normalized.Length == 0 => In(sp, alias, "1"),
+                    null => In(sp, alias, $"value = {Arg(_blind.Hash(Blinder.Prefix, sp.Code, normalized))}"),
+                    "exact" => In(sp, alias, $"exact = {Arg(_blind.Hash(Blinder.Exact, sp.Code, v))}"),
+                    _ => throw BlindModifier(sp, modifier, "only whole values and their beginnings can be matched (the default search, and :exact)"),
+                };
+            }
+            case ParamType.Token when sp.Blind:
+                return modifier is null
+                    ? In(sp, alias, Token(raw, "system", "code", sp))
+                    : throw BlindModifier(sp, modifier, "only whole codes can be matched (code, system|code, |code, system|, and :not)");
             case ParamType.String:
             {
                 var v = SearchQuery.Unescape(raw);
@@ -212,6 +239,10 @@ internal sealed class SqlSearch
         }
     }
 
+    private static FhirException BlindModifier(SearchParam sp, string modifier, string what) =>
+        FhirException.BadRequest($"The modifier ':{modifier}' cannot be used on '{sp.Code}': it holds identifying values, which this node indexes only as keyed hashes "
+            + $"(encryption at rest), so {what}.", OperationOutcome.IssueType.NotSupported);
+
     private static FhirException UnsupportedModifier(SearchParam sp, string modifier) =>
         FhirException.NotSupported($"The modifier ':{modifier}' is not supported on the {sp.Type.ToString().ToLowerInvariant()} parameter '{sp.Code}'.");
 
@@ -220,12 +251,14 @@ internal sealed class SqlSearch
 
     private static string EscapeLike(string s) => s.Replace("\\", "\\\\").Replace("%", "\\%").Replace("_", "\\_");
 
-    internal string Token(string raw, string systemColumn, string codeColumn)
+    /// <summary>A token match; the code is compared as its keyed hash when <paramref name="blind"/> names an identifying parameter.</summary>
+    internal string Token(string raw, string systemColumn, string codeColumn, SearchParam? blind = null)
     {
         var parts = SearchQuery.SplitOr(raw, '|');
+        string Code(string code) => Arg(blind is null ? code : _blind.Hash(Blinder.Token, blind.Code, code));
         if (parts.Count == 1)
         {
-            return $"{codeColumn} = {Arg(SearchQuery.Unescape(parts[0]))}";
+            return $"{codeColumn} = {Code(SearchQuery.Unescape(parts[0]))}";
         }
         if (parts.Count != 2)
         {
@@ -234,7 +267,7 @@ internal sealed class SqlSearch
         var system = SearchQuery.Unescape(parts[0]);
         var code = SearchQuery.Unescape(parts[1]);
         var sys = system.Length == 0 ? $"{systemColumn} IS NULL" : $"{systemColumn} = {Arg(system)}";
-        return code.Length == 0 ? sys : $"{codeColumn} = {Arg(code)} AND {sys}";
+        return code.Length == 0 ? sys : $"{codeColumn} = {Code(code)} AND {sys}";
     }
 
     private static readonly string[] Prefixes = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Data.Sqlite;
-using Ward.Core.Search;
+using Ward.Core.Crypto;
+using Ward.Core.Node;
 
 namespace Ward.Core.Storage;
 
@@ -9,7 +10,7 @@ internal sealed record StoredVersion(long Rid, string Type, string Id, int Versi
     public DateTimeOffset LastUpdated => new(LastUpdatedTicks, TimeSpan.Zero);
 }
 
-internal readonly record struct CurrentInfo(long Rid, int Version, bool Deleted, long LastUpdatedTicks);
+internal readonly record struct CurrentInfo(long Rid, int Version, bool Deleted, long LastUpdatedTicks, bool Erased = false);
 
 /// <summary>
 /// The record store on SQLite (WAL). One writer at a time (an in-process gate, plus SQLite's own lock for other
@@ -22,8 +23,12 @@ internal sealed class SqliteStore : IDisposable
     private readonly ConcurrentBag<PooledConnection> _pool = [];
     private readonly SemaphoreSlim _writeGate = new(1, 1);
 
-    public SqliteStore(string path)
+    /// <summary>Opens (creating or migrating) the node's database with the node's master key.</summary>
+    public static SqliteStore Open(NodeConfig config) => new(config.DatabasePath, KeyRing.Open(config.MasterKeyPath));
+
+    public SqliteStore(string path, KeyRing keys)
     {
+        Keys = keys;
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -33,8 +38,12 @@ internal sealed class SqliteStore : IDisposable
         }.ToString();
         var c = Open();
         Migrate(c.Connection);
-        _pool.Add(c);
+        using var session = new StoreSession(this, c, c.Connection.BeginTransaction(deferred: false), gated: false);
+        session.AttachKeys();
+        session.Commit();
     }
+
+    public KeyRing Keys { get; }
 
     public string Path => new SqliteConnectionStringBuilder(_connectionString).DataSource;
 
@@ -48,6 +57,7 @@ internal sealed class SqliteStore : IDisposable
             PRAGMA synchronous = FULL;
             PRAGMA busy_timeout = 60000;
             PRAGMA temp_store = MEMORY;
+            PRAGMA secure_delete = ON;
             PRAGMA cache_size = -65536;
             PRAGMA foreign_keys = OFF;
             """;
@@ -91,7 +101,21 @@ internal sealed class SqliteStore : IDisposable
         }
     }
 
-    public StoreSession OpenRead() => new(this, _pool.TryTake(out var c) ? c : Open(), null);
+    /// <summary>The id of the master key the database's data keys are wrapped under.</summary>
+    public string MasterKeyId()
+    {
+        using var s = OpenRead();
+        return (string)s.Scalar("SELECT master_kid FROM keyring", [])!;
+    }
+
+    /// <summary>Copies the write-ahead log into the database and truncates it (waits for readers up to the busy timeout).</summary>
+    public void Checkpoint()
+    {
+        using var s = OpenRead();
+        s.Scalar("PRAGMA wal_checkpoint(TRUNCATE)", []);
+    }
+
+    public StoreSession OpenRead() => new(this, _pool.TryTake(out var c) ? c : Open(), null, gated: false);
 
     /// <summary>Opens the single write transaction; callers must dispose the session (rollback unless committed).</summary>
     public async Task<StoreSession> BeginWriteAsync(CancellationToken ct)
@@ -101,7 +125,7 @@ internal sealed class SqliteStore : IDisposable
         {
             var c = _pool.TryTake(out var pooled) ? pooled : Open();
             var tx = c.Connection.BeginTransaction(deferred: false);
-            return new StoreSession(this, c, tx);
+            return new StoreSession(this, c, tx, gated: true);
         }
         catch
         {

@@ -1,26 +1,40 @@
 using Microsoft.Data.Sqlite;
+using Ward.Core.Crypto;
+using Ward.Core.Node;
 using Ward.Core.Search;
 
 namespace Ward.Core.Storage;
 
-/// <summary>One connection borrowed from the store: a reader, or the single writer with its open transaction.</summary>
+/// <summary>What an erasure destroyed: the key, the resources whose current version it sealed, and all versions it sealed.</summary>
+internal sealed record ErasureResult(long Kid, int Resources, long Versions);
+
+/// <summary>
+/// One connection borrowed from the store: a reader, or the single writer with its open transaction.
+/// Versions go in sealed (AES-256-GCM under their patient's data key) and come out opened; nothing else sees plaintext.
+/// </summary>
 internal sealed class StoreSession : IDisposable
 {
-    private const string CurrentColumns = "r.rid, r.type, r.id, r.version, v.last_updated, v.deleted, v.method, v.data";
+    private const string VersionColumns = "r.rid, r.type, r.id, r.version, v.last_updated, v.deleted, v.method, v.data, v.kid, k.wrapped, k.master_kid, k.kind, k.owner";
+    private const string CurrentFrom = "resource r JOIN version v ON v.rid = r.rid AND v.version = r.version LEFT JOIN data_key k ON k.kid = v.kid";
+    private const string PatientKind = "patient";
+    private const string SharedKind = "shared";
+    private const string IndexKind = "index";
     private readonly SqliteStore _store;
     private readonly PooledConnection _pooled;
     private SqliteTransaction? _tx;
-    private readonly bool _writer;
+    private readonly bool _gated;
 
-    internal StoreSession(SqliteStore store, PooledConnection pooled, SqliteTransaction? tx)
+    internal StoreSession(SqliteStore store, PooledConnection pooled, SqliteTransaction? tx, bool gated)
     {
         _store = store;
         _pooled = pooled;
         _tx = tx;
-        _writer = tx is not null;
+        _gated = gated;
     }
 
     internal SqliteConnection Connection => _pooled.Connection;
+
+    private KeyRing Keys => _store.Keys;
 
     private SqliteCommand Cmd(string sql, params ReadOnlySpan<(string Name, object? Value)> args)
     {
@@ -44,26 +58,53 @@ internal sealed class StoreSession : IDisposable
     public CurrentInfo? GetCurrent(string type, string id)
     {
         using var reader = Cmd("SELECT rid, version, deleted, last_updated FROM resource WHERE type = $t AND id = $i", ("$t", type), ("$i", id)).ExecuteReader();
-        return reader.Read() ? new CurrentInfo(reader.GetInt64(0), reader.GetInt32(1), reader.GetInt32(2) != 0, reader.GetInt64(3)) : null;
+        return reader.Read() ? new CurrentInfo(reader.GetInt64(0), reader.GetInt32(1), reader.GetInt32(2) != 0, reader.GetInt64(3), reader.GetInt32(2) == 2) : null;
     }
 
     public StoredVersion? Read(string type, string id)
     {
-        using var reader = Cmd($"SELECT {CurrentColumns} FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE r.type = $t AND r.id = $i",
+        using var reader = Cmd($"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.type = $t AND r.id = $i",
             ("$t", type), ("$i", id)).ExecuteReader();
         return reader.Read() ? Row(reader) : null;
     }
 
     public StoredVersion? ReadVersion(string type, string id, int version)
     {
-        using var reader = Cmd($"SELECT {CurrentColumns} FROM resource r JOIN version v ON v.rid = r.rid WHERE r.type = $t AND r.id = $i AND v.version = $v",
+        using var reader = Cmd($"SELECT {VersionColumns.Replace("r.version", "v.version")} FROM resource r JOIN version v ON v.rid = r.rid LEFT JOIN data_key k ON k.kid = v.kid WHERE r.type = $t AND r.id = $i AND v.version = $v",
             ("$t", type), ("$i", id), ("$v", version)).ExecuteReader();
         return reader.Read() ? Row(reader) : null;
     }
 
-    private static StoredVersion Row(SqliteDataReader r) => new(
-        r.GetInt64(0), r.GetString(1), r.GetString(2), r.GetInt32(3), r.GetInt64(4), r.GetInt32(5) != 0, r.GetString(6),
-        r.IsDBNull(7) ? null : (byte[])r.GetValue(7));
+    private StoredVersion Row(SqliteDataReader r)
+    {
+        var (type, id, version) = (r.GetString(1), r.GetString(2), r.GetInt32(3));
+        return new(r.GetInt64(0), type, id, version, r.GetInt64(4), r.GetInt32(5) != 0, r.GetString(6), r.IsDBNull(7) ? null : Open(r, type, id, version));
+    }
+
+    /// <summary>Opens the envelope in column 7 with the key named in column 8 (wrapped key and its binding in 9 to 12).</summary>
+    private byte[] Open(SqliteDataReader r, string type, string id, int version)
+    {
+        var envelope = (byte[])r.GetValue(7);
+        if (r.IsDBNull(8) || r.IsDBNull(11))
+        {
+            throw Keys.Integrity(type, id, version);
+        }
+        var kid = r.GetInt64(8);
+        if (r.IsDBNull(9))
+        {
+            throw new RecordErasedException(type, id);
+        }
+        byte[] key;
+        try
+        {
+            key = Keys.DataKey(kid, r.IsDBNull(10) ? "" : r.GetString(10), r.GetString(11), r.GetString(12), (byte[])r.GetValue(9));
+        }
+        catch (KeyIntegrityException)
+        {
+            throw Keys.Integrity(type, id, version);
+        }
+        return Keys.OpenRecord(key, kid, type, id, version, envelope);
+    }
 
     /// <summary>Loads the current versions of the given rows, in the order given.</summary>
     public List<StoredVersion> LoadCurrent(IReadOnlyList<long> rids)
@@ -78,7 +119,7 @@ internal sealed class StoreSession : IDisposable
         {
             using var cmd = Connection.CreateCommand();
             cmd.Transaction = _tx;
-            cmd.CommandText = $"SELECT {CurrentColumns} FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE r.rid IN ({string.Join(',', chunk)})";
+            cmd.CommandText = $"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.rid IN ({string.Join(',', chunk)})";
             using var reader = cmd.ExecuteReader();
             while (reader.Read())
             {
@@ -101,19 +142,19 @@ internal sealed class StoreSession : IDisposable
     {
         using var cmd = Connection.CreateCommand();
         cmd.Transaction = _tx;
-        cmd.CommandText = "SELECT v.data FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE r.type = $t AND r.deleted = 0 ORDER BY r.rid";
+        cmd.CommandText = $"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.type = $t AND r.deleted = 0 ORDER BY r.rid";
         cmd.Parameters.AddWithValue("$t", type);
         using var reader = cmd.ExecuteReader();
         while (reader.Read())
         {
-            yield return (byte[])reader.GetValue(0);
+            yield return Row(reader).Data!;
         }
     }
 
-    /// <summary>History, newest first: of one resource, of a type, or of the whole node.</summary>
+    /// <summary>History, newest first: of one resource, of a type, or of the whole node. Erased versions are left out.</summary>
     public List<StoredVersion> History(string? type, string? id, long? sinceTicks, int count, int offset)
     {
-        var where = new List<string>();
+        var where = new List<string> { NotErased };
         var args = new List<(string, object?)>();
         if (type is not null)
         {
@@ -130,8 +171,8 @@ internal sealed class StoreSession : IDisposable
             where.Add("v.last_updated >= $s");
             args.Add(("$s", since));
         }
-        var sql = $"SELECT {CurrentColumns.Replace("r.version", "v.version")} FROM version v JOIN resource r ON r.rid = v.rid"
-            + (where.Count > 0 ? " WHERE " + string.Join(" AND ", where) : "")
+        var sql = $"SELECT {VersionColumns.Replace("r.version", "v.version")} FROM version v JOIN resource r ON r.rid = v.rid LEFT JOIN data_key k ON k.kid = v.kid"
+            + " WHERE " + string.Join(" AND ", where)
             + " ORDER BY v.seq DESC LIMIT $count OFFSET $offset";
         args.Add(("$count", count));
         args.Add(("$offset", offset));
@@ -144,16 +185,31 @@ internal sealed class StoreSession : IDisposable
         return list;
     }
 
+    private const string NotErased = "r.deleted < 2 AND (v.kid IS NULL OR k.wrapped IS NOT NULL)";
+
     public long HistoryCount(string? type, string? id, long? sinceTicks)
     {
-        var sql = "SELECT count(*) FROM version v JOIN resource r ON r.rid = v.rid WHERE ($t IS NULL OR r.type = $t) AND ($i IS NULL OR r.id = $i) AND ($s IS NULL OR v.last_updated >= $s)";
+        var sql = "SELECT count(*) FROM version v JOIN resource r ON r.rid = v.rid LEFT JOIN data_key k ON k.kid = v.kid WHERE ($t IS NULL OR r.type = $t) AND ($i IS NULL OR r.id = $i) AND ($s IS NULL OR v.last_updated >= $s) AND "
+            + NotErased;
         return (long)Cmd(sql, ("$t", type), ("$i", id), ("$s", sinceTicks)).ExecuteScalar()!;
     }
 
-    /// <summary>Stores a new version and, unless it is a deletion, replaces the resource's search index.</summary>
+    /// <summary>
+    /// Stores a new version, sealed under the data key of the patient the index names as owner (or the shared key),
+    /// and, unless it is a deletion, replaces the resource's search index (already blinded by the indexer).
+    /// </summary>
     public long Put(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, byte[]? data, IndexSet? index)
     {
         EnsureWriter();
+        long? kid = null;
+        byte[]? envelope = null;
+        if (data is not null)
+        {
+            var owner = index?.Owner;
+            var (k, key) = WriteKey(owner is null ? SharedKind : PatientKind, owner ?? "", lastUpdatedTicks);
+            kid = k;
+            envelope = KeyRing.Seal(key, k, type, id, version, data);
+        }
         long rid;
         var deleted = index is null;
         if (current is { } cur)
@@ -171,8 +227,8 @@ internal sealed class StoreSession : IDisposable
             rid = (long)Cmd("INSERT INTO resource (type, id, version, last_updated, deleted) VALUES ($t, $i, $v, $u, $d) RETURNING rid",
                 ("$t", type), ("$i", id), ("$v", version), ("$u", lastUpdatedTicks), ("$d", deleted ? 1 : 0)).ExecuteScalar()!;
         }
-        Cmd("INSERT INTO version (rid, version, last_updated, method, deleted, data) VALUES ($r, $v, $u, $m, $d, $data)",
-            ("$r", rid), ("$v", version), ("$u", lastUpdatedTicks), ("$m", method), ("$d", deleted ? 1 : 0), ("$data", data)).ExecuteNonQuery();
+        Cmd("INSERT INTO version (rid, version, last_updated, method, deleted, data, kid) VALUES ($r, $v, $u, $m, $d, $data, $k)",
+            ("$r", rid), ("$v", version), ("$u", lastUpdatedTicks), ("$m", method), ("$d", deleted ? 1 : 0), ("$data", envelope), ("$k", kid)).ExecuteNonQuery();
         if (index is not null)
         {
             WriteIndex(rid, index);
@@ -255,6 +311,140 @@ internal sealed class StoreSession : IDisposable
         return cmd.ExecuteScalar();
     }
 
+    // ------------------------------------------------------------------ keys
+
+    /// <summary>The live data key of (kind, owner), created and wrapped under the current master key on first use.</summary>
+    private (long Kid, byte[] Key) WriteKey(string kind, string owner, long ticks)
+    {
+        using (var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = $k AND owner = $o AND wrapped IS NOT NULL", ("$k", kind), ("$o", owner)).ExecuteReader())
+        {
+            if (reader.Read())
+            {
+                var kid = reader.GetInt64(0);
+                return (kid, Keys.DataKey(kid, reader.GetString(1), kind, owner, (byte[])reader.GetValue(2)));
+            }
+        }
+        var key = KeyRing.NewDataKey();
+        return (CreateKey(kind, owner, key, ticks), key);
+    }
+
+    private long CreateKey(string kind, string owner, byte[] key, long ticks)
+    {
+        // Read under the write lock: a rotation that committed before this transaction has already switched it.
+        var masterKid = (string)Cmd("SELECT master_kid FROM keyring", []).ExecuteScalar()!;
+        var kid = (long)Cmd("INSERT INTO data_key (kind, owner, wrapped, master_kid, created) VALUES ($k, $o, x'', $m, $c) RETURNING kid",
+            ("$k", kind), ("$o", owner), ("$m", masterKid), ("$c", ticks)).ExecuteScalar()!;
+        Cmd("UPDATE data_key SET wrapped = $w WHERE kid = $i", ("$w", Keys.Wrap(masterKid, kid, kind, owner, key)), ("$i", kid)).ExecuteNonQuery();
+        return kid;
+    }
+
+    /// <summary>
+    /// At open: creates the keyring of a new database, or checks that the master key file holds the database's key,
+    /// finishing or undoing a rotation that was interrupted; then installs the index key.
+    /// </summary>
+    internal void AttachKeys()
+    {
+        EnsureWriter();
+        var dbKid = Cmd("SELECT master_kid FROM keyring", []).ExecuteScalar() as string;
+        if (dbKid is null)
+        {
+            if ((long)Cmd("SELECT count(*) FROM version WHERE data IS NOT NULL", []).ExecuteScalar()! > 0)
+            {
+                throw new NodeException("This database was written before encryption at rest (schema 1) and holds records in clear. "
+                    + "Export it with that Ward version (ward export), then create a new node and import the export.");
+            }
+            Cmd("INSERT INTO keyring (id, master_kid) VALUES (1, $m)", ("$m", Keys.FileKeyId)).ExecuteNonQuery();
+            var ticks = DateTime.UtcNow.Ticks;
+            CreateKey(IndexKind, "", KeyRing.NewDataKey(), ticks);
+            CreateKey(SharedKind, "", KeyRing.NewDataKey(), ticks);
+        }
+        else if (dbKid == Keys.FileKeyId)
+        {
+            if (Keys.PendingKeyId is not null)
+            {
+                // A rotation stopped before the database switched: the old key is still the key. Undo.
+                File.Delete(Keys.PendingKeyPath);
+                Keys.Reload();
+            }
+        }
+        else if (dbKid == Keys.PendingKeyId)
+        {
+            // A rotation stopped after the database switched: finish it.
+            var old = Keys.FileKeyId;
+            File.Move(Keys.PendingKeyPath, Keys.MasterKeyPath, overwrite: true);
+            Keys.Reload();
+            Keys.Retire(old);
+        }
+        else
+        {
+            throw new NodeException($"The master key in {Keys.MasterKeyPath} (id {Keys.FileKeyId}) is not the key of this database (id {dbKid}). "
+                + "Restore the node's own master key file; Ward will not start with another key.");
+        }
+        using var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = $k AND owner = '' AND wrapped IS NOT NULL", ("$k", IndexKind)).ExecuteReader();
+        if (!reader.Read())
+        {
+            throw new NodeException("The database has no index key: its keyring is damaged.");
+        }
+        Keys.UseIndexKey(Keys.Unwrap(reader.GetString(1), reader.GetInt64(0), IndexKind, "", (byte[])reader.GetValue(2)));
+    }
+
+    /// <summary>Re-wraps every live data key under master key <paramref name="toKid"/> and makes it the database's key.</summary>
+    public int Rewrap(string fromKid, string toKid)
+    {
+        EnsureWriter();
+        var dbKid = (string)Cmd("SELECT master_kid FROM keyring", []).ExecuteScalar()!;
+        if (dbKid != fromKid)
+        {
+            throw new NodeException($"The database's master key is {dbKid}, not {fromKid}: another rotation ran. Nothing was changed.");
+        }
+        var rows = new List<(long Kid, string Master, string Kind, string Owner, byte[] Wrapped)>();
+        using (var reader = Cmd("SELECT kid, master_kid, kind, owner, wrapped FROM data_key WHERE wrapped IS NOT NULL", []).ExecuteReader())
+        {
+            while (reader.Read())
+            {
+                rows.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), (byte[])reader.GetValue(4)));
+            }
+        }
+        foreach (var (kid, master, kind, owner, wrapped) in rows)
+        {
+            var key = Keys.Unwrap(master, kid, kind, owner, wrapped);
+            Cmd("UPDATE data_key SET wrapped = $w, master_kid = $m WHERE kid = $i", ("$w", Keys.Wrap(toKid, kid, kind, owner, key)), ("$m", toKid), ("$i", kid)).ExecuteNonQuery();
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(key);
+        }
+        Cmd("UPDATE keyring SET master_kid = $m", ("$m", toKid)).ExecuteNonQuery();
+        return rows.Count;
+    }
+
+    /// <summary>
+    /// Crypto-shredding: destroys the patient's data key (the row stays as a tombstone), marks the resources sealed
+    /// under it as erased and removes their index entries. The store runs with secure_delete, so freed content is overwritten.
+    /// </summary>
+    public ErasureResult Erase(string patientId, string reason, long ticks)
+    {
+        EnsureWriter();
+        var kid = Cmd("SELECT kid FROM data_key WHERE kind = $k AND owner = $o AND wrapped IS NOT NULL", ("$k", PatientKind), ("$o", patientId)).ExecuteScalar();
+        if (kid is not long k)
+        {
+            var erased = Cmd("SELECT count(*) FROM data_key WHERE kind = $k AND owner = $o", ("$k", PatientKind), ("$o", patientId)).ExecuteScalar();
+            throw new NodeException((long)erased! > 0 ? $"Patient/{patientId} is already erased." : $"No record of Patient/{patientId} is stored on this node.");
+        }
+        var rids = QueryRids("SELECT r.rid FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE v.kid = $k", [("$k", k)]);
+        foreach (var chunk in rids.Chunk(500))
+        {
+            var list = string.Join(',', chunk);
+            Scalar($"UPDATE resource SET deleted = 2 WHERE rid IN ({list})", []);
+            foreach (var table in IndexTables)
+            {
+                Scalar($"DELETE FROM {table} WHERE rid IN ({list})", []);
+            }
+        }
+        Cmd("DELETE FROM ix_compartment WHERE patient_id = $p", ("$p", patientId)).ExecuteNonQuery();
+        Cmd("UPDATE data_key SET wrapped = NULL, master_kid = NULL, erased = $t, reason = $r WHERE kid = $k", ("$t", ticks), ("$r", reason), ("$k", k)).ExecuteNonQuery();
+        var versions = (long)Cmd("SELECT count(*) FROM version WHERE kid = $k", ("$k", k)).ExecuteScalar()!;
+        Keys.Forget(k);
+        return new ErasureResult(k, rids.Count, versions);
+    }
+
     public void Commit()
     {
         EnsureWriter();
@@ -279,6 +469,6 @@ internal sealed class StoreSession : IDisposable
             _tx.Dispose();
             _tx = null;
         }
-        _store.Return(_pooled, _writer);
+        _store.Return(_pooled, _gated);
     }
 }

@@ -1,0 +1,75 @@
+using System.Globalization;
+using Ward.Core.Node;
+using Ward.Core.Storage;
+
+namespace Ward.Core.Crypto;
+
+internal sealed record RotationResult(string OldKeyId, string NewKeyId, int DataKeys);
+
+/// <summary>The key lifecycle operations behind <c>ward keys rotate-master</c> and <c>ward patient erase</c>; both are safe while the node serves.</summary>
+internal static class KeyAdmin
+{
+    /// <summary>
+    /// Replaces the master key. The new key is written beside the old one (<c>master.key.new</c>), every data key is
+    /// re-wrapped in one transaction, and only then does the new file replace the old. Interrupted before the commit,
+    /// the next start deletes the new file (rollback); after it, the next start completes the rename (resume).
+    /// </summary>
+    public static async Task<RotationResult> RotateMasterAsync(SqliteStore store, CancellationToken ct)
+    {
+        var keys = store.Keys;
+        keys.Reload();
+        if (keys.PendingKeyId is not null)
+        {
+            throw new NodeException($"{keys.PendingKeyPath} exists: another rotation is running, or one was interrupted (restart the node once to resolve it).");
+        }
+        var oldKid = keys.FileKeyId;
+        MasterKeyFile.Create(keys.PendingKeyPath);
+        keys.Reload();
+        var newKid = keys.PendingKeyId!;
+        int count;
+        try
+        {
+            using var session = await store.BeginWriteAsync(ct);
+            count = session.Rewrap(oldKid, newKid);
+            session.Commit();
+        }
+        catch
+        {
+            if (store.MasterKeyId() != newKid)
+            {
+                File.Delete(keys.PendingKeyPath);
+                keys.Reload();
+                throw;
+            }
+            count = -1;
+        }
+        File.Move(keys.PendingKeyPath, keys.MasterKeyPath, overwrite: true);
+        keys.Reload();
+        keys.Retire(oldKid);
+        return new RotationResult(oldKid, newKid, count);
+    }
+
+    /// <summary>Crypto-shredding of one patient; the erased key id is also appended to the erasure ledger beside the master key.</summary>
+    public static async Task<ErasureResult> EraseAsync(SqliteStore store, string patientId, string reason, TimeProvider clock, CancellationToken ct)
+    {
+        if (string.IsNullOrWhiteSpace(reason))
+        {
+            throw new NodeException("An erasure needs a reason (for example the reference of the patient's request).");
+        }
+        var now = clock.GetUtcNow();
+        ErasureResult result;
+        using (var session = await store.BeginWriteAsync(ct))
+        {
+            result = session.Erase(patientId, reason, now.UtcTicks);
+            session.Commit();
+        }
+        // Push the freed pages out of the write-ahead log so that no copy of the wrapped key stays in it.
+        store.Checkpoint();
+        var ledger = ErasureLedgerPath(store.Keys);
+        File.AppendAllText(ledger, string.Create(CultureInfo.InvariantCulture, $"{now:O} erased data key {result.Kid}\n"));
+        return result;
+    }
+
+    /// <summary>The append-only list of erased key ids (no patient identifiers), kept with the keys, outside the database.</summary>
+    public static string ErasureLedgerPath(KeyRing keys) => Path.Combine(Path.GetDirectoryName(keys.MasterKeyPath)!, "erasures.log");
+}
