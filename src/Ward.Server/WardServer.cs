@@ -14,16 +14,18 @@ namespace Ward.Server;
 /// <summary>Builds the node's web host: Kestrel on the configured addresses, the FHIR API under <c>/fhir</c>.</summary>
 internal static class WardServer
 {
+    /// <param name="logging">Replaces the console log provider (tests capture logs); the levels stay those of production.</param>
     public static WebApplication Build(NodeConfig config, string urls, SqliteStore store, Action<ILoggingBuilder>? logging = null)
     {
         var endpoints = ParseUrls(urls, config);
         var builder = WebApplication.CreateSlimBuilder();
+        // Framework logs stay at Warning: request logging at Information would write URLs, and search URLs hold patient data.
         builder.Logging.ClearProviders();
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.Logging.AddFilter("Ward", LogLevel.Information);
         if (logging is null)
         {
             builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
-            builder.Logging.SetMinimumLevel(LogLevel.Warning);
-            builder.Logging.AddFilter("Ward", LogLevel.Information);
         }
         else
         {

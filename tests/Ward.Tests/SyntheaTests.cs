@@ -212,6 +212,86 @@ public sealed class SyntheaTests(SyntheaNode synthea) : IClassFixture<SyntheaNod
         Assert.Equal(expected, seen.Count);
     }
 
+    /// <summary>
+    /// Every name part, identifier value, telecom value and address line of the source bundles, at least
+    /// <paramref name="minLength"/> characters long: shorter strings occur by chance in 100 MB of ciphertext.
+    /// </summary>
+    private static void CollectIdentifying(JsonElement element, HashSet<string> found, int minLength = 6)
+    {
+        void Add(JsonElement v)
+        {
+            if (v.ValueKind == JsonValueKind.String && v.GetString() is { } text && text.Length >= minLength)
+            {
+                found.Add(text);
+            }
+        }
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var p in element.EnumerateObject())
+                {
+                    switch (p.Name)
+                    {
+                        case "family":
+                            Add(p.Value);
+                            break;
+                        case "given" or "line" when p.Value.ValueKind == JsonValueKind.Array:
+                            foreach (var g in p.Value.EnumerateArray())
+                            {
+                                Add(g);
+                            }
+                            break;
+                        case "identifier" or "telecom":
+                            foreach (var id in p.Value.ValueKind == JsonValueKind.Array ? p.Value.EnumerateArray().ToList() : [p.Value])
+                            {
+                                if (id.ValueKind == JsonValueKind.Object && id.TryGetProperty("value", out var v))
+                                {
+                                    Add(v);
+                                }
+                            }
+                            break;
+                    }
+                    CollectIdentifying(p.Value, found, minLength);
+                }
+                break;
+            case JsonValueKind.Array:
+                foreach (var item in element.EnumerateArray())
+                {
+                    CollectIdentifying(item, found, minLength);
+                }
+                break;
+        }
+    }
+
+    [Fact]
+    public void Nothing_identifying_and_no_record_in_clear_is_in_any_file_of_the_node_or_its_logs()
+    {
+        var needles = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var bundle in synthea.PatientBundles.Concat(synthea.InfoBundles))
+        {
+            CollectIdentifying(bundle.RootElement, needles);
+        }
+        Assert.True(needles.Count > 2000, $"only {needles.Count} identifying values collected");
+        needles.Add("\"resourceType\"");
+        // Files are searched as Latin-1 so that one byte is one char; needles become their UTF-8 bytes the same way.
+        var latin1 = Encoding.Latin1;
+        var search = System.Buffers.SearchValues.Create(needles.Select(n => latin1.GetString(Encoding.UTF8.GetBytes(n))).ToArray(), StringComparison.Ordinal);
+        var files = Directory.EnumerateFiles(Node.DataDir, "*", SearchOption.AllDirectories).ToList();
+        Assert.Contains(files, f => f.EndsWith("ward.db-wal", StringComparison.Ordinal));
+        long scanned = 0;
+        foreach (var file in files)
+        {
+            var text = latin1.GetString(File.ReadAllBytes(file));
+            scanned += text.Length;
+            var at = text.AsSpan().IndexOfAny(search);
+            Assert.True(at < 0, $"{Path.GetFileName(file)} holds identifying text in clear at byte {at}: '{(at < 0 ? "" : text.Substring(Math.Max(0, at - 20), Math.Min(80, text.Length - Math.Max(0, at - 20))))}'");
+        }
+        Assert.True(scanned > 10_000_000, $"only {scanned} bytes scanned");
+        var logs = string.Join("\n", Node.Logs.Lines);
+        var inLogs = logs.AsSpan().IndexOfAny(search);
+        Assert.True(inLogs < 0, $"the logs hold identifying text: {(inLogs < 0 ? "" : logs.Substring(Math.Max(0, inLogs - 100), 200))}");
+    }
+
     private static void CollectConditional(JsonElement element, HashSet<string> found)
     {
         switch (element.ValueKind)

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Ward.Core.Node;
 using Ward.Core.Storage;
 using Ward.Server;
@@ -19,6 +20,9 @@ public sealed class TestNode : IAsyncLifetime, IDisposable
     internal SqliteStore Store { get; private set; } = null!;
     public string DataDir { get; } = Path.Combine(Path.GetTempPath(), "ward-test-" + Guid.NewGuid().ToString("N")[..12]);
     public string BaseUrl { get; private set; } = "";
+
+    /// <summary>Everything the node logged (a hand-written in-memory provider).</summary>
+    public LogCapture Logs { get; } = new();
     public HttpClient Http { get; private set; } = null!;
 
     public FhirClient Client(bool strict = false) => new(BaseUrl, Http, new FhirClientSettings
@@ -33,7 +37,7 @@ public sealed class TestNode : IAsyncLifetime, IDisposable
         Config = NodeConfig.Init(DataDir, "test");
         Config.MaxRequestBodyBytes = 8 * 1024 * 1024;
         Store = SqliteStore.Open(Config);
-        _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => { });
+        _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => logging.AddProvider(Logs));
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         BaseUrl = address.TrimEnd('/') + "/fhir";
@@ -62,6 +66,30 @@ public sealed class TestNode : IAsyncLifetime, IDisposable
         catch (IOException)
         {
         }
+    }
+}
+
+/// <summary>Keeps every formatted log line, for tests that prove what is (and is not) logged.</summary>
+public sealed class LogCapture : ILoggerProvider
+{
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _lines = new();
+
+    public IReadOnlyCollection<string> Lines => _lines;
+
+    public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class Logger(LogCapture owner, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            owner._lines.Enqueue($"{logLevel} {category}: {formatter(state, exception)} {exception}");
     }
 }
 
