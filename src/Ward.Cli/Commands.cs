@@ -251,18 +251,7 @@ internal static class Commands
         return cmd;
     }
 
-    private static int Run(Func<int> action)
-    {
-        try
-        {
-            return action();
-        }
-        catch (NodeException e)
-        {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
-            return 2;
-        }
-    }
+    private static int Run(Func<int> action) => RunAsync(() => Task.FromResult(action())).GetAwaiter().GetResult();
 
     private static async Task<int> RunAsync(Func<Task<int>> action)
     {
@@ -273,6 +262,11 @@ internal static class Commands
         catch (NodeException e)
         {
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            return 2;
+        }
+        catch (RecordIntegrityException e)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Type}/{e.Id} version {e.Version} failed its integrity check: the stored record was altered outside Ward. Nothing more was done.");
             return 2;
         }
         catch (OperationCanceledException)
