@@ -6,6 +6,7 @@ using System.Text.Json;
 //   ingest URL DIR CLIENTS   post every Bundle in DIR (0-* batch bundles first, sequentially) as HTTP transactions
 //   ids URL TYPE OUT         write the ids of TYPE to OUT (one per line) for wrk
 //   search URL N             Observation?patient=X&code=Y latency over N requests (median, p99)
+//   crypto SECONDS           AES-256-GCM and HMAC-SHA-256 throughput of this machine, through Ward's own envelope code
 var mode = args.ElementAtOrDefault(0);
 using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64 }) { Timeout = TimeSpan.FromMinutes(10) };
 switch (mode)
@@ -16,8 +17,12 @@ switch (mode)
         return await Ids(http, args[1].TrimEnd('/'), args[2], args[3]);
     case "search":
         return await Search(http, args[1].TrimEnd('/'), int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
+    case "store-reads":
+        return StoreReads(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
+    case "crypto":
+        return Crypto(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
     default:
-        Console.Error.WriteLine("usage: ingest URL DIR CLIENTS | ids URL TYPE OUT | search URL N");
+        Console.Error.WriteLine("usage: ingest URL DIR CLIENTS | ids URL TYPE OUT | search URL N | crypto SECONDS");
         return 2;
 }
 
@@ -101,5 +106,65 @@ static async Task<int> Search(HttpClient http, string url, int n)
     }
     times.Sort();
     Console.WriteLine($"search Observation?patient=X&code=Y: n={n} median {times[n / 2]:F2} ms, p99 {times[(int)(n * 0.99)]:F2} ms, max {times[^1]:F2} ms");
+    return 0;
+}
+
+static int Crypto(double seconds)
+{
+    var key = Ward.Core.Crypto.KeyRing.NewDataKey();
+    using var cipher = new System.Security.Cryptography.AesGcm(key, 16);
+    foreach (var size in new[] { 1024, 4096, 65536 })
+    {
+        var plaintext = new byte[size];
+        Random.Shared.NextBytes(plaintext);
+        long n = 0;
+        var watch = Stopwatch.StartNew();
+        while (watch.Elapsed.TotalSeconds < seconds)
+        {
+            Ward.Core.Crypto.KeyRing.Seal(cipher, 7, "Observation", "0b6c1a52-3f7e-4d3a-9c1e-2f4b8a6d7e90", 1, plaintext);
+            n++;
+        }
+        var perSecond = n / watch.Elapsed.TotalSeconds;
+        Console.WriteLine($"crypto: seal {size,6} B records: {perSecond:N0}/s = {perSecond * size / 1e6:N0} MB/s ({1e6 / perSecond:F2} µs each)");
+    }
+    var blind = new Ward.Core.Crypto.Blinder(key);
+    long h = 0;
+    var clock = Stopwatch.StartNew();
+    while (clock.Elapsed.TotalSeconds < seconds)
+    {
+        blind.Hash(Ward.Core.Crypto.Blinder.Prefix, "family", "dupont");
+        h++;
+    }
+    Console.WriteLine($"crypto: blind index hash: {h / clock.Elapsed.TotalSeconds:N0}/s ({clock.Elapsed.TotalMilliseconds * 1000 / h:F2} µs each)");
+    return 0;
+}
+
+// In-process: the store's read path (open + decrypt) against the bare SQL read of the same rows.
+static int StoreReads(string dataDir, int n)
+{
+    var config = Ward.Core.Node.NodeConfig.Load(dataDir);
+    using var store = Ward.Core.Storage.SqliteStore.Open(config);
+    using var session = store.OpenRead();
+    var ids = new List<string>();
+    using (var cmd = session.Connection.CreateCommand())
+    {
+        cmd.CommandText = "SELECT id FROM resource WHERE type = 'Patient'";
+        using var r = cmd.ExecuteReader();
+        while (r.Read()) ids.Add(r.GetString(0));
+    }
+    var random = new Random(1);
+    using var raw = session.Connection.CreateCommand();
+    raw.CommandText = "SELECT v.data FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE r.type = 'Patient' AND r.id = $i";
+    var p = raw.Parameters.Add(new Microsoft.Data.Sqlite.SqliteParameter { ParameterName = "$i" });
+    for (var round = 0; round < 3; round++)
+    {
+        var w = Stopwatch.StartNew();
+        for (var i = 0; i < n; i++) session.Read("Patient", ids[random.Next(ids.Count)]);
+        var store_ = w.Elapsed.TotalMilliseconds * 1000 / n;
+        w.Restart();
+        for (var i = 0; i < n; i++) { p.Value = ids[random.Next(ids.Count)]; using var r = raw.ExecuteReader(); r.Read(); _ = (byte[])r.GetValue(0); }
+        var bare = w.Elapsed.TotalMilliseconds * 1000 / n;
+        Console.WriteLine($"store-reads: Read {store_:F2} µs, bare SQL {bare:F2} µs, difference {store_ - bare:F2} µs");
+    }
     return 0;
 }

@@ -37,6 +37,11 @@ internal sealed class SqliteStore : IDisposable
             Mode = SqliteOpenMode.ReadWriteCreate,
         }.ToString();
         var c = Open();
+        if (!OperatingSystem.IsWindows() && File.Exists(path))
+        {
+            // The database holds only ciphertext and hashes, but it is the node's to read: owner only (WAL and SHM follow).
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
         Migrate(c.Connection);
         using var session = new StoreSession(this, c, c.Connection.BeginTransaction(deferred: false), gated: false);
         session.AttachKeys();

@@ -84,7 +84,6 @@ internal sealed class StoreSession : IDisposable
     /// <summary>Opens the envelope in column 7 with the key named in column 8 (wrapped key and its binding in 9 to 12).</summary>
     private byte[] Open(SqliteDataReader r, string type, string id, int version)
     {
-        var envelope = (byte[])r.GetValue(7);
         if (r.IsDBNull(8) || r.IsDBNull(11))
         {
             throw Keys.Integrity(type, id, version);
@@ -94,16 +93,18 @@ internal sealed class StoreSession : IDisposable
         {
             throw new RecordErasedException(type, id);
         }
-        byte[] key;
-        try
+        if (!Keys.TryGetCipher(kid, out var cipher))
         {
-            key = Keys.DataKey(kid, r.IsDBNull(10) ? "" : r.GetString(10), r.GetString(11), r.GetString(12), (byte[])r.GetValue(9));
+            try
+            {
+                cipher = Keys.Cipher(kid, Keys.DataKey(kid, r.IsDBNull(10) ? "" : r.GetString(10), r.GetString(11), r.GetString(12), (byte[])r.GetValue(9)));
+            }
+            catch (KeyIntegrityException)
+            {
+                throw Keys.Integrity(type, id, version);
+            }
         }
-        catch (KeyIntegrityException)
-        {
-            throw Keys.Integrity(type, id, version);
-        }
-        return Keys.OpenRecord(key, kid, type, id, version, envelope);
+        return Keys.OpenRecord(cipher, kid, type, id, version, (byte[])r.GetValue(7));
     }
 
     /// <summary>Loads the current versions of the given rows, in the order given.</summary>
@@ -208,7 +209,7 @@ internal sealed class StoreSession : IDisposable
             var owner = index?.Owner;
             var (k, key) = WriteKey(owner is null ? SharedKind : PatientKind, owner ?? "", lastUpdatedTicks);
             kid = k;
-            envelope = KeyRing.Seal(key, k, type, id, version, data);
+            envelope = KeyRing.Seal(Keys.Cipher(k, key), k, type, id, version, data);
         }
         long rid;
         var deleted = index is null;

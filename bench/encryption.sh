@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Cost of encryption at rest: ingest and read throughput of this tree against the last build without encryption
+# (commit e6e3a0d, the foundation), measured in the same run, alternating the two builds round after round.
+# Usage: bench/encryption.sh [READ_SECONDS] [ROUNDS]   (needs zstd and wrk: apt-get install zstd wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+rounds=${2:-3}
+baseline_commit=e6e3a0d
+data=${WARD_SHARED_DATA:-../shared/data}
+work=$(mktemp -d /tmp/ward-enc-bench.XXXXXX)
+port=8191
+cleanup() {
+    kill $(jobs -p) 2>/dev/null || true
+    git worktree remove --force "$work/baseline" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+dotnet build -c Release -v q -nologo Ward.slnx >/dev/null
+git worktree add --detach "$work/baseline" "$baseline_commit" >/dev/null 2>&1
+dotnet build -c Release -v q -nologo "$work/baseline/src/Ward.Cli" >/dev/null
+bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
+declare -A ward=(
+    [plain]="dotnet $work/baseline/src/Ward.Cli/bin/Release/net10.0/ward.dll"
+    [encrypted]="dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll"
+)
+
+mkdir -p "$work/synthea"
+tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
+echo "== machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
+$bench crypto 2
+
+run() { # variant round
+    local node="$work/node-$1-$2"
+    ${ward[$1]} init --data "$node" >/dev/null
+    ${ward[$1]} serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+    local ingest reads
+    ingest=$($bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 | sed -E 's/.*= ([0-9]+) resources.*/\1/')
+    $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null
+    WARD_IDS="$work/ids.txt" wrk -t1 -c16 -d5s -s bench/reads.lua "http://127.0.0.1:$port" >/dev/null
+    reads=$(WARD_IDS="$work/ids.txt" wrk -t1 -c16 -d"${seconds}s" -s bench/reads.lua "http://127.0.0.1:$port" | awk '/Requests\/sec/{printf "%d", $2}')
+    kill $pid; wait $pid 2>/dev/null || true
+    rm -rf "$node"
+    echo "$ingest $reads"
+}
+
+declare -A ingest reads
+for r in $(seq "$rounds"); do
+    for v in plain encrypted; do
+        read -r i q < <(run "$v" "$r")
+        ingest[$v]+="$i "
+        reads[$v]+="$q "
+        echo "round $r $v: ingest $i resources/s, reads $q req/s"
+    done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+for v in plain encrypted; do
+    echo "$v: median ingest $(echo "${ingest[$v]}" | median) resources/s, median reads $(echo "${reads[$v]}" | median) req/s"
+done
+awk -v ie="$(echo "${ingest[encrypted]}" | median)" -v ip="$(echo "${ingest[plain]}" | median)" \
+    -v re="$(echo "${reads[encrypted]}" | median)" -v rp="$(echo "${reads[plain]}" | median)" \
+    'BEGIN{printf "ratio encrypted/plain: ingest %.3f, reads %.3f\n", ie/ip, re/rp}'
