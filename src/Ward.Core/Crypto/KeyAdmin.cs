@@ -17,36 +17,54 @@ internal static class KeyAdmin
     public static async Task<RotationResult> RotateMasterAsync(SqliteStore store, CancellationToken ct)
     {
         var keys = store.Keys;
-        keys.Reload();
-        if (keys.PendingKeyId is not null)
-        {
-            throw new NodeException($"{keys.PendingKeyPath} exists: another rotation is running, or one was interrupted (restart the node once to resolve it).");
-        }
-        var oldKid = keys.FileKeyId;
-        MasterKeyFile.Create(keys.PendingKeyPath);
-        keys.Reload();
-        var newKid = keys.PendingKeyId!;
+        string oldKid, newKid;
         int count;
-        try
+        // The new key file is created under the database's write lock, which every process opening the node also takes
+        // to resolve leftovers: none can mistake this rotation's new key for an interrupted one and delete it.
+        using (var session = await store.BeginWriteAsync(ct))
         {
-            using var session = await store.BeginWriteAsync(ct);
-            count = session.Rewrap(oldKid, newKid);
-            session.Commit();
-        }
-        catch
-        {
-            if (store.MasterKeyId() != newKid)
+            keys.Reload();
+            if (keys.PendingKeyId is not null)
             {
+                throw new NodeException($"{keys.PendingKeyPath} exists: a rotation was interrupted; start the node once to resolve it, then rotate again.");
+            }
+            oldKid = keys.FileKeyId;
+            MasterKeyFile.Create(keys.PendingKeyPath);
+            keys.Reload();
+            newKid = keys.PendingKeyId!;
+            try
+            {
+                count = session.Rewrap(oldKid, newKid);
+                session.Commit();
+            }
+            catch when (!Committed(store, newKid))
+            {
+                // The database did not switch (the transaction rolls back on dispose): the new key never held anything.
                 File.Delete(keys.PendingKeyPath);
                 keys.Reload();
                 throw;
             }
-            count = -1;
         }
-        File.Move(keys.PendingKeyPath, keys.MasterKeyPath, overwrite: true);
+        // Another process opening the node may already have completed the rename.
+        if (File.Exists(keys.PendingKeyPath))
+        {
+            File.Move(keys.PendingKeyPath, keys.MasterKeyPath, overwrite: true);
+        }
         keys.Reload();
         keys.Retire(oldKid);
         return new RotationResult(oldKid, newKid, count);
+    }
+
+    private static bool Committed(SqliteStore store, string newKid)
+    {
+        try
+        {
+            return store.MasterKeyId() == newKid;
+        }
+        catch (Microsoft.Data.Sqlite.SqliteException)
+        {
+            return false;
+        }
     }
 
     /// <summary>Crypto-shredding of one patient; the erased key id is also appended to the erasure ledger beside the master key.</summary>
