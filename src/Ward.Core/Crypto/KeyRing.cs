@@ -50,18 +50,14 @@ internal sealed partial class KeyRing
     public static KeyRing Open(string masterKeyPath)
     {
         var ring = new KeyRing(Path.GetFullPath(masterKeyPath));
-        _ = MasterKeyFile.TryRead(ring.MasterKeyPath) ?? throw new NodeException(
-            $"The master key file {ring.MasterKeyPath} is missing. Without it the records cannot be decrypted: restore it from your offline copy "
-            + "(or point WARD_MASTER_KEY_FILE or master-key-file in ward.yaml at it). Ward never creates a new master key over an existing node.");
         ring.Reload();
+        if (ring.FileKeyId.Length == 0)
+        {
+            throw new NodeException(
+                $"The master key file {ring.MasterKeyPath} is missing. Without it the records cannot be decrypted: restore it from your offline copy "
+                + "(or point WARD_MASTER_KEY_FILE or master-key-file in ward.yaml at it). Ward never creates a new master key over an existing node.");
+        }
         return ring;
-    }
-
-    /// <summary>Creates the master key file of a new node.</summary>
-    public static KeyRing Create(string masterKeyPath)
-    {
-        MasterKeyFile.Create(masterKeyPath);
-        return Open(masterKeyPath);
     }
 
     /// <summary>Re-reads the key files: after another process (<c>ward keys rotate-master</c>) switched the master key.</summary>
@@ -82,8 +78,6 @@ internal sealed partial class KeyRing
             }
         }
     }
-
-    public bool HasMaster(string kid) => _masters.ContainsKey(kid);
 
     private byte[] Master(string kid)
     {

@@ -16,6 +16,9 @@ internal sealed class StoreSession : IDisposable
 {
     private const string VersionColumns = "r.rid, r.type, r.id, r.version, v.last_updated, v.deleted, v.method, v.data, v.kid, k.wrapped, k.master_kid, k.kind, k.owner";
     private const string CurrentFrom = "resource r JOIN version v ON v.rid = r.rid AND v.version = r.version LEFT JOIN data_key k ON k.kid = v.kid";
+    // The same columns for any version (not only the current one): the version number comes from the version row.
+    private const string AnyVersionColumns = "r.rid, r.type, r.id, v.version, v.last_updated, v.deleted, v.method, v.data, v.kid, k.wrapped, k.master_kid, k.kind, k.owner";
+    private const string AnyVersionFrom = "version v JOIN resource r ON r.rid = v.rid LEFT JOIN data_key k ON k.kid = v.kid";
     private const string PatientKind = "patient";
     private const string SharedKind = "shared";
     private const string IndexKind = "index";
@@ -70,7 +73,7 @@ internal sealed class StoreSession : IDisposable
 
     public StoredVersion? ReadVersion(string type, string id, int version)
     {
-        using var reader = Cmd($"SELECT {VersionColumns.Replace("r.version", "v.version")} FROM resource r JOIN version v ON v.rid = r.rid LEFT JOIN data_key k ON k.kid = v.kid WHERE r.type = $t AND r.id = $i AND v.version = $v",
+        using var reader = Cmd($"SELECT {AnyVersionColumns} FROM {AnyVersionFrom} WHERE r.type = $t AND r.id = $i AND v.version = $v",
             ("$t", type), ("$i", id), ("$v", version)).ExecuteReader();
         return reader.Read() ? Row(reader) : null;
     }
@@ -172,7 +175,7 @@ internal sealed class StoreSession : IDisposable
             where.Add("v.last_updated >= $s");
             args.Add(("$s", since));
         }
-        var sql = $"SELECT {VersionColumns.Replace("r.version", "v.version")} FROM version v JOIN resource r ON r.rid = v.rid LEFT JOIN data_key k ON k.kid = v.kid"
+        var sql = $"SELECT {AnyVersionColumns} FROM {AnyVersionFrom}"
             + " WHERE " + string.Join(" AND ", where)
             + " ORDER BY v.seq DESC LIMIT $count OFFSET $offset";
         args.Add(("$count", count));
@@ -188,12 +191,11 @@ internal sealed class StoreSession : IDisposable
 
     private const string NotErased = "r.deleted < 2 AND (v.kid IS NULL OR k.wrapped IS NOT NULL)";
 
-    public long HistoryCount(string? type, string? id, long? sinceTicks)
-    {
-        var sql = "SELECT count(*) FROM version v JOIN resource r ON r.rid = v.rid LEFT JOIN data_key k ON k.kid = v.kid WHERE ($t IS NULL OR r.type = $t) AND ($i IS NULL OR r.id = $i) AND ($s IS NULL OR v.last_updated >= $s) AND "
-            + NotErased;
-        return (long)Cmd(sql, ("$t", type), ("$i", id), ("$s", sinceTicks)).ExecuteScalar()!;
-    }
+    private const string HistoryCountSql =
+        $"SELECT count(*) FROM {AnyVersionFrom} WHERE ($t IS NULL OR r.type = $t) AND ($i IS NULL OR r.id = $i) AND ($s IS NULL OR v.last_updated >= $s) AND {NotErased}";
+
+    public long HistoryCount(string? type, string? id, long? sinceTicks) =>
+        (long)Cmd(HistoryCountSql, ("$t", type), ("$i", id), ("$s", sinceTicks)).ExecuteScalar()!;
 
     /// <summary>
     /// Stores a new version, sealed under the data key of the patient the index names as owner (or the shared key),
