@@ -42,7 +42,7 @@ internal static class Commands
         rotate.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = SqliteStore.Open(config);
+            using var store = RecordStore.Open(config);
             var result = await KeyAdmin.RotateMasterAsync(store, ct);
             AnsiConsole.MarkupLineInterpolated($"[green]Master key rotated[/]: {result.OldKeyId} -> {result.NewKeyId}; {result.DataKeys:N0} data keys re-wrapped.");
             AnsiConsole.MarkupLineInterpolated($"New key in {config.MasterKeyPath}; the old key is gone from this node. Replace your offline copy now.");
@@ -66,10 +66,15 @@ internal static class Commands
                 throw new NodeException($"--patient must name a patient as Patient/ID, not '{reference}'.");
             }
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = SqliteStore.Open(config);
+            using var store = RecordStore.Open(config);
             var result = await KeyAdmin.EraseAsync(store, id, pr.GetValue(reason)!, TimeProvider.System, ct);
             AnsiConsole.MarkupLineInterpolated($"[green]Patient/{id} erased[/]: data key {result.Kid} destroyed; {result.Resources:N0} resources ({result.Versions:N0} versions) can no longer be read.");
             AnsiConsole.MarkupLineInterpolated($"Erased key ids are listed in {KeyAdmin.ErasureLedgerPath(store.Keys)}; a restore must apply them (see docs/SECURITY.md).");
+            if (store.Engine == StoreEngine.Postgres)
+            {
+                AnsiConsole.MarkupLine("[yellow]PostgreSQL keeps copies of the destroyed (wrapped) key in its write-ahead log, WAL archives and base backups until they are recycled. "
+                    + "Run 'ward keys rotate-master' now: it makes every such copy useless.[/]");
+            }
             return 0;
         }));
         return new Command("patient", "Patient rights operations.") { erase };
@@ -79,16 +84,33 @@ internal static class Commands
     {
         var data = DataOption();
         var name = new Option<string>("--name") { Description = "Node name (used in audit checkpoints and certificates).", DefaultValueFactory = _ => "ward" };
-        var cmd = new Command("init", "Create a node: configuration file, key folder (0700) with a development TLS certificate, and an empty database.") { data, name };
+        var database = new Option<string?>("--database")
+        {
+            Description = "Keep the records in PostgreSQL instead of the embedded SQLite file: an Npgsql connection string such as "
+                + "\"Host=db.example;Database=ward;Username=ward\". No password in it: PGPASSWORD, or a password file (Passfile=..., PGPASSFILE, ~/.pgpass). "
+                + "The database must exist and be empty.",
+        };
+        var cmd = new Command("init", "Create a node: configuration file, key folder (0700) with a development TLS certificate, and an empty database.") { data, name, database };
         cmd.SetAction(pr => Run(() =>
         {
-            var config = NodeConfig.Init(pr.GetValue(data)!, pr.GetValue(name)!);
-            using (SqliteStore.Open(config))
+            var dir = pr.GetValue(data)!;
+            var fresh = !Directory.Exists(dir) || !Directory.EnumerateFileSystemEntries(dir).Any();
+            var config = NodeConfig.Init(dir, pr.GetValue(name)!, pr.GetValue(database));
+            string location;
+            try
             {
+                using var store = RecordStore.Open(config, create: true);
+                location = store.Location;
+            }
+            catch when (fresh)
+            {
+                // Leave nothing half-made behind: the operator fixes the database and runs the same command again.
+                Directory.Delete(config.DataDir, recursive: true);
+                throw;
             }
             AnsiConsole.MarkupLineInterpolated($"[green]Created a Ward node in[/] {config.DataDir}");
             AnsiConsole.MarkupLineInterpolated($"  configuration  {Path.Combine(config.DataDir, NodeConfig.FileName)}");
-            AnsiConsole.MarkupLineInterpolated($"  database       {config.DatabasePath} (records encrypted per patient)");
+            AnsiConsole.MarkupLineInterpolated($"  database       {location} (records encrypted per patient)");
             AnsiConsole.MarkupLineInterpolated($"  master key     {config.MasterKeyPath}");
             AnsiConsole.MarkupLine("  [yellow]Keep an offline copy of the master key: without it the records cannot be read, even from backups.[/]");
             AnsiConsole.MarkupLineInterpolated($"  TLS            {config.Resolve(config.Tls.Certificate!)} (self-signed, for development)");
@@ -111,14 +133,14 @@ internal static class Commands
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = SqliteStore.Open(config);
+            using var store = RecordStore.Open(config);
             await ServeAsync(config, store, pr.GetValue(urls) ?? config.Urls, ct);
             return 0;
         }));
         return cmd;
     }
 
-    private static async Task ServeAsync(NodeConfig config, SqliteStore store, string urls, CancellationToken ct)
+    private static async Task ServeAsync(NodeConfig config, RecordStore store, string urls, CancellationToken ct)
     {
         var app = WardServer.Build(config, urls, store);
         await app.StartAsync(ct);
@@ -138,14 +160,14 @@ internal static class Commands
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = SqliteStore.Open(config);
+            using var store = RecordStore.Open(config);
             var summary = await ImportAsync(store, pr.GetValue(paths)!, ct);
             return summary.Errors.Count == 0 ? 0 : 1;
         }));
         return cmd;
     }
 
-    internal static async Task<ImportSummary> ImportAsync(SqliteStore store, IEnumerable<string> paths, CancellationToken ct)
+    internal static async Task<ImportSummary> ImportAsync(RecordStore store, IEnumerable<string> paths, CancellationToken ct)
     {
         var files = Importer.Expand(paths);
         ImportSummary summary = null!;
@@ -191,7 +213,7 @@ internal static class Commands
         cmd.SetAction(pr => Run(() =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            using var store = SqliteStore.Open(config);
+            using var store = RecordStore.Open(config);
             var counts = Exporter.Export(store, pr.GetValue(output)!);
             var table = new Table().AddColumns("File", "Resources");
             foreach (var (type, n) in counts)
@@ -215,7 +237,7 @@ internal static class Commands
             var dir = pr.GetValue(data)!;
             var fresh = !File.Exists(Path.Combine(dir, NodeConfig.FileName));
             var config = fresh ? NodeConfig.Init(dir, "ward-demo") : NodeConfig.Load(dir);
-            using var store = SqliteStore.Open(config);
+            using var store = RecordStore.Open(config);
             if (fresh)
             {
                 var samples = Path.Combine(AppContext.BaseDirectory, "samples", "synthea");

@@ -15,7 +15,7 @@ namespace Ward.Server;
 internal static class WardServer
 {
     /// <param name="logging">Replaces the console log provider (tests capture logs); the levels stay those of production.</param>
-    public static WebApplication Build(NodeConfig config, string urls, SqliteStore store, Action<ILoggingBuilder>? logging = null)
+    public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null)
     {
         var endpoints = ParseUrls(urls, config);
         var builder = WebApplication.CreateSlimBuilder();
@@ -55,6 +55,7 @@ internal static class WardServer
         builder.Services.AddSingleton<FhirEndpoint>();
         var app = builder.Build();
         store.Keys.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Crypto");
+        store.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Storage");
         var fhir = app.Services.GetRequiredService<FhirEndpoint>();
         app.Map("/fhir/{**path}", fhir.HandleAsync);
         app.Map("/fhir", fhir.HandleAsync);

@@ -2,34 +2,42 @@ using System.Text.Json;
 using Ward.Cli;
 using Ward.Core.Node;
 using Ward.Core.Storage;
+using Ward.Core.Transfer;
 using Ward.Server;
 using Task = System.Threading.Tasks.Task;
 
 namespace Ward.Tests;
 
 /// <summary>The ward command: init, import beside a serving node, export, and the refusal to serve in clear.</summary>
-[Collection(SharedNode.Name)]
-public sealed class CliTests(TestNode node)
+public abstract class CliTests(TestNode node)
 {
+    private static readonly SemaphoreSlim ConsoleDisplay = new(1, 1);
+
     [Fact]
     [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
     public void Init_creates_a_private_node_and_refuses_to_overwrite_it()
     {
         var dir = Path.Combine(Path.GetTempPath(), "ward-init-" + Guid.NewGuid().ToString("N")[..8]);
+        var database = node.IsPostgres ? TestPostgres.CreateDatabase() : null;
+        string[] init = database is null ? ["init", "--data", dir] : ["init", "--data", dir, "--database", database];
         try
         {
-            Assert.Equal(0, Commands.Build().Parse(["init", "--data", dir]).Invoke());
+            Assert.Equal(0, Commands.Build().Parse(init).Invoke());
             Assert.True(File.Exists(Path.Combine(dir, "ward.yaml")));
-            Assert.True(File.Exists(Path.Combine(dir, "ward.db")));
+            Assert.Equal(database is null, File.Exists(Path.Combine(dir, "ward.db")));
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(Path.Combine(dir, "keys")));
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(dir, "keys", "tls.key")));
             var before = File.ReadAllBytes(Path.Combine(dir, "ward.yaml"));
-            Assert.Equal(2, Commands.Build().Parse(["init", "--data", dir]).Invoke());
+            Assert.Equal(2, Commands.Build().Parse(init).Invoke());
             Assert.Equal(before, File.ReadAllBytes(Path.Combine(dir, "ward.yaml")));
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
+            if (database is not null)
+            {
+                TestPostgres.DropDatabase(database);
+            }
         }
     }
 
@@ -49,9 +57,19 @@ public sealed class CliTests(TestNode node)
     public async Task Import_works_beside_the_serving_node_and_export_writes_ndjson()
     {
         var samples = Path.Combine(TestData.RepoRoot, "samples", "synthea");
-        using (var second = SqliteStore.Open(node.Config))
+        using (var second = RecordStore.Open(node.Config))
         {
-            var summary = await Commands.ImportAsync(second, [samples], CancellationToken.None);
+            // The import's progress display is the process's console: one at a time across the engines' test classes.
+            await ConsoleDisplay.WaitAsync();
+            ImportSummary summary;
+            try
+            {
+                summary = await Commands.ImportAsync(second, [samples], CancellationToken.None);
+            }
+            finally
+            {
+                ConsoleDisplay.Release();
+            }
             Assert.Empty(summary.Errors);
             Assert.Equal(3, summary.ByType["Patient"].Created);
         }
@@ -73,3 +91,9 @@ public sealed class CliTests(TestNode node)
         }
     }
 }
+
+[Collection(SharedNode.Name)]
+public sealed class CliTestsOnSqlite(TestNode node) : CliTests(node);
+
+[Collection(SharedPostgresNode.Name)]
+public sealed class CliTestsOnPostgres(PostgresTestNode node) : CliTests(node);

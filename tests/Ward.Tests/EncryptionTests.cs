@@ -1,7 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
 using Ward.Cli;
 using Ward.Core.Crypto;
 using Ward.Core.Node;
@@ -12,8 +12,7 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>Encryption at rest: sealed versions that cannot be altered or swapped, the blind index, and the master key's guard.</summary>
-[Collection(SharedNode.Name)]
-public sealed class EncryptionTests(TestNode node)
+public abstract class EncryptionTests(TestNode node)
 {
     private async Task<string> Create(string json, TestNode? on = null)
     {
@@ -32,25 +31,11 @@ public sealed class EncryptionTests(TestNode node)
         return (response.StatusCode, await response.Content.ReadAsStringAsync());
     }
 
-    private SqliteConnection Db(TestNode? on = null)
-    {
-        var db = new SqliteConnection($"Data Source={(on ?? node).Config.DatabasePath};Pooling=False");
-        db.Open();
-        return db;
-    }
+    private DbConnection Db(TestNode? on = null) => (on ?? node).Db();
 
-    private static object? Scalar(SqliteConnection db, string sql, params (string, object?)[] args)
-    {
-        using var cmd = db.CreateCommand();
-        cmd.CommandText = sql;
-        foreach (var (name, value) in args)
-        {
-            cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
-        }
-        return cmd.ExecuteScalar();
-    }
+    private static object? Scalar(DbConnection db, string sql, params (string, object?)[] args) => TestNode.Scalar(db, sql, args);
 
-    private const string VersionOf = "SELECT v.seq FROM version v JOIN resource r ON r.rid = v.rid WHERE r.type = $t AND r.id = $i AND v.version = $v";
+    private const string VersionOf = "SELECT v.seq FROM version v JOIN resource r ON r.rid = v.rid WHERE r.type = @t AND r.id = @i AND v.version = @v";
 
     [Fact]
     public void Identifying_parameters_are_exactly_the_person_and_name_address_telecom_identifier_ones()
@@ -115,9 +100,9 @@ public sealed class EncryptionTests(TestNode node)
         }
         // The index holds hashes: not the name, not its normalised form.
         using var db = Db();
-        Assert.Equal(0L, Scalar(db, "SELECT count(*) FROM ix_string WHERE instr(value, 'dupont') > 0 OR instr(exact, 'Dupont') > 0"));
+        Assert.Equal(0L, Scalar(db, "SELECT count(*) FROM ix_string WHERE value LIKE '%dupont%' OR exact LIKE '%Dupont%'"));
         Assert.Equal(0L, Scalar(db, "SELECT count(*) FROM ix_token WHERE code = '2840763123456'"));
-        Assert.Equal(6L, Scalar(db, "SELECT count(*) FROM ix_string x JOIN resource r ON r.rid = x.rid WHERE r.id = $i AND x.param = 'family'", ("$i", id)));
+        Assert.Equal(6L, Scalar(db, "SELECT count(*) FROM ix_string x JOIN resource r ON r.rid = x.rid WHERE r.id = @i AND x.param = 'family'", ("@i", id)));
     }
 
     [Fact]
@@ -126,18 +111,18 @@ public sealed class EncryptionTests(TestNode node)
         var a = await Create("""{"resourceType":"Patient","gender":"other"}""");
         var b = await Create("""{"resourceType":"Patient","gender":"other"}""");
         using var db = Db();
-        var ca = (byte[])Scalar(db, "SELECT v.data FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = $i", ("$i", a))!;
-        var cb = (byte[])Scalar(db, "SELECT v.data FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = $i", ("$i", b))!;
+        var ca = (byte[])Scalar(db, "SELECT v.data FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = @i", ("@i", a))!;
+        var cb = (byte[])Scalar(db, "SELECT v.data FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = @i", ("@i", b))!;
         Assert.NotEqual(ca, cb);
         Assert.DoesNotContain("resourceType", Encoding.Latin1.GetString(ca));
-        var ka = Scalar(db, "SELECT v.kid FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = $i", ("$i", a));
-        var kb = Scalar(db, "SELECT v.kid FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = $i", ("$i", b));
+        var ka = Scalar(db, "SELECT v.kid FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = @i", ("@i", a));
+        var kb = Scalar(db, "SELECT v.kid FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = @i", ("@i", b));
         Assert.NotEqual(ka, kb);
-        Assert.Equal("patient", Scalar(db, "SELECT kind FROM data_key WHERE kid = $k", ("$k", ka)));
+        Assert.Equal("patient", Scalar(db, "SELECT kind FROM data_key WHERE kid = @k", ("@k", ka)));
         var obs = await Create($$$"""{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/{{{a}}}"}}""");
-        Assert.Equal(ka, Scalar(db, "SELECT v.kid FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = $i", ("$i", obs)));
+        Assert.Equal(ka, Scalar(db, "SELECT v.kid FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = @i", ("@i", obs)));
         var org = await Create("""{"resourceType":"Organization","name":"Shared"}""");
-        Assert.Equal("shared", Scalar(db, "SELECT k.kind FROM version v JOIN resource r ON r.rid = v.rid JOIN data_key k ON k.kid = v.kid WHERE r.id = $i", ("$i", org)));
+        Assert.Equal("shared", Scalar(db, "SELECT k.kind FROM version v JOIN resource r ON r.rid = v.rid JOIN data_key k ON k.kid = v.kid WHERE r.id = @i", ("@i", org)));
     }
 
     private async Task AssertIntegrityFailure(TestNode own, string type, string id, int version)
@@ -153,7 +138,7 @@ public sealed class EncryptionTests(TestNode node)
     [Fact]
     public async Task Swapped_flipped_or_rebound_ciphertexts_are_never_served()
     {
-        var own = new TestNode();
+        var own = node.Sibling();
         await own.InitializeAsync();
         try
         {
@@ -172,21 +157,21 @@ public sealed class EncryptionTests(TestNode node)
         var c = await Create("""{"resourceType":"Patient","name":[{"family":"Flipc"}]}""", own);
         var d = await Create("""{"resourceType":"Patient","name":[{"family":"Rebind"}]}""", own);
         using var db = Db(own);
-        var sa = Scalar(db, VersionOf, ("$t", "Patient"), ("$i", a), ("$v", 1));
-        var sb = Scalar(db, VersionOf, ("$t", "Patient"), ("$i", b), ("$v", 1));
-        var sc = Scalar(db, VersionOf, ("$t", "Patient"), ("$i", c), ("$v", 1));
-        var sd = Scalar(db, VersionOf, ("$t", "Patient"), ("$i", d), ("$v", 1));
+        var sa = Scalar(db, VersionOf, ("@t", "Patient"), ("@i", a), ("@v", 1));
+        var sb = Scalar(db, VersionOf, ("@t", "Patient"), ("@i", b), ("@v", 1));
+        var sc = Scalar(db, VersionOf, ("@t", "Patient"), ("@i", c), ("@v", 1));
+        var sd = Scalar(db, VersionOf, ("@t", "Patient"), ("@i", d), ("@v", 1));
         // Swap two ciphertexts together with their key ids: the associated data still names the other record.
-        var (da, ka) = (Scalar(db, "SELECT data FROM version WHERE seq = $s", ("$s", sa)), Scalar(db, "SELECT kid FROM version WHERE seq = $s", ("$s", sa)));
-        var (db2, kb) = (Scalar(db, "SELECT data FROM version WHERE seq = $s", ("$s", sb)), Scalar(db, "SELECT kid FROM version WHERE seq = $s", ("$s", sb)));
-        Scalar(db, "UPDATE version SET data = $d, kid = $k WHERE seq = $s", ("$d", db2), ("$k", kb), ("$s", sa));
-        Scalar(db, "UPDATE version SET data = $d, kid = $k WHERE seq = $s", ("$d", da), ("$k", ka), ("$s", sb));
+        var (da, ka) = (Scalar(db, "SELECT data FROM version WHERE seq = @s", ("@s", sa)), Scalar(db, "SELECT kid FROM version WHERE seq = @s", ("@s", sa)));
+        var (db2, kb) = (Scalar(db, "SELECT data FROM version WHERE seq = @s", ("@s", sb)), Scalar(db, "SELECT kid FROM version WHERE seq = @s", ("@s", sb)));
+        Scalar(db, "UPDATE version SET data = @d, kid = @k WHERE seq = @s", ("@d", db2), ("@k", kb), ("@s", sa));
+        Scalar(db, "UPDATE version SET data = @d, kid = @k WHERE seq = @s", ("@d", da), ("@k", ka), ("@s", sb));
         // Flip one byte in the middle of a ciphertext.
-        var data = (byte[])Scalar(db, "SELECT data FROM version WHERE seq = $s", ("$s", sc))!;
+        var data = (byte[])Scalar(db, "SELECT data FROM version WHERE seq = @s", ("@s", sc))!;
         data[data.Length / 2] ^= 0x01;
-        Scalar(db, "UPDATE version SET data = $d WHERE seq = $s", ("$d", data), ("$s", sc));
+        Scalar(db, "UPDATE version SET data = @d WHERE seq = @s", ("@d", data), ("@s", sc));
         // Point a version at another patient's key id.
-        Scalar(db, "UPDATE version SET kid = (SELECT kid FROM version WHERE seq = $o) WHERE seq = $s", ("$o", sc), ("$s", sd));
+        Scalar(db, "UPDATE version SET kid = (SELECT kid FROM version WHERE seq = @o) WHERE seq = @s", ("@o", sc), ("@s", sd));
         await AssertIntegrityFailure(own, "Patient", a, 1);
         await AssertIntegrityFailure(own, "Patient", b, 1);
         await AssertIntegrityFailure(own, "Patient", c, 1);
@@ -202,22 +187,21 @@ public sealed class EncryptionTests(TestNode node)
     public async Task A_tampered_wrapped_key_fails_every_record_it_seals()
     {
         var dir = Path.Combine(Path.GetTempPath(), "ward-wrap-" + Guid.NewGuid().ToString("N")[..8]);
-        var config = NodeConfig.Init(dir, "wrap");
+        var config = node.NewConfig(dir, "wrap");
         try
         {
             string id;
-            using (var store = SqliteStore.Open(config))
+            using (var store = RecordStore.Open(config))
             {
                 id = await Put(store, """{"resourceType":"Patient","id":"p1","name":[{"family":"Wrapped"}]}""");
             }
-            using (var db = new SqliteConnection($"Data Source={config.DatabasePath};Pooling=False"))
+            using (var db = node.Db(config))
             {
-                db.Open();
                 var wrapped = (byte[])Scalar(db, "SELECT wrapped FROM data_key WHERE kind = 'patient' AND owner = 'p1'")!;
                 wrapped[^1] ^= 0x80;
-                Scalar(db, "UPDATE data_key SET wrapped = $w WHERE kind = 'patient' AND owner = 'p1'", ("$w", wrapped));
+                Scalar(db, "UPDATE data_key SET wrapped = @w WHERE kind = 'patient' AND owner = 'p1'", ("@w", wrapped));
             }
-            using (var store = SqliteStore.Open(config))
+            using (var store = RecordStore.Open(config))
             {
                 using var session = store.OpenRead();
                 var e = Assert.Throws<RecordIntegrityException>(() => session.Read("Patient", id));
@@ -226,12 +210,12 @@ public sealed class EncryptionTests(TestNode node)
         }
         finally
         {
-            SqliteConnection.ClearAllPools();
+            TestNode.Drop(config);
             Directory.Delete(dir, recursive: true);
         }
     }
 
-    internal static async Task<string> Put(SqliteStore store, string json)
+    internal static async Task<string> Put(RecordStore store, string json)
     {
         var resource = Ward.Core.Fhir.FhirJson.Parse(Encoding.UTF8.GetBytes(json));
         var engine = new Ward.Core.Fhir.FhirEngine(store, TimeProvider.System);
@@ -252,37 +236,36 @@ public sealed class EncryptionTests(TestNode node)
     public async Task A_missing_wrong_or_shared_master_key_stops_the_node_and_no_key_is_ever_made_over_data()
     {
         var dir = Path.Combine(Path.GetTempPath(), "ward-mk-" + Guid.NewGuid().ToString("N")[..8]);
-        var config = NodeConfig.Init(dir, "mk");
+        var config = node.NewConfig(dir, "mk");
         try
         {
-            using (var store = SqliteStore.Open(config))
+            using (var store = RecordStore.Open(config))
             {
                 await Put(store, """{"resourceType":"Patient","id":"mk1","gender":"female"}""");
             }
-            SqliteConnection.ClearAllPools();
             var keyFile = config.MasterKeyPath;
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(keyFile));
             var original = File.ReadAllBytes(keyFile);
 
             File.Move(keyFile, keyFile + ".away");
             Assert.Equal(2, await Commands.Build().Parse(["export", "--data", dir, "--out", Path.Combine(dir, "out")]).InvokeAsync());
-            var missing = Assert.Throws<NodeException>(() => SqliteStore.Open(config));
+            var missing = Assert.Throws<NodeException>(() => RecordStore.Open(config));
             Assert.Contains("is missing", missing.Message);
             Assert.Contains("never creates a new master key", missing.Message);
             Assert.False(File.Exists(keyFile));
 
             MasterKeyFile.Create(keyFile);
-            var wrong = Assert.Throws<NodeException>(() => SqliteStore.Open(config));
+            var wrong = Assert.Throws<NodeException>(() => RecordStore.Open(config));
             Assert.Contains("is not the key of this database", wrong.Message);
 
             File.Delete(keyFile);
             File.WriteAllBytes(keyFile, original);
             File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.OtherRead);
-            Assert.Contains("chmod 600", Assert.Throws<NodeException>(() => SqliteStore.Open(config)).Message);
+            Assert.Contains("chmod 600", Assert.Throws<NodeException>(() => RecordStore.Open(config)).Message);
 
             File.SetUnixFileMode(keyFile, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             File.WriteAllText(keyFile, "not a key");
-            Assert.Contains("not a Ward master key file", Assert.Throws<NodeException>(() => SqliteStore.Open(config)).Message);
+            Assert.Contains("not a Ward master key file", Assert.Throws<NodeException>(() => RecordStore.Open(config)).Message);
 
             // The key may live elsewhere: the environment variable names it (checked in a child process).
             File.Delete(keyFile);
@@ -293,7 +276,7 @@ public sealed class EncryptionTests(TestNode node)
         }
         finally
         {
-            SqliteConnection.ClearAllPools();
+            TestNode.Drop(config);
             Directory.Delete(dir, recursive: true);
         }
     }
@@ -318,3 +301,9 @@ public sealed class EncryptionTests(TestNode node)
         return (process.ExitCode, await stdout + await stderr);
     }
 }
+
+[Collection(SharedNode.Name)]
+public sealed class EncryptionTestsOnSqlite(TestNode node) : EncryptionTests(node);
+
+[Collection(SharedPostgresNode.Name)]
+public sealed class EncryptionTestsOnPostgres(PostgresTestNode node) : EncryptionTests(node);

@@ -6,8 +6,7 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>Every bad request gets an OperationOutcome with the right status, and changes nothing.</summary>
-[Collection(SharedNode.Name)]
-public sealed class ErrorTests(TestNode node)
+public abstract class ErrorTests(TestNode node)
 {
     private async Task<long> VersionCount()
     {
@@ -157,3 +156,9 @@ public sealed class ErrorTests(TestNode node)
         Assert.Equal(before, await VersionCount());
     }
 }
+
+[Collection(SharedNode.Name)]
+public sealed class ErrorTestsOnSqlite(TestNode node) : ErrorTests(node);
+
+[Collection(SharedPostgresNode.Name)]
+public sealed class ErrorTestsOnPostgres(PostgresTestNode node) : ErrorTests(node);

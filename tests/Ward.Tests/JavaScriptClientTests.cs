@@ -4,8 +4,7 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>The npm client fhir-kit-client works against the node unchanged (tests/js/smoke.mjs).</summary>
-[Collection(SharedNode.Name)]
-public sealed class JavaScriptClientTests(TestNode node)
+public abstract class JavaScriptClientTests(TestNode node)
 {
     [Fact]
     public async Task Fhir_kit_client_smoke_test_passes()
@@ -28,3 +27,9 @@ public sealed class JavaScriptClientTests(TestNode node)
         Assert.Contains("fhir-kit-client smoke test passed", await stdout);
     }
 }
+
+[Collection(SharedNode.Name)]
+public sealed class JavaScriptClientTestsOnSqlite(TestNode node) : JavaScriptClientTests(node);
+
+[Collection(SharedPostgresNode.Name)]
+public sealed class JavaScriptClientTestsOnPostgres(PostgresTestNode node) : JavaScriptClientTests(node);

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Text;
 using System.Text.Json;
-using Microsoft.Data.Sqlite;
 using Ward.Cli;
 using Ward.Core.Crypto;
 using Ward.Core.Node;
@@ -12,9 +11,13 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>Crypto-shredding and master key rotation, both run through the CLI beside a serving node.</summary>
-public sealed class KeyLifecycleTests : IAsyncLifetime
+public sealed class KeyLifecycleTestsOnSqlite() : KeyLifecycleTests(new TestNode());
+
+public sealed class KeyLifecycleTestsOnPostgres() : KeyLifecycleTests(new PostgresTestNode());
+
+public abstract class KeyLifecycleTests(TestNode node) : IAsyncLifetime
 {
-    private readonly TestNode _node = new();
+    private readonly TestNode _node = node;
 
     public Task InitializeAsync() => _node.InitializeAsync();
 
@@ -91,28 +94,16 @@ public sealed class KeyLifecycleTests : IAsyncLifetime
         await Send(HttpMethod.Get, $"Patient/{q}/$everything", expected: HttpStatusCode.OK);
 
         // What is left on disk: a tombstone without key, no index entry for the erased resources.
-        using (var db = new SqliteConnection($"Data Source={_node.Config.DatabasePath};Pooling=False"))
+        using (var db = _node.Db())
         {
-            db.Open();
-            using var cmd = db.CreateCommand();
-            cmd.CommandText = "SELECT wrapped IS NULL, reason, erased IS NOT NULL FROM data_key WHERE kind = 'patient' AND owner = $p";
-            cmd.Parameters.AddWithValue("$p", p);
-            using (var r = cmd.ExecuteReader())
-            {
-                Assert.True(r.Read());
-                Assert.True(r.GetBoolean(0));
-                Assert.Equal("GDPR art. 17 request 2026-118", r.GetString(1));
-                Assert.True(r.GetBoolean(2));
-            }
-            cmd.CommandText = """
-                SELECT (SELECT count(*) FROM ix_string x JOIN resource r ON r.rid = x.rid WHERE r.id IN ($p, $o, $e))
-                     + (SELECT count(*) FROM ix_token x JOIN resource r ON r.rid = x.rid WHERE r.id IN ($p, $o, $e))
-                     + (SELECT count(*) FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE r.id IN ($p, $o, $e))
-                     + (SELECT count(*) FROM ix_compartment WHERE patient_id = $p)
-                """;
-            cmd.Parameters.AddWithValue("$o", obs);
-            cmd.Parameters.AddWithValue("$e", enc);
-            Assert.Equal(0L, cmd.ExecuteScalar());
+            var args = new[] { ("@p", (object?)p), ("@o", obs), ("@e", enc) };
+            Assert.Equal(1L, TestNode.Scalar(db, "SELECT count(*) FROM data_key WHERE kind = 'patient' AND owner = @p AND wrapped IS NULL AND erased IS NOT NULL AND reason = 'GDPR art. 17 request 2026-118'", args));
+            Assert.Equal(0L, TestNode.Scalar(db, """
+                SELECT (SELECT count(*) FROM ix_string x JOIN resource r ON r.rid = x.rid WHERE r.id IN (@p, @o, @e))
+                     + (SELECT count(*) FROM ix_token x JOIN resource r ON r.rid = x.rid WHERE r.id IN (@p, @o, @e))
+                     + (SELECT count(*) FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE r.id IN (@p, @o, @e))
+                     + (SELECT count(*) FROM ix_compartment WHERE patient_id = @p)
+                """, args));
         }
         var ledger = File.ReadAllText(Path.Combine(_node.DataDir, "keys", "erasures.log"));
         Assert.Contains("erased data key", ledger);
@@ -181,7 +172,7 @@ public sealed class KeyLifecycleTests : IAsyncLifetime
         Assert.NotEqual(oldKey, File.ReadAllText(keyFile));
         Assert.False(File.Exists(keyFile + ".new"));
         // A fresh process with only the new key file reads everything; the old key no longer opens the node.
-        using (var store = SqliteStore.Open(_node.Config))
+        using (var store = RecordStore.Open(_node.Config))
         using (var session = store.OpenRead())
         {
             foreach (var id in seeded.Concat(written))
@@ -191,7 +182,7 @@ public sealed class KeyLifecycleTests : IAsyncLifetime
         }
         var current = File.ReadAllText(keyFile);
         File.WriteAllText(keyFile, oldKey);
-        Assert.Contains("is not the key of this database", Assert.Throws<NodeException>(() => SqliteStore.Open(_node.Config)).Message);
+        Assert.Contains("is not the key of this database", Assert.Throws<NodeException>(() => RecordStore.Open(_node.Config)).Message);
         File.WriteAllText(keyFile, current);
     }
 
@@ -205,7 +196,7 @@ public sealed class KeyLifecycleTests : IAsyncLifetime
 
         // Stopped before the database switched: a new key file exists but nothing is wrapped under it.
         MasterKeyFile.Create(pending);
-        using (var store = SqliteStore.Open(_node.Config))
+        using (var store = RecordStore.Open(_node.Config))
         {
             Assert.False(File.Exists(pending));
             Assert.Equal(before, File.ReadAllText(keyFile));
@@ -218,7 +209,7 @@ public sealed class KeyLifecycleTests : IAsyncLifetime
         var after = File.ReadAllText(keyFile);
         File.WriteAllText(keyFile, before);
         NodeConfig.WritePrivate(pending, after);
-        using (var store = SqliteStore.Open(_node.Config))
+        using (var store = RecordStore.Open(_node.Config))
         {
             Assert.False(File.Exists(pending));
             Assert.Equal(after, File.ReadAllText(keyFile));

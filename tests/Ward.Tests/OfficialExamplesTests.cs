@@ -7,7 +7,11 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>Every official FHIR R4 example can be stored and read back equal apart from meta, or is rejected clearly.</summary>
-public sealed class OfficialExamplesTests(TestNode node) : IClassFixture<TestNode>
+public sealed class OfficialExamplesTestsOnSqlite(TestNode node) : OfficialExamplesTests(node), IClassFixture<TestNode>;
+
+public sealed class OfficialExamplesTestsOnPostgres(PostgresTestNode node) : OfficialExamplesTests(node), IClassFixture<PostgresTestNode>;
+
+public abstract class OfficialExamplesTests(TestNode node)
 {
     private static string Folder => Path.Combine(TestData.Root, "fhir-r4", "instances");
 

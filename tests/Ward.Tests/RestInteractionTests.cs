@@ -8,8 +8,7 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>The REST interactions, exercised with Firely's FhirClient over real HTTP.</summary>
-[Collection(SharedNode.Name)]
-public sealed class RestInteractionTests(TestNode node)
+public abstract class RestInteractionTests(TestNode node)
 {
     private static Patient NewPatient(string family, string? id = null) => new()
     {
@@ -278,3 +277,9 @@ public sealed class RestInteractionTests(TestNode node)
     internal static StringContent Json(Resource resource) =>
         new(Hl7.Fhir.Serialization.JsonSerializationExtensions.SerializeToString(new Hl7.Fhir.Serialization.FhirJsonSerializer(), resource), Encoding.UTF8, "application/fhir+json");
 }
+
+[Collection(SharedNode.Name)]
+public sealed class RestInteractionTestsOnSqlite(TestNode node) : RestInteractionTests(node);
+
+[Collection(SharedPostgresNode.Name)]
+public sealed class RestInteractionTestsOnPostgres(PostgresTestNode node) : RestInteractionTests(node);

@@ -98,7 +98,7 @@ public sealed class SearchPropertyTests : IDisposable
         Prop.ForAll(Dates().ToArbitrary(), Dates().ToArbitrary(), Gen.Elements("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb").ToArbitrary(), (target, search, prefix) =>
         {
             SearchValues.TryParseDateRange(target.Text, out var lo, out var hi);
-            var sql = new SqlSearch(null, new Ward.Core.Crypto.Blinder(new byte[32]));
+            var sql = new SqlSearch(null, new Ward.Core.Crypto.Blinder(new byte[32]), Ward.Core.Storage.StoreEngine.Sqlite);
             var condition = sql.DateCondition("lo", "hi", prefix, search.Text);
             return Evaluate(condition, sql, ("lo", lo), ("hi", hi)) == Reference(prefix, target, search);
         });
@@ -124,7 +124,7 @@ public sealed class SearchPropertyTests : IDisposable
                     _ when querySystem is not null => ($"{Escape(querySystem)}|", storedSystem == querySystem),
                     _ => ($"|{Escape(queryCode)}", storedSystem is null && storedCode == queryCode),
                 };
-                var sql = new SqlSearch(null, new Ward.Core.Crypto.Blinder(new byte[32]));
+                var sql = new SqlSearch(null, new Ward.Core.Crypto.Blinder(new byte[32]), Ward.Core.Storage.StoreEngine.Sqlite);
                 var condition = sql.Token(text, "system", "code");
                 return Evaluate(condition, sql, ("system", storedSystem), ("code", storedCode)) == expected;
             });

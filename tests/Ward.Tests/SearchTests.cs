@@ -6,8 +6,7 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>Search semantics over real HTTP, on resources each test creates with a unique marker.</summary>
-[Collection(SharedNode.Name)]
-public sealed class SearchTests(TestNode node)
+public abstract class SearchTests(TestNode node)
 {
     private readonly string _tag = "t" + Guid.NewGuid().ToString("N")[..10];
 
@@ -166,3 +165,9 @@ public sealed class SearchTests(TestNode node)
         Assert.Equal(1, body.GetProperty("total").GetInt32());
     }
 }
+
+[Collection(SharedNode.Name)]
+public sealed class SearchTestsOnSqlite(TestNode node) : SearchTests(node);
+
+[Collection(SharedPostgresNode.Name)]
+public sealed class SearchTestsOnPostgres(PostgresTestNode node) : SearchTests(node);

@@ -8,9 +8,15 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>The 100-patient Synthea set (53,413 resources), loaded as HTTP transactions, then unpacked once for the checks.</summary>
-public sealed class SyntheaNode : IAsyncLifetime
+public class SyntheaNode : IAsyncLifetime
 {
-    public TestNode Node { get; } = new();
+    public SyntheaNode() : this(new TestNode())
+    {
+    }
+
+    protected SyntheaNode(TestNode node) => Node = node;
+
+    public TestNode Node { get; }
     public string SourceDir { get; } = Path.Combine(Path.GetTempPath(), "ward-synthea-" + Guid.NewGuid().ToString("N")[..8]);
     public List<JsonDocument> PatientBundles { get; } = [];
     public List<JsonDocument> InfoBundles { get; } = [];
@@ -62,7 +68,13 @@ public sealed class SyntheaNode : IAsyncLifetime
     }
 }
 
-public sealed class SyntheaTests(SyntheaNode synthea) : IClassFixture<SyntheaNode>
+public sealed class SyntheaPostgresNode() : SyntheaNode(new PostgresTestNode());
+
+public sealed class SyntheaTestsOnSqlite(SyntheaNode synthea) : SyntheaTests(synthea), IClassFixture<SyntheaNode>;
+
+public sealed class SyntheaTestsOnPostgres(SyntheaPostgresNode synthea) : SyntheaTests(synthea), IClassFixture<SyntheaPostgresNode>;
+
+public abstract class SyntheaTests(SyntheaNode synthea)
 {
     private TestNode Node => synthea.Node;
 
@@ -277,7 +289,14 @@ public sealed class SyntheaTests(SyntheaNode synthea) : IClassFixture<SyntheaNod
         var latin1 = Encoding.Latin1;
         var search = System.Buffers.SearchValues.Create(needles.Select(n => latin1.GetString(Encoding.UTF8.GetBytes(n))).ToArray(), StringComparison.Ordinal);
         var files = Directory.EnumerateFiles(Node.DataDir, "*", SearchOption.AllDirectories).ToList();
-        Assert.Contains(files, f => f.EndsWith("ward.db-wal", StringComparison.Ordinal));
+        if (Node.IsPostgres)
+        {
+            files.AddRange(TestPostgres.FilesOf(Node.Config.Database));
+        }
+        else
+        {
+            Assert.Contains(files, f => f.EndsWith("ward.db-wal", StringComparison.Ordinal));
+        }
         long scanned = 0;
         foreach (var file in files)
         {

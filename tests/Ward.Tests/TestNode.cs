@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Net;
 using Hl7.Fhir.Rest;
 using Microsoft.AspNetCore.Builder;
@@ -11,13 +12,27 @@ using Ward.Server;
 
 namespace Ward.Tests;
 
-/// <summary>A real node in a temporary folder, served by Kestrel on 127.0.0.1 with an ephemeral port.</summary>
-public sealed class TestNode : IAsyncLifetime, IDisposable
+/// <summary>
+/// A real node in a temporary folder, served by Kestrel on 127.0.0.1 with an ephemeral port, on SQLite or (with
+/// <see cref="PostgresTestNode"/>) on a fresh PostgreSQL database of its own.
+/// </summary>
+public class TestNode : IAsyncLifetime, IDisposable
 {
     private WebApplication? _app;
 
+    public TestNode() : this(postgres: false)
+    {
+    }
+
+    protected TestNode(bool postgres) => IsPostgres = postgres;
+
+    public bool IsPostgres { get; }
+
+    /// <summary>A new, not yet started node on the same engine.</summary>
+    public TestNode Sibling() => new(IsPostgres);
+
     internal NodeConfig Config { get; private set; } = null!;
-    internal SqliteStore Store { get; private set; } = null!;
+    internal RecordStore Store { get; private set; } = null!;
     public string DataDir { get; } = Path.Combine(Path.GetTempPath(), "ward-test-" + Guid.NewGuid().ToString("N")[..12]);
     public string BaseUrl { get; private set; } = "";
 
@@ -34,14 +49,61 @@ public sealed class TestNode : IAsyncLifetime, IDisposable
 
     public async Task InitializeAsync()
     {
-        Config = NodeConfig.Init(DataDir, "test");
+        Config = NewConfig(DataDir, "test");
         Config.MaxRequestBodyBytes = 8 * 1024 * 1024;
-        Store = SqliteStore.Open(Config);
+        Config.Save();
+        Store = RecordStore.Open(Config);
         _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => logging.AddProvider(Logs));
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         BaseUrl = address.TrimEnd('/') + "/fhir";
         Http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.None }) { Timeout = TimeSpan.FromMinutes(5) };
+    }
+
+    /// <summary>Creates a node configuration on this node's engine (on PostgreSQL, with a new empty database).</summary>
+    internal NodeConfig NewConfig(string dir, string name) =>
+        NodeConfig.Init(dir, name, IsPostgres ? TestPostgres.CreateDatabase(PostgresAdmin) : null);
+
+    /// <summary>The PostgreSQL server to create databases on (default: the test run's, <see cref="TestPostgres"/>).</summary>
+    internal string? PostgresAdmin { get; init; }
+
+    /// <summary>A direct connection to a node's database, behind the node's back (tamper tests, checks of what is stored).</summary>
+    internal DbConnection Db(NodeConfig? config = null)
+    {
+        config ??= Config;
+        DbConnection db = config.IsPostgres
+            ? new Npgsql.NpgsqlConnection(config.Database)
+            : new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={config.DatabasePath};Pooling=False");
+        db.Open();
+        return db;
+    }
+
+    internal static object? Scalar(DbConnection db, string sql, params (string, object?)[] args)
+    {
+        using var cmd = db.CreateCommand();
+        cmd.CommandText = sql;
+        foreach (var (name, value) in args)
+        {
+            var p = cmd.CreateParameter();
+            p.ParameterName = name;
+            p.Value = value ?? DBNull.Value;
+            cmd.Parameters.Add(p);
+        }
+        var result = cmd.ExecuteScalar();
+        return result is int i ? (long)i : result;
+    }
+
+    /// <summary>Removes what a configuration made outside its folder (its PostgreSQL database).</summary>
+    internal static void Drop(NodeConfig config)
+    {
+        if (config.IsPostgres)
+        {
+            TestPostgres.DropDatabase(config.Database);
+        }
+        else
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        }
     }
 
     public async Task DisposeAsync()
@@ -58,7 +120,10 @@ public sealed class TestNode : IAsyncLifetime, IDisposable
     {
         Http?.Dispose();
         Store?.Dispose();
-        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        if (Config is not null)
+        {
+            Drop(Config);
+        }
         try
         {
             Directory.Delete(DataDir, recursive: true);
@@ -93,10 +158,19 @@ public sealed class LogCapture : ILoggerProvider
     }
 }
 
+/// <summary>A test node on its own PostgreSQL database (see <see cref="TestPostgres"/> for the server).</summary>
+public sealed class PostgresTestNode() : TestNode(postgres: true);
+
 [CollectionDefinition(Name)]
 public sealed class SharedNode : ICollectionFixture<TestNode>
 {
     public const string Name = "shared node";
+}
+
+[CollectionDefinition(Name)]
+public sealed class SharedPostgresNode : ICollectionFixture<PostgresTestNode>
+{
+    public const string Name = "shared PostgreSQL node";
 }
 
 /// <summary>Where the shared test data lives (../shared/data from the repository root).</summary>

@@ -14,7 +14,7 @@ internal static class KeyAdmin
     /// re-wrapped in one transaction, and only then does the new file replace the old. Interrupted before the commit,
     /// the next start deletes the new file (rollback); after it, the next start completes the rename (resume).
     /// </summary>
-    public static async Task<RotationResult> RotateMasterAsync(SqliteStore store, CancellationToken ct)
+    public static async Task<RotationResult> RotateMasterAsync(RecordStore store, CancellationToken ct)
     {
         var keys = store.Keys;
         string oldKid, newKid;
@@ -23,6 +23,7 @@ internal static class KeyAdmin
         // to resolve leftovers: none can mistake this rotation's new key for an interrupted one and delete it.
         using (var session = await store.BeginWriteAsync(ct))
         {
+            session.LockKeys();
             keys.Reload();
             if (keys.PendingKeyId is not null)
             {
@@ -55,34 +56,28 @@ internal static class KeyAdmin
         return new RotationResult(oldKid, newKid, count);
     }
 
-    private static bool Committed(SqliteStore store, string newKid)
+    private static bool Committed(RecordStore store, string newKid)
     {
         try
         {
             return store.MasterKeyId() == newKid;
         }
-        catch (Microsoft.Data.Sqlite.SqliteException)
+        catch (System.Data.Common.DbException)
         {
             return false;
         }
     }
 
     /// <summary>Crypto-shredding of one patient; the erased key id is also appended to the erasure ledger beside the master key.</summary>
-    public static async Task<ErasureResult> EraseAsync(SqliteStore store, string patientId, string reason, TimeProvider clock, CancellationToken ct)
+    public static async Task<ErasureResult> EraseAsync(RecordStore store, string patientId, string reason, TimeProvider clock, CancellationToken ct)
     {
         if (string.IsNullOrWhiteSpace(reason))
         {
             throw new NodeException("An erasure needs a reason (for example the reference of the patient's request).");
         }
         var now = clock.GetUtcNow();
-        ErasureResult result;
-        using (var session = await store.BeginWriteAsync(ct))
-        {
-            result = session.Erase(patientId, reason, now.UtcTicks);
-            session.Commit();
-        }
-        // Push the freed pages out of the write-ahead log so that no copy of the wrapped key stays in it.
-        store.Checkpoint();
+        var result = await store.WriteAsync(session => session.Erase(patientId, reason, now.UtcTicks), ct);
+        store.PurgeErased();
         var ledger = ErasureLedgerPath(store.Keys);
         File.AppendAllText(ledger, string.Create(CultureInfo.InvariantCulture, $"{now:O} erased data key {result.Kid}\n"));
         return result;

@@ -94,35 +94,41 @@ internal sealed partial class FhirEngine
         // Plan without the write lock (resolve, rewrite, serialise, index), so that concurrent transactions use every core;
         // then, under the lock, check that what the plan looked up still holds, and write.
         var assumptions = new List<Assumption>();
-        TransactionPlan plan;
-        using (var reader = store.OpenRead())
+        TransactionPlan? plan = null;
+        plan = await store.ReadAsync(reader =>
         {
-            plan = Plan(entries, fullUrls, reader, assumptions);
-        }
-        using var session = await store.BeginWriteAsync(ct);
-        if (!assumptions.All(a => Match(session, a.Type, a.Criteria, outer, "A lookup").SequenceEqual(a.Rids)))
+            plan?.Undo();
+            assumptions.Clear();
+            return Plan(entries, fullUrls, reader, assumptions);
+        }, ct);
+        var attempt = 0;
+        var responses = await store.WriteAsync(session =>
         {
-            plan.Undo();
-            plan = Plan(entries, fullUrls, session, null);
-        }
-        var responses = plan.Responses;
-        foreach (var i in Enumerable.Range(0, entries.Count).OrderBy(i => TransactionOrder.GetValueOrDefault(entries[i].Method, 4)))
-        {
-            if (responses[i] is not null)
+            // A second attempt (the first met a conflict or a lost connection) plans again inside its own transaction.
+            if (attempt++ > 0 || !assumptions.All(a => Match(session, a.Type, a.Criteria, outer, "A lookup").SequenceEqual(a.Rids)))
             {
-                continue;
+                plan.Undo();
+                plan = Plan(entries, fullUrls, session, null);
             }
-            var e = entries[i];
-            try
+            var done = (FhirResponse?[])plan.Responses.Clone();
+            foreach (var i in Enumerable.Range(0, entries.Count).OrderBy(i => TransactionOrder.GetValueOrDefault(entries[i].Method, 4)))
             {
-                responses[i] = plan.Creates[i] is { } prepared ? Apply(session, prepared) : Dispatch(e, session);
+                if (done[i] is not null)
+                {
+                    continue;
+                }
+                var e = entries[i];
+                try
+                {
+                    done[i] = plan.Creates[i] is { } prepared ? Apply(session, prepared) : Dispatch(e, session);
+                }
+                catch (FhirException f)
+                {
+                    throw new FhirException(f.Status, f.Code, $"Transaction entry {i} ({e.Method} {e.Path}) failed, so nothing was changed: {f.Message}");
+                }
             }
-            catch (FhirException f)
-            {
-                throw new FhirException(f.Status, f.Code, $"Transaction entry {i} ({e.Method} {e.Path}) failed, so nothing was changed: {f.Message}");
-            }
-        }
-        session.Commit();
+            return done;
+        }, ct);
         return FhirResponse.Of(200, ResponseBundle("transaction-response", bundle, responses!, outer));
     }
 

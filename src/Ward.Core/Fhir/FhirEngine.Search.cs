@@ -10,7 +10,7 @@ internal sealed partial class FhirEngine
 {
     private FhirResponse Search(StoreSession session, FhirRequest request, SearchQuery query)
     {
-        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind);
+        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine);
         var where = sql.Where(query);
         var matches = new List<StoredVersion>();
         List<long>? page = null;
@@ -207,8 +207,8 @@ internal sealed partial class FhirEngine
         {
             throw FhirException.Gone($"Patient/{patientId} was deleted.");
         }
-        var args = new List<(string, object?)> { ("$p", patientId) };
-        var members = session.QueryRids("SELECT c.rid FROM ix_compartment c JOIN resource r ON r.rid = c.rid WHERE c.patient_id = $p AND r.deleted = 0 ORDER BY c.rid", args);
+        var args = new List<(string, object?)> { ("@p", patientId) };
+        var members = session.QueryRids("SELECT c.rid FROM ix_compartment c JOIN resource r ON r.rid = c.rid WHERE c.patient_id = @p AND r.deleted = 0 ORDER BY c.rid", args);
         var all = new List<long> { patient.Rid };
         var seen = new HashSet<long> { patient.Rid };
         all.AddRange(members.Where(seen.Add));

@@ -12,7 +12,7 @@ namespace Ward.Core.Fhir;
 /// The FHIR R4 interactions over the record store. HTTP requests and batch/transaction entries both arrive here as
 /// <see cref="FhirRequest"/>s, so a transaction entry behaves exactly like the same request sent alone.
 /// </summary>
-internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
+internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
 {
     public async Task<FhirResponse> HandleAsync(FhirRequest request, CancellationToken ct)
     {
@@ -23,8 +23,7 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
         var write = request.Method is "PUT" or "PATCH" or "DELETE" || (request.Method == "POST" && !request.Path.EndsWith("/_search", StringComparison.Ordinal));
         if (!write)
         {
-            using var reader = store.OpenRead();
-            return Dispatch(request, reader);
+            return await store.ReadAsync(s => Dispatch(request, s), ct);
         }
         PreparedVersion? create = null;
         if (request.Method == "POST" && request.IfNoneExist is null && request.Path.Length > 0 && !request.Path.Contains('/'))
@@ -32,10 +31,7 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
             // A plain create depends on nothing stored: serialise and index it before taking the write lock.
             create = Prepare(request.Path, NewId(), RequireResource(request, request.Path), null, "POST");
         }
-        using var session = await store.BeginWriteAsync(ct);
-        var response = create is null ? Dispatch(request, session) : Apply(session, create);
-        session.Commit();
-        return response;
+        return await store.WriteAsync(s => create is null ? Dispatch(request, s) : Apply(s, create), ct);
     }
 
     /// <summary>Routes one interaction within a session (the writer's, for writes).</summary>
@@ -364,7 +360,7 @@ internal sealed partial class FhirEngine(SqliteStore store, TimeProvider clock)
     private List<long> MatchQuery(StoreSession s, string type, IReadOnlyList<KeyValuePair<string, string>> query, FhirRequest request)
     {
         var q = SearchQuery.Parse(type, query, strict: true);
-        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind);
+        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine);
         var where = sql.Where(q);
         return s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} LIMIT 2", sql.Args);
     }

@@ -11,6 +11,8 @@ internal sealed class NodeConfig
     public const string FileName = "ward.yaml";
 
     public string Name { get; set; } = "ward";
+
+    /// <summary>The SQLite file (relative to the data folder), or a PostgreSQL connection string (Npgsql form, without a password).</summary>
     public string Database { get; set; } = "ward.db";
     public string Urls { get; set; } = "http://127.0.0.1:8080";
     public long MaxRequestBodyBytes { get; set; } = 64L * 1024 * 1024;
@@ -24,6 +26,10 @@ internal sealed class NodeConfig
 
     [YamlIgnore]
     public string DatabasePath => Resolve(Database);
+
+    /// <summary>A connection string (<c>Host=...;Database=...</c>) names PostgreSQL; anything else is the SQLite file.</summary>
+    [YamlIgnore]
+    public bool IsPostgres => Database.Contains('=', StringComparison.Ordinal);
 
     public const string MasterKeyVariable = "WARD_MASTER_KEY_FILE";
 
@@ -63,8 +69,13 @@ internal sealed class NodeConfig
     }
 
     /// <summary>Creates a node: configuration, key folder (0700) with the master key and a development TLS certificate.</summary>
-    public static NodeConfig Init(string dataDir, string name)
+    /// <param name="database">A PostgreSQL connection string, or null for the embedded SQLite file.</param>
+    public static NodeConfig Init(string dataDir, string name, string? database = null)
     {
+        if (database is not null)
+        {
+            Storage.PostgresStore.Check(database);
+        }
         var full = System.IO.Path.GetFullPath(dataDir);
         if (File.Exists(System.IO.Path.Combine(full, FileName)) || File.Exists(System.IO.Path.Combine(full, "ward.db")))
         {
@@ -79,6 +90,10 @@ internal sealed class NodeConfig
             File.SetUnixFileMode(keys, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         }
         var config = new NodeConfig { Name = name, DataDir = full };
+        if (database is not null)
+        {
+            config.Database = database;
+        }
         config.Tls = new TlsConfig { Certificate = "keys/tls.crt", Key = "keys/tls.key" };
         Crypto.MasterKeyFile.Create(config.MasterKeyPath);
         WriteDevelopmentCertificate(config.Resolve(config.Tls.Certificate), config.Resolve(config.Tls.Key), name);

@@ -15,19 +15,21 @@ internal sealed class SqlSearch
     private readonly List<(string Name, object? Value)> _args = [];
     private readonly string? _baseUrl;
     private readonly Blinder _blind;
+    private readonly StoreEngine _engine;
     private int _alias;
 
-    public SqlSearch(string? baseUrl, Blinder blind)
+    public SqlSearch(string? baseUrl, Blinder blind, StoreEngine engine)
     {
         _baseUrl = baseUrl?.TrimEnd('/') + "/";
         _blind = blind;
+        _engine = engine;
     }
 
     public IReadOnlyList<(string Name, object? Value)> Args => _args;
 
     private string Arg(object? value)
     {
-        var name = "$a" + _args.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var name = "@a" + _args.Count.ToString(System.Globalization.CultureInfo.InvariantCulture);
         _args.Add((name, value));
         return name;
     }
@@ -35,8 +37,9 @@ internal sealed class SqlSearch
     /// <summary>The WHERE clause (over alias <c>r</c>) for a search of <paramref name="query"/>.</summary>
     public string Where(SearchQuery query)
     {
-        // With criteria, drive the query from their (selective) indexes: the unary '+' keeps SQLite from scanning the type index.
-        var driven = query.Criteria.Count > 0 || query.CompartmentPatient is not null;
+        // With criteria, drive the query from their (selective) indexes: the unary '+' keeps SQLite from scanning the type index
+        // (PostgreSQL's planner weighs the indexes by their statistics and needs no hint).
+        var driven = _engine == StoreEngine.Sqlite && (query.Criteria.Count > 0 || query.CompartmentPatient is not null);
         var parts = new List<string> { $"{(driven ? "+" : "")}r.type = {Arg(query.Type)}", "r.deleted = 0" };
         if (query.CompartmentPatient is { } pid)
         {
@@ -62,7 +65,8 @@ internal sealed class SqlSearch
                 throw FhirException.BadRequest($"Results cannot be sorted by '{name}': it holds identifying values, which this node indexes only as keyed hashes "
                     + "(encryption at rest), so they have no order. Sort by another parameter, or sort the page on the client.", OperationOutcome.IssueType.NotSupported);
             }
-            var dir = desc ? " DESC" : " ASC";
+            // Resources without a value come first in ascending order, last in descending order, on both engines.
+            var dir = desc ? " DESC NULLS LAST" : " ASC NULLS FIRST";
             var agg = desc ? "max" : "min";
             var p = Arg(sp.Code);
             var expr = sp.Code switch
@@ -130,7 +134,7 @@ internal sealed class SqlSearch
         };
         if (sp.IsIntrinsic)
         {
-            return missing ? "0" : "1";
+            return missing ? "FALSE" : "TRUE";
         }
         var sub = $"{alias}.rid IN (SELECT rid FROM {Table(sp.Type)} WHERE param = {Arg(sp.Code)})";
         return missing ? "NOT " + sub : sub;
@@ -171,7 +175,7 @@ internal sealed class SqlSearch
                 var normalized = SearchValues.Normalize(v);
                 return modifier switch
                 {
-                    null when normalized.Length == 0 => In(sp, alias, "1"),
+                    null when normalized.Length == 0 => In(sp, alias, "TRUE"),
                     null => In(sp, alias, $"value = {Arg(_blind.Hash(Blinder.Prefix, sp.Code, normalized))}"),
                     "exact" => In(sp, alias, $"exact = {Arg(_blind.Hash(Blinder.Exact, sp.Code, v))}"),
                     _ => throw BlindModifier(sp, modifier, "only whole values and their beginnings can be matched (the default search, and :exact)"),
@@ -247,7 +251,7 @@ internal sealed class SqlSearch
         FhirException.NotSupported($"The modifier ':{modifier}' is not supported on the {sp.Type.ToString().ToLowerInvariant()} parameter '{sp.Code}'.");
 
     private string StartsWith(string column, string prefix) =>
-        prefix.Length == 0 ? "1" : $"{column} >= {Arg(prefix)} AND {column} < {Arg(prefix + char.MaxValue)}";
+        prefix.Length == 0 ? "TRUE" : $"{column} >= {Arg(prefix)} AND {column} < {Arg(prefix + char.MaxValue)}";
 
     private static string EscapeLike(string s) => s.Replace("\\", "\\\\").Replace("%", "\\%").Replace("_", "\\_");
 
@@ -347,7 +351,7 @@ internal sealed class SqlSearch
         {
             if (modifier is not null && modifier != type)
             {
-                return "0";
+                return "FALSE";
             }
             return $"target_id = {Arg(id)} AND target_type = {Arg(type)}";
         }
@@ -493,13 +497,13 @@ internal sealed class SqlSearch
         var args = new List<(string, object?)>();
         if (spec.Param != "*")
         {
-            sb.Append(" AND x.param = $p");
-            args.Add(("$p", spec.Param));
+            sb.Append(" AND x.param = @p");
+            args.Add(("@p", spec.Param));
         }
         if (spec.TargetType is not null)
         {
-            sb.Append(" AND x.target_type = $t");
-            args.Add(("$t", spec.TargetType));
+            sb.Append(" AND x.target_type = @t");
+            args.Add(("@t", spec.TargetType));
         }
         return session.QueryRids(sb.ToString(), args);
     }
@@ -513,13 +517,13 @@ internal sealed class SqlSearch
             {
                 continue;
             }
-            var args = new List<(string, object?)> { ("$s", spec.SourceType), ("$t", group.Key) };
-            var ids = group.Select((g, i) => { args.Add(("$i" + i, g.Id)); return "$i" + i; });
-            var sql = "SELECT s.rid FROM ix_reference x JOIN resource s ON s.rid = x.rid WHERE s.type = $s AND s.deleted = 0 AND x.target_type = $t AND x.target_id IN ("
-                + string.Join(',', ids) + ")" + (spec.Param == "*" ? "" : " AND x.param = $p");
+            var args = new List<(string, object?)> { ("@s", spec.SourceType), ("@t", group.Key) };
+            var ids = group.Select((g, i) => { args.Add(("@i" + i, g.Id)); return "@i" + i; });
+            var sql = "SELECT s.rid FROM ix_reference x JOIN resource s ON s.rid = x.rid WHERE s.type = @s AND s.deleted = 0 AND x.target_type = @t AND x.target_id IN ("
+                + string.Join(',', ids) + ")" + (spec.Param == "*" ? "" : " AND x.param = @p");
             if (spec.Param != "*")
             {
-                args.Add(("$p", spec.Param));
+                args.Add(("@p", spec.Param));
             }
             result.AddRange(session.QueryRids(sql, args));
         }

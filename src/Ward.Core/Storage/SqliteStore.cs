@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
+using System.Data.Common;
 using Microsoft.Data.Sqlite;
 using Ward.Core.Crypto;
-using Ward.Core.Node;
 
 namespace Ward.Core.Storage;
 
@@ -13,22 +13,18 @@ internal sealed record StoredVersion(long Rid, string Type, string Id, int Versi
 internal readonly record struct CurrentInfo(long Rid, int Version, bool Deleted, long LastUpdatedTicks, bool Erased = false);
 
 /// <summary>
-/// The record store on SQLite (WAL). One writer at a time (an in-process gate, plus SQLite's own lock for other
-/// processes such as <c>ward import</c> beside <c>ward serve</c>); readers never wait for writers.
+/// The record store on SQLite (WAL), the embedded default. One writer at a time (an in-process gate, plus SQLite's own
+/// lock for other processes such as <c>ward import</c> beside <c>ward serve</c>); readers never wait for writers.
 /// Connections are pooled here so that each keeps its prepared statements.
 /// </summary>
-internal sealed class SqliteStore : IDisposable
+internal sealed class SqliteStore : RecordStore
 {
     private readonly string _connectionString;
-    private readonly ConcurrentBag<PooledConnection> _pool = [];
+    private readonly ConcurrentBag<Lease> _pool = [];
     private readonly SemaphoreSlim _writeGate = new(1, 1);
 
-    /// <summary>Opens (creating or migrating) the node's database with the node's master key.</summary>
-    public static SqliteStore Open(NodeConfig config) => new(config.DatabasePath, KeyRing.Open(config.MasterKeyPath));
-
-    public SqliteStore(string path, KeyRing keys)
+    public SqliteStore(string path, KeyRing keys) : base(keys)
     {
-        Keys = keys;
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -36,23 +32,23 @@ internal sealed class SqliteStore : IDisposable
             DefaultTimeout = 60,
             Mode = SqliteOpenMode.ReadWriteCreate,
         }.ToString();
-        var c = Open();
+        Path = path;
+        Connect().Dispose();
         if (!OperatingSystem.IsWindows() && File.Exists(path))
         {
             // The database holds only ciphertext and hashes, but it is the node's to read: owner only (WAL and SHM follow).
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         }
-        Migrate(c.Connection);
-        using var session = new StoreSession(this, c, c.Connection.BeginTransaction(deferred: false), gated: false);
-        session.AttachKeys();
-        session.Commit();
+        Initialise(Migrations.Sqlite);
     }
 
-    public KeyRing Keys { get; }
+    public override StoreEngine Engine => StoreEngine.Sqlite;
 
-    public string Path => new SqliteConnectionStringBuilder(_connectionString).DataSource;
+    public string Path { get; }
 
-    private PooledConnection Open()
+    public override string Location => Path;
+
+    private Lease Connect()
     {
         var connection = new SqliteConnection(_connectionString);
         connection.Open();
@@ -67,70 +63,20 @@ internal sealed class SqliteStore : IDisposable
             PRAGMA foreign_keys = OFF;
             """;
         cmd.ExecuteNonQuery();
-        return new PooledConnection(connection);
+        return new Lease(connection, cacheCommands: true);
     }
 
-    private static void Migrate(SqliteConnection connection)
-    {
-        using (var create = connection.CreateCommand())
-        {
-            create.CommandText = "CREATE TABLE IF NOT EXISTS schema_migration (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)";
-            create.ExecuteNonQuery();
-        }
-        using var tx = connection.BeginTransaction(deferred: false);
-        long current;
-        using (var q = connection.CreateCommand())
-        {
-            q.Transaction = tx;
-            q.CommandText = "SELECT coalesce(max(version), 0) FROM schema_migration";
-            current = (long)q.ExecuteScalar()!;
-        }
-        foreach (var (version, name, sql) in Migrations.All.Where(m => m.Version > current))
-        {
-            using var cmd = connection.CreateCommand();
-            cmd.Transaction = tx;
-            cmd.CommandText = sql + "; INSERT INTO schema_migration (version, name, applied) VALUES ($v, $n, datetime('now'));";
-            cmd.Parameters.AddWithValue("$v", version);
-            cmd.Parameters.AddWithValue("$n", name);
-            cmd.ExecuteNonQuery();
-        }
-        tx.Commit();
-    }
+    private Lease Take() => _pool.TryTake(out var lease) ? lease : Connect();
 
-    public int SchemaVersion
-    {
-        get
-        {
-            using var s = OpenRead();
-            return Convert.ToInt32(s.Scalar("SELECT max(version) FROM schema_migration", []));
-        }
-    }
+    public override StoreSession OpenRead() => new(this, Take(), null);
 
-    /// <summary>The id of the master key the database's data keys are wrapped under.</summary>
-    public string MasterKeyId()
-    {
-        using var s = OpenRead();
-        return (string)s.Scalar("SELECT master_kid FROM keyring", [])!;
-    }
-
-    /// <summary>Copies the write-ahead log into the database and truncates it (waits for readers up to the busy timeout).</summary>
-    public void Checkpoint()
-    {
-        using var s = OpenRead();
-        s.Scalar("PRAGMA wal_checkpoint(TRUNCATE)", []);
-    }
-
-    public StoreSession OpenRead() => new(this, _pool.TryTake(out var c) ? c : Open(), null, gated: false);
-
-    /// <summary>Opens the single write transaction; callers must dispose the session (rollback unless committed).</summary>
-    public async Task<StoreSession> BeginWriteAsync(CancellationToken ct)
+    public override async Task<StoreSession> BeginWriteAsync(CancellationToken ct)
     {
         await _writeGate.WaitAsync(ct);
         try
         {
-            var c = _pool.TryTake(out var pooled) ? pooled : Open();
-            var tx = c.Connection.BeginTransaction(deferred: false);
-            return new StoreSession(this, c, tx, gated: true);
+            var lease = Take();
+            return new StoreSession(this, lease, ((SqliteConnection)lease.Connection).BeginTransaction(deferred: false));
         }
         catch
         {
@@ -139,46 +85,62 @@ internal sealed class SqliteStore : IDisposable
         }
     }
 
-    internal void Return(PooledConnection connection, bool wasWriter)
+    internal override void Return(StoreSession session)
     {
         if (_pool.Count < 32)
         {
-            _pool.Add(connection);
+            _pool.Add(session.Lease);
         }
         else
         {
-            connection.Dispose();
+            session.Lease.Dispose();
         }
-        if (wasWriter)
+        if (session.IsWriter)
         {
             _writeGate.Release();
         }
     }
 
-    public void Dispose()
+    // The write transaction (BEGIN IMMEDIATE) already excludes every other writer, in every process.
+    internal override string? NodeLockSql => null;
+
+    // SQLite waits for its lock (busy_timeout) instead of failing: nothing is worth running again.
+    protected override bool IsTransient(Exception e) => false;
+
+    /// <summary>Copies the write-ahead log into the database and truncates it, so that no copy of the destroyed wrapped key stays in it
+    /// (secure_delete has already overwritten the freed pages).</summary>
+    public override void PurgeErased()
     {
-        while (_pool.TryTake(out var c))
+        using var s = OpenRead();
+        s.Scalar("PRAGMA wal_checkpoint(TRUNCATE)", []);
+    }
+
+    public override void Dispose()
+    {
+        while (_pool.TryTake(out var lease))
         {
-            c.Dispose();
+            lease.Dispose();
         }
         _writeGate.Dispose();
     }
 }
 
-internal sealed class PooledConnection(SqliteConnection connection) : IDisposable
+/// <summary>One database connection borrowed by a session; on SQLite it keeps its prepared commands across sessions.</summary>
+internal sealed class Lease(DbConnection connection, bool cacheCommands) : IDisposable
 {
-    private readonly Dictionary<string, SqliteCommand> _commands = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, DbCommand>? _commands = cacheCommands ? new(StringComparer.Ordinal) : null;
 
-    public SqliteConnection Connection { get; } = connection;
+    public DbConnection Connection { get; } = connection;
 
-    /// <summary>A prepared command for a fixed SQL text, reused across sessions on this connection.</summary>
-    public SqliteCommand Prepared(string sql, SqliteTransaction? tx)
+    /// <summary>A command for a fixed SQL text: the connection's prepared one when commands are cached, else a new one.</summary>
+    public DbCommand Command(string sql, DbTransaction? tx)
     {
-        if (!_commands.TryGetValue(sql, out var cmd))
+        DbCommand? cmd = null;
+        if (_commands is null || !_commands.TryGetValue(sql, out cmd))
         {
             cmd = Connection.CreateCommand();
             cmd.CommandText = sql;
-            _commands[sql] = cmd;
+            _commands?.Add(sql, cmd);
         }
         cmd.Transaction = tx;
         return cmd;
@@ -186,7 +148,7 @@ internal sealed class PooledConnection(SqliteConnection connection) : IDisposabl
 
     public void Dispose()
     {
-        foreach (var c in _commands.Values)
+        foreach (var c in _commands?.Values ?? Enumerable.Empty<DbCommand>())
         {
             c.Dispose();
         }

@@ -1,4 +1,5 @@
-using Microsoft.Data.Sqlite;
+using System.Data.Common;
+using System.Globalization;
 using Ward.Core.Crypto;
 using Ward.Core.Node;
 using Ward.Core.Search;
@@ -22,33 +23,47 @@ internal sealed class StoreSession : IDisposable
     private const string PatientKind = "patient";
     private const string SharedKind = "shared";
     private const string IndexKind = "index";
-    private readonly SqliteStore _store;
-    private readonly PooledConnection _pooled;
-    private SqliteTransaction? _tx;
-    private readonly bool _gated;
+    private readonly RecordStore _store;
+    private DbTransaction? _tx;
 
-    internal StoreSession(SqliteStore store, PooledConnection pooled, SqliteTransaction? tx, bool gated)
+    /// <summary>Writes not yet sent (PostgreSQL batches a session's writes into one round trip); null when writes go out at once.</summary>
+    private readonly PendingWrites? _pending;
+
+    internal StoreSession(RecordStore store, Lease lease, DbTransaction? tx, PendingWrites? pending = null)
     {
         _store = store;
-        _pooled = pooled;
+        Lease = lease;
         _tx = tx;
-        _gated = gated;
+        _pending = pending;
+        IsWriter = tx is not null;
     }
 
-    internal SqliteConnection Connection => _pooled.Connection;
+    internal Lease Lease { get; }
+
+    internal DbTransaction? Transaction => _tx;
+
+    /// <summary>Whether the session was opened for writing (it stays so after its commit or rollback).</summary>
+    public bool IsWriter { get; }
+
+    /// <summary>Set once the commit has been sent: a failure after this point has an unknown outcome.</summary>
+    public bool CommitStarted { get; private set; }
 
     private KeyRing Keys => _store.Keys;
 
-    private SqliteCommand Cmd(string sql, params ReadOnlySpan<(string Name, object? Value)> args)
+    /// <summary>A command for a fixed SQL text (prepared and reused where the engine benefits); buffered writes are sent first.</summary>
+    private DbCommand Cmd(string sql, params ReadOnlySpan<(string Name, object? Value)> args)
     {
-        var cmd = _pooled.Prepared(sql, _tx);
+        Flush();
+        var cmd = Lease.Command(sql, _tx);
         var parameters = cmd.Parameters;
         if (parameters.Count != args.Length)
         {
             parameters.Clear();
             foreach (var (name, _) in args)
             {
-                parameters.Add(new SqliteParameter { ParameterName = name });
+                var p = cmd.CreateParameter();
+                p.ParameterName = name;
+                parameters.Add(p);
             }
         }
         for (var i = 0; i < args.Length; i++)
@@ -58,34 +73,86 @@ internal sealed class StoreSession : IDisposable
         return cmd;
     }
 
+    /// <summary>A one-off command (generated SQL), with its values bound.</summary>
+    private DbCommand AdHoc(string sql, IReadOnlyList<(string Name, object? Value)> args)
+    {
+        Flush();
+        var cmd = Lease.Connection.CreateCommand();
+        cmd.Transaction = _tx;
+        cmd.CommandText = sql;
+        foreach (var (name, value) in args)
+        {
+            var p = cmd.CreateParameter();
+            p.ParameterName = name;
+            p.Value = value ?? DBNull.Value;
+            cmd.Parameters.Add(p);
+        }
+        return cmd;
+    }
+
+    private void Flush()
+    {
+        if (_pending is { IsEmpty: false })
+        {
+            _pending.Flush(this);
+        }
+    }
+
+    internal void Execute(string sql, params ReadOnlySpan<(string Name, object? Value)> args) => Cmd(sql, args).ExecuteNonQuery();
+
+    /// <summary>Takes the node-wide lock that key attachment and migrations hold (the write transaction itself, on SQLite).</summary>
+    internal void LockNode()
+    {
+        EnsureWriter();
+        if (_store.NodeLockSql is { } sql)
+        {
+            Execute(sql);
+        }
+    }
+
+    /// <summary>
+    /// For a master key rotation, as the transaction's first statement: the node-wide lock, and no new data key until the
+    /// commit. On PostgreSQL the key tables are locked against writes before the snapshot is taken, so the rotation sees
+    /// every key committed before it, and a writer that read the old master key id is sent round again.
+    /// </summary>
+    internal void LockKeys()
+    {
+        EnsureWriter();
+        if (_store.NodeLockSql is { } sql)
+        {
+            Execute("LOCK TABLE keyring, data_key IN EXCLUSIVE MODE");
+            Execute(sql);
+        }
+    }
+
     public CurrentInfo? GetCurrent(string type, string id)
     {
-        using var reader = Cmd("SELECT rid, version, deleted, last_updated FROM resource WHERE type = $t AND id = $i", ("$t", type), ("$i", id)).ExecuteReader();
+        using var reader = Cmd("SELECT rid, version, deleted, last_updated FROM resource WHERE type = @t AND id = @i", ("@t", type), ("@i", id)).ExecuteReader();
         return reader.Read() ? new CurrentInfo(reader.GetInt64(0), reader.GetInt32(1), reader.GetInt32(2) != 0, reader.GetInt64(3), reader.GetInt32(2) == 2) : null;
     }
 
     public StoredVersion? Read(string type, string id)
     {
-        using var reader = Cmd($"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.type = $t AND r.id = $i",
-            ("$t", type), ("$i", id)).ExecuteReader();
+        using var reader = Cmd($"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.type = @t AND r.id = @i",
+            ("@t", type), ("@i", id)).ExecuteReader();
         return reader.Read() ? Row(reader) : null;
     }
 
     public StoredVersion? ReadVersion(string type, string id, int version)
     {
-        using var reader = Cmd($"SELECT {AnyVersionColumns} FROM {AnyVersionFrom} WHERE r.type = $t AND r.id = $i AND v.version = $v",
-            ("$t", type), ("$i", id), ("$v", version)).ExecuteReader();
+        using var reader = Cmd($"SELECT {AnyVersionColumns} FROM {AnyVersionFrom} WHERE r.type = @t AND r.id = @i AND v.version = @v",
+            ("@t", type), ("@i", id), ("@v", version)).ExecuteReader();
         return reader.Read() ? Row(reader) : null;
     }
 
-    private StoredVersion Row(SqliteDataReader r)
+    private StoredVersion Row(DbDataReader r)
     {
         var (type, id, version) = (r.GetString(1), r.GetString(2), r.GetInt32(3));
         return new(r.GetInt64(0), type, id, version, r.GetInt64(4), r.GetInt32(5) != 0, r.GetString(6), r.IsDBNull(7) ? null : Open(r, type, id, version));
     }
 
     /// <summary>Opens the envelope in column 7 with the key named in column 8 (wrapped key and its binding in 9 to 12).</summary>
-    private byte[] Open(SqliteDataReader r, string type, string id, int version)
+    private byte[] Open(DbDataReader r, string type, string id, int version)
     {
         if (r.IsDBNull(8) || r.IsDBNull(11))
         {
@@ -121,9 +188,7 @@ internal sealed class StoreSession : IDisposable
         var byRid = new Dictionary<long, StoredVersion>(rids.Count);
         foreach (var chunk in rids.Chunk(500))
         {
-            using var cmd = Connection.CreateCommand();
-            cmd.Transaction = _tx;
-            cmd.CommandText = $"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.rid IN ({string.Join(',', chunk)})";
+            using var cmd = AdHoc($"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.rid IN ({string.Join(',', chunk)})", []);
             using var reader = cmd.ExecuteReader();
             while (reader.Read())
             {
@@ -144,10 +209,7 @@ internal sealed class StoreSession : IDisposable
     /// <summary>The stored bytes of every current, non-deleted resource of a type, in insertion order.</summary>
     public IEnumerable<byte[]> CurrentData(string type)
     {
-        using var cmd = Connection.CreateCommand();
-        cmd.Transaction = _tx;
-        cmd.CommandText = $"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.type = $t AND r.deleted = 0 ORDER BY r.rid";
-        cmd.Parameters.AddWithValue("$t", type);
+        using var cmd = AdHoc($"SELECT {VersionColumns} FROM {CurrentFrom} WHERE r.type = @t AND r.deleted = 0 ORDER BY r.rid", [("@t", type)]);
         using var reader = cmd.ExecuteReader();
         while (reader.Read())
         {
@@ -158,29 +220,10 @@ internal sealed class StoreSession : IDisposable
     /// <summary>History, newest first: of one resource, of a type, or of the whole node. Erased versions are left out.</summary>
     public List<StoredVersion> History(string? type, string? id, long? sinceTicks, int count, int offset)
     {
-        var where = new List<string> { NotErased };
-        var args = new List<(string, object?)>();
-        if (type is not null)
-        {
-            where.Add("r.type = $t");
-            args.Add(("$t", type));
-        }
-        if (id is not null)
-        {
-            where.Add("r.id = $i");
-            args.Add(("$i", id));
-        }
-        if (sinceTicks is { } since)
-        {
-            where.Add("v.last_updated >= $s");
-            args.Add(("$s", since));
-        }
-        var sql = $"SELECT {AnyVersionColumns} FROM {AnyVersionFrom}"
-            + " WHERE " + string.Join(" AND ", where)
-            + " ORDER BY v.seq DESC LIMIT $count OFFSET $offset";
-        args.Add(("$count", count));
-        args.Add(("$offset", offset));
-        using var reader = Cmd(sql, [.. args]).ExecuteReader();
+        var (where, args) = HistoryWhere(type, id, sinceTicks);
+        args.Add(("@count", count));
+        args.Add(("@offset", offset));
+        using var reader = Cmd($"SELECT {AnyVersionColumns} FROM {AnyVersionFrom} WHERE {where} ORDER BY v.seq DESC LIMIT @count OFFSET @offset", [.. args]).ExecuteReader();
         var list = new List<StoredVersion>();
         while (reader.Read())
         {
@@ -189,13 +232,34 @@ internal sealed class StoreSession : IDisposable
         return list;
     }
 
-    private const string NotErased = "r.deleted < 2 AND (v.kid IS NULL OR k.wrapped IS NOT NULL)";
+    public long HistoryCount(string? type, string? id, long? sinceTicks)
+    {
+        var (where, args) = HistoryWhere(type, id, sinceTicks);
+        return Convert.ToInt64(Cmd($"SELECT count(*) FROM {AnyVersionFrom} WHERE {where}", [.. args]).ExecuteScalar(), CultureInfo.InvariantCulture);
+    }
 
-    private const string HistoryCountSql =
-        $"SELECT count(*) FROM {AnyVersionFrom} WHERE ($t IS NULL OR r.type = $t) AND ($i IS NULL OR r.id = $i) AND ($s IS NULL OR v.last_updated >= $s) AND {NotErased}";
-
-    public long HistoryCount(string? type, string? id, long? sinceTicks) =>
-        (long)Cmd(HistoryCountSql, ("$t", type), ("$i", id), ("$s", sinceTicks)).ExecuteScalar()!;
+    /// <summary>The filter of a history (only the conditions that apply, so that no parameter is an untyped null).</summary>
+    private static (string Where, List<(string, object?)> Args) HistoryWhere(string? type, string? id, long? sinceTicks)
+    {
+        var where = new List<string> { "r.deleted < 2 AND (v.kid IS NULL OR k.wrapped IS NOT NULL)" };
+        var args = new List<(string, object?)>();
+        if (type is not null)
+        {
+            where.Add("r.type = @t");
+            args.Add(("@t", type));
+        }
+        if (id is not null)
+        {
+            where.Add("r.id = @i");
+            args.Add(("@i", id));
+        }
+        if (sinceTicks is { } since)
+        {
+            where.Add("v.last_updated >= @s");
+            args.Add(("@s", since));
+        }
+        return (string.Join(" AND ", where), args);
+    }
 
     /// <summary>
     /// Stores a new version, sealed under the data key of the patient the index names as owner (or the shared key),
@@ -213,25 +277,35 @@ internal sealed class StoreSession : IDisposable
             kid = k;
             envelope = KeyRing.Seal(Keys.Cipher(k, key), k, type, id, version, data);
         }
-        long rid;
         var deleted = index is null;
+        if (_pending is not null)
+        {
+            if (current is { } known && _pending.Touches(known.Rid))
+            {
+                Flush();
+            }
+            var newRid = current?.Rid ?? _pending.NewRid(this);
+            _pending.Add(current is not null, new PendingVersion(newRid, type, id, version, lastUpdatedTicks, method, deleted, envelope, kid), index);
+            return newRid;
+        }
+        long rid;
         if (current is { } cur)
         {
             rid = cur.Rid;
-            Cmd("UPDATE resource SET version = $v, last_updated = $u, deleted = $d WHERE rid = $r",
-                ("$v", version), ("$u", lastUpdatedTicks), ("$d", deleted ? 1 : 0), ("$r", rid)).ExecuteNonQuery();
+            Cmd("UPDATE resource SET version = @v, last_updated = @u, deleted = @d WHERE rid = @r",
+                ("@v", version), ("@u", lastUpdatedTicks), ("@d", deleted ? 1 : 0), ("@r", rid)).ExecuteNonQuery();
             foreach (var table in IndexTables)
             {
-                Cmd($"DELETE FROM {table} WHERE rid = $r", ("$r", rid)).ExecuteNonQuery();
+                Cmd($"DELETE FROM {table} WHERE rid = @r", ("@r", rid)).ExecuteNonQuery();
             }
         }
         else
         {
-            rid = (long)Cmd("INSERT INTO resource (type, id, version, last_updated, deleted) VALUES ($t, $i, $v, $u, $d) RETURNING rid",
-                ("$t", type), ("$i", id), ("$v", version), ("$u", lastUpdatedTicks), ("$d", deleted ? 1 : 0)).ExecuteScalar()!;
+            rid = Convert.ToInt64(Cmd("INSERT INTO resource (type, id, version, last_updated, deleted) VALUES (@t, @i, @v, @u, @d) RETURNING rid",
+                ("@t", type), ("@i", id), ("@v", version), ("@u", lastUpdatedTicks), ("@d", deleted ? 1 : 0)).ExecuteScalar(), CultureInfo.InvariantCulture);
         }
-        Cmd("INSERT INTO version (rid, version, last_updated, method, deleted, data, kid) VALUES ($r, $v, $u, $m, $d, $data, $k)",
-            ("$r", rid), ("$v", version), ("$u", lastUpdatedTicks), ("$m", method), ("$d", deleted ? 1 : 0), ("$data", envelope), ("$k", kid)).ExecuteNonQuery();
+        Cmd("INSERT INTO version (rid, version, last_updated, method, deleted, data, kid) VALUES (@r, @v, @u, @m, @d, @data, @k)",
+            ("@r", rid), ("@v", version), ("@u", lastUpdatedTicks), ("@m", method), ("@d", deleted ? 1 : 0), ("@data", envelope), ("@k", kid)).ExecuteNonQuery();
         if (index is not null)
         {
             WriteIndex(rid, index);
@@ -239,60 +313,55 @@ internal sealed class StoreSession : IDisposable
         return rid;
     }
 
-    private static readonly string[] IndexTables =
+    /// <summary>The search index tables, each keyed by the resource's row id.</summary>
+    internal static readonly string[] IndexTables =
         ["ix_string", "ix_token", "ix_date", "ix_number", "ix_quantity", "ix_uri", "ix_reference", "ix_composite", "ix_compartment"];
 
     private void WriteIndex(long rid, IndexSet ix)
     {
         foreach (var e in ix.Strings)
         {
-            Cmd("INSERT INTO ix_string (rid, param, value, exact) VALUES ($r, $p, $a, $b)", ("$r", rid), ("$p", e.Param), ("$a", e.Normalized), ("$b", e.Exact)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_string (rid, param, value, exact) VALUES (@r, @p, @a, @b)", ("@r", rid), ("@p", e.Param), ("@a", e.Normalized), ("@b", e.Exact)).ExecuteNonQuery();
         }
         foreach (var e in ix.Tokens)
         {
-            Cmd("INSERT INTO ix_token (rid, param, system, code, text) VALUES ($r, $p, $a, $b, $c)", ("$r", rid), ("$p", e.Param), ("$a", e.System), ("$b", e.Code), ("$c", e.Text)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_token (rid, param, system, code, text) VALUES (@r, @p, @a, @b, @c)", ("@r", rid), ("@p", e.Param), ("@a", e.System), ("@b", e.Code), ("@c", e.Text)).ExecuteNonQuery();
         }
         foreach (var e in ix.Dates)
         {
-            Cmd("INSERT INTO ix_date (rid, param, lo, hi) VALUES ($r, $p, $a, $b)", ("$r", rid), ("$p", e.Param), ("$a", e.Lo), ("$b", e.Hi)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_date (rid, param, lo, hi) VALUES (@r, @p, @a, @b)", ("@r", rid), ("@p", e.Param), ("@a", e.Lo), ("@b", e.Hi)).ExecuteNonQuery();
         }
         foreach (var e in ix.Numbers)
         {
-            Cmd("INSERT INTO ix_number (rid, param, lo, hi) VALUES ($r, $p, $a, $b)", ("$r", rid), ("$p", e.Param), ("$a", e.Lo), ("$b", e.Hi)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_number (rid, param, lo, hi) VALUES (@r, @p, @a, @b)", ("@r", rid), ("@p", e.Param), ("@a", e.Lo), ("@b", e.Hi)).ExecuteNonQuery();
         }
         foreach (var e in ix.Quantities)
         {
-            Cmd("INSERT INTO ix_quantity (rid, param, system, code, lo, hi) VALUES ($r, $p, $s, $c, $a, $b)", ("$r", rid), ("$p", e.Param), ("$s", e.System), ("$c", e.Code), ("$a", e.Lo), ("$b", e.Hi)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_quantity (rid, param, system, code, lo, hi) VALUES (@r, @p, @s, @c, @a, @b)", ("@r", rid), ("@p", e.Param), ("@s", e.System), ("@c", e.Code), ("@a", e.Lo), ("@b", e.Hi)).ExecuteNonQuery();
         }
         foreach (var e in ix.Uris)
         {
-            Cmd("INSERT INTO ix_uri (rid, param, value) VALUES ($r, $p, $a)", ("$r", rid), ("$p", e.Param), ("$a", e.Value)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_uri (rid, param, value) VALUES (@r, @p, @a)", ("@r", rid), ("@p", e.Param), ("@a", e.Value)).ExecuteNonQuery();
         }
         foreach (var e in ix.References)
         {
-            Cmd("INSERT INTO ix_reference (rid, param, target_type, target_id, url) VALUES ($r, $p, $a, $b, $c)", ("$r", rid), ("$p", e.Param), ("$a", e.TargetType), ("$b", e.TargetId), ("$c", e.Url)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_reference (rid, param, target_type, target_id, url) VALUES (@r, @p, @a, @b, @c)", ("@r", rid), ("@p", e.Param), ("@a", e.TargetType), ("@b", e.TargetId), ("@c", e.Url)).ExecuteNonQuery();
         }
         foreach (var e in ix.Composites)
         {
-            Cmd("INSERT INTO ix_composite (rid, param, system1, code1, system2, code2, lo, hi) VALUES ($r, $p, $a, $b, $c, $d, $e, $f)",
-                ("$r", rid), ("$p", e.Param), ("$a", e.System1), ("$b", e.Code1), ("$c", e.System2), ("$d", e.Code2), ("$e", e.Lo), ("$f", e.Hi)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_composite (rid, param, system1, code1, system2, code2, lo, hi) VALUES (@r, @p, @a, @b, @c, @d, @e, @f)",
+                ("@r", rid), ("@p", e.Param), ("@a", e.System1), ("@b", e.Code1), ("@c", e.System2), ("@d", e.Code2), ("@e", e.Lo), ("@f", e.Hi)).ExecuteNonQuery();
         }
         foreach (var p in ix.Patients)
         {
-            Cmd("INSERT INTO ix_compartment (rid, patient_id) VALUES ($r, $p)", ("$r", rid), ("$p", p)).ExecuteNonQuery();
+            Cmd("INSERT INTO ix_compartment (rid, patient_id) VALUES (@r, @p)", ("@r", rid), ("@p", p)).ExecuteNonQuery();
         }
     }
 
     /// <summary>Runs a generated query (SQL built by <see cref="SqlSearch"/>, values always bound) returning row ids.</summary>
     public List<long> QueryRids(string sql, IReadOnlyList<(string Name, object? Value)> args)
     {
-        using var cmd = Connection.CreateCommand();
-        cmd.Transaction = _tx;
-        cmd.CommandText = sql;
-        foreach (var (name, value) in args)
-        {
-            cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
-        }
+        using var cmd = AdHoc(sql, args);
         using var reader = cmd.ExecuteReader();
         var list = new List<long>();
         while (reader.Read())
@@ -304,14 +373,9 @@ internal sealed class StoreSession : IDisposable
 
     public object? Scalar(string sql, IReadOnlyList<(string Name, object? Value)> args)
     {
-        using var cmd = Connection.CreateCommand();
-        cmd.Transaction = _tx;
-        cmd.CommandText = sql;
-        foreach (var (name, value) in args)
-        {
-            cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
-        }
-        return cmd.ExecuteScalar();
+        using var cmd = AdHoc(sql, args);
+        var value = cmd.ExecuteScalar();
+        return value is DBNull ? null : value;
     }
 
     // ------------------------------------------------------------------ keys
@@ -319,7 +383,20 @@ internal sealed class StoreSession : IDisposable
     /// <summary>The live data key of (kind, owner), created and wrapped under the current master key on first use.</summary>
     private (long Kid, byte[] Key) WriteKey(string kind, string owner, long ticks)
     {
-        using (var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = $k AND owner = $o AND wrapped IS NOT NULL", ("$k", kind), ("$o", owner)).ExecuteReader())
+        // Remembered for this transaction only: a bundle's resources mostly share one patient, and batched writes stay batched.
+        _writeKeys ??= [];
+        if (_writeKeys.TryGetValue((kind, owner), out var known))
+        {
+            return known;
+        }
+        return _writeKeys[(kind, owner)] = LoadOrCreateKey(kind, owner, ticks);
+    }
+
+    private Dictionary<(string Kind, string Owner), (long Kid, byte[] Key)>? _writeKeys;
+
+    private (long Kid, byte[] Key) LoadOrCreateKey(string kind, string owner, long ticks)
+    {
+        using (var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = @k AND owner = @o AND wrapped IS NOT NULL", ("@k", kind), ("@o", owner)).ExecuteReader())
         {
             if (reader.Read())
             {
@@ -335,9 +412,9 @@ internal sealed class StoreSession : IDisposable
     {
         // Read under the write lock: a rotation that committed before this transaction has already switched it.
         var masterKid = (string)Cmd("SELECT master_kid FROM keyring", []).ExecuteScalar()!;
-        var kid = (long)Cmd("INSERT INTO data_key (kind, owner, wrapped, master_kid, created) VALUES ($k, $o, x'', $m, $c) RETURNING kid",
-            ("$k", kind), ("$o", owner), ("$m", masterKid), ("$c", ticks)).ExecuteScalar()!;
-        Cmd("UPDATE data_key SET wrapped = $w WHERE kid = $i", ("$w", Keys.Wrap(masterKid, kid, kind, owner, key)), ("$i", kid)).ExecuteNonQuery();
+        var kid = Convert.ToInt64(Cmd("INSERT INTO data_key (kind, owner, wrapped, master_kid, created) VALUES (@k, @o, @w, @m, @c) RETURNING kid",
+            ("@k", kind), ("@o", owner), ("@w", Array.Empty<byte>()), ("@m", masterKid), ("@c", ticks)).ExecuteScalar(), CultureInfo.InvariantCulture);
+        Cmd("UPDATE data_key SET wrapped = @w WHERE kid = @i", ("@w", Keys.Wrap(masterKid, kid, kind, owner, key)), ("@i", kid)).ExecuteNonQuery();
         return kid;
     }
 
@@ -351,12 +428,12 @@ internal sealed class StoreSession : IDisposable
         var dbKid = Cmd("SELECT master_kid FROM keyring", []).ExecuteScalar() as string;
         if (dbKid is null)
         {
-            if ((long)Cmd("SELECT count(*) FROM version WHERE data IS NOT NULL", []).ExecuteScalar()! > 0)
+            if (Convert.ToInt64(Cmd("SELECT count(*) FROM version WHERE data IS NOT NULL", []).ExecuteScalar(), CultureInfo.InvariantCulture) > 0)
             {
                 throw new NodeException("This database was written before encryption at rest (schema 1) and holds records in clear. "
                     + "Export it with that Ward version (ward export), then create a new node and import the export.");
             }
-            Cmd("INSERT INTO keyring (id, master_kid) VALUES (1, $m)", ("$m", Keys.FileKeyId)).ExecuteNonQuery();
+            Cmd("INSERT INTO keyring (id, master_kid) VALUES (1, @m)", ("@m", Keys.FileKeyId)).ExecuteNonQuery();
             var ticks = DateTime.UtcNow.Ticks;
             CreateKey(IndexKind, "", KeyRing.NewDataKey(), ticks);
             CreateKey(SharedKind, "", KeyRing.NewDataKey(), ticks);
@@ -383,7 +460,7 @@ internal sealed class StoreSession : IDisposable
             throw new NodeException($"The master key in {Keys.MasterKeyPath} (id {Keys.FileKeyId}) is not the key of this database (id {dbKid}). "
                 + "Restore the node's own master key file; Ward will not start with another key.");
         }
-        using var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = $k AND owner = '' AND wrapped IS NOT NULL", ("$k", IndexKind)).ExecuteReader();
+        using var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = @k AND owner = '' AND wrapped IS NOT NULL", ("@k", IndexKind)).ExecuteReader();
         if (!reader.Read())
         {
             throw new NodeException("The database has no index key: its keyring is damaged.");
@@ -411,27 +488,27 @@ internal sealed class StoreSession : IDisposable
         foreach (var (kid, master, kind, owner, wrapped) in rows)
         {
             var key = Keys.Unwrap(master, kid, kind, owner, wrapped);
-            Cmd("UPDATE data_key SET wrapped = $w, master_kid = $m WHERE kid = $i", ("$w", Keys.Wrap(toKid, kid, kind, owner, key)), ("$m", toKid), ("$i", kid)).ExecuteNonQuery();
+            Cmd("UPDATE data_key SET wrapped = @w, master_kid = @m WHERE kid = @i", ("@w", Keys.Wrap(toKid, kid, kind, owner, key)), ("@m", toKid), ("@i", kid)).ExecuteNonQuery();
             System.Security.Cryptography.CryptographicOperations.ZeroMemory(key);
         }
-        Cmd("UPDATE keyring SET master_kid = $m", ("$m", toKid)).ExecuteNonQuery();
+        Cmd("UPDATE keyring SET master_kid = @m", ("@m", toKid)).ExecuteNonQuery();
         return rows.Count;
     }
 
     /// <summary>
     /// Crypto-shredding: destroys the patient's data key (the row stays as a tombstone), marks the resources sealed
-    /// under it as erased and removes their index entries. The store runs with secure_delete, so freed content is overwritten.
+    /// under it as erased and removes their index entries. The engine then purges the freed copies (<see cref="RecordStore.PurgeErased"/>).
     /// </summary>
     public ErasureResult Erase(string patientId, string reason, long ticks)
     {
         EnsureWriter();
-        var kid = Cmd("SELECT kid FROM data_key WHERE kind = $k AND owner = $o AND wrapped IS NOT NULL", ("$k", PatientKind), ("$o", patientId)).ExecuteScalar();
+        var kid = Cmd("SELECT kid FROM data_key WHERE kind = @k AND owner = @o AND wrapped IS NOT NULL", ("@k", PatientKind), ("@o", patientId)).ExecuteScalar();
         if (kid is not long k)
         {
-            var erased = Cmd("SELECT count(*) FROM data_key WHERE kind = $k AND owner = $o", ("$k", PatientKind), ("$o", patientId)).ExecuteScalar();
+            var erased = Cmd("SELECT count(*) FROM data_key WHERE kind = @k AND owner = @o", ("@k", PatientKind), ("@o", patientId)).ExecuteScalar();
             throw new NodeException((long)erased! > 0 ? $"Patient/{patientId} is already erased." : $"No record of Patient/{patientId} is stored on this node.");
         }
-        var rids = QueryRids("SELECT r.rid FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE v.kid = $k", [("$k", k)]);
+        var rids = QueryRids("SELECT r.rid FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE v.kid = @k", [("@k", k)]);
         foreach (var chunk in rids.Chunk(500))
         {
             var list = string.Join(',', chunk);
@@ -441,9 +518,9 @@ internal sealed class StoreSession : IDisposable
                 Scalar($"DELETE FROM {table} WHERE rid IN ({list})", []);
             }
         }
-        Cmd("DELETE FROM ix_compartment WHERE patient_id = $p", ("$p", patientId)).ExecuteNonQuery();
-        Cmd("UPDATE data_key SET wrapped = NULL, master_kid = NULL, erased = $t, reason = $r WHERE kid = $k", ("$t", ticks), ("$r", reason), ("$k", k)).ExecuteNonQuery();
-        var versions = (long)Cmd("SELECT count(*) FROM version WHERE kid = $k", ("$k", k)).ExecuteScalar()!;
+        Cmd("DELETE FROM ix_compartment WHERE patient_id = @p", ("@p", patientId)).ExecuteNonQuery();
+        Cmd("UPDATE data_key SET wrapped = NULL, master_kid = NULL, erased = @t, reason = @r WHERE kid = @k", ("@t", ticks), ("@r", reason), ("@k", k)).ExecuteNonQuery();
+        var versions = Convert.ToInt64(Cmd("SELECT count(*) FROM version WHERE kid = @k", ("@k", k)).ExecuteScalar(), CultureInfo.InvariantCulture);
         Keys.Forget(k);
         return new ErasureResult(k, rids.Count, versions);
     }
@@ -451,6 +528,8 @@ internal sealed class StoreSession : IDisposable
     public void Commit()
     {
         EnsureWriter();
+        Flush();
+        CommitStarted = true;
         _tx!.Commit();
         _tx.Dispose();
         _tx = null;
@@ -468,10 +547,20 @@ internal sealed class StoreSession : IDisposable
     {
         if (_tx is not null)
         {
-            _tx.Rollback();
+            // A transaction whose connection broke, or whose commit failed, is already over (the server rolled it back).
+            if (Lease.Connection.State == System.Data.ConnectionState.Open)
+            {
+                try
+                {
+                    _tx.Rollback();
+                }
+                catch (Exception e) when (e is DbException or InvalidOperationException)
+                {
+                }
+            }
             _tx.Dispose();
             _tx = null;
         }
-        _store.Return(_pooled, _gated);
+        _store.Return(this);
     }
 }

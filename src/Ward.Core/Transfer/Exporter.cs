@@ -6,7 +6,7 @@ namespace Ward.Core.Transfer;
 /// <summary>Writes the current version of every resource as NDJSON, one file per type (FHIR Bulk Data layout).</summary>
 internal static class Exporter
 {
-    public static SortedDictionary<string, long> Export(SqliteStore store, string outDir)
+    public static SortedDictionary<string, long> Export(RecordStore store, string outDir)
     {
         Directory.CreateDirectory(outDir);
         var counts = new SortedDictionary<string, long>(StringComparer.Ordinal);

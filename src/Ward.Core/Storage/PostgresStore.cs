@@ -1,0 +1,157 @@
+using System.Collections.Concurrent;
+using System.Data;
+using System.Globalization;
+using Npgsql;
+using Ward.Core.Crypto;
+using Ward.Core.Node;
+
+namespace Ward.Core.Storage;
+
+/// <summary>
+/// The record store on PostgreSQL, for establishments that outgrow one embedded file. Writers run concurrently, each in a
+/// SERIALIZABLE transaction, so the outcome is always that of some one-at-a-time order (PostgreSQL's serializable snapshot
+/// isolation detects the rest and the work runs again, <see cref="RecordStore.WriteAsync{T}"/>). A session's writes are
+/// buffered and sent in one round trip of set-based inserts. Connections come from Npgsql's pool; a restarted server is
+/// survived by dropping the broken connections and running the work again.
+/// </summary>
+internal sealed class PostgresStore : RecordStore
+{
+    // The node-wide advisory lock taken by migrations, key attachment and master key rotation ("WARD" + 1).
+    private const long NodeLockKey = 0x5741_5244_0000_0001;
+    private readonly NpgsqlDataSource _source;
+    private readonly ConcurrentQueue<long> _reservedRids = new();
+    private readonly Lock _reserveLock = new();
+
+    public PostgresStore(string connectionString, KeyRing keys, bool create = false) : base(keys)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(Check(connectionString))
+        {
+            // Statements that recur are prepared server-side on each pooled connection.
+            MaxAutoPrepare = 128,
+            AutoPrepareMinUsages = 2,
+        };
+        Location = $"PostgreSQL database '{builder.Database}' on {builder.Host}:{builder.Port} as {builder.Username}";
+        _source = NpgsqlDataSource.Create(builder);
+        try
+        {
+            Initialise(Migrations.Postgres, create);
+        }
+        catch (NodeException)
+        {
+            _source.Dispose();
+            throw;
+        }
+        catch (NpgsqlException e) when (e is not PostgresException)
+        {
+            _source.Dispose();
+            throw new NodeException($"Cannot reach the {Location}: {e.Message}");
+        }
+        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.InvalidPassword or PostgresErrorCodes.InvalidAuthorizationSpecification
+            or PostgresErrorCodes.InvalidCatalogName or PostgresErrorCodes.InsufficientPrivilege)
+        {
+            _source.Dispose();
+            throw new NodeException($"The {Location} refused the node: {e.MessageText} "
+                + "(the password comes from PGPASSWORD or a password file: Passfile=... in the connection string, PGPASSFILE or ~/.pgpass).");
+        }
+    }
+
+    /// <summary>Refuses a connection string that carries a password: it would sit in ward.yaml and in shell histories.</summary>
+    public static string Check(string connectionString)
+    {
+        NpgsqlConnectionStringBuilder builder;
+        try
+        {
+            builder = new NpgsqlConnectionStringBuilder(connectionString);
+        }
+        catch (ArgumentException e)
+        {
+            throw new NodeException($"The database connection string is not valid: {e.Message}");
+        }
+        if (!string.IsNullOrEmpty(builder.Password))
+        {
+            throw new NodeException("The database connection string holds a password. Remove it: give the password in the PGPASSWORD environment variable "
+                + "or in a password file (Passfile=... in the connection string, PGPASSFILE, or ~/.pgpass), never on the command line or in ward.yaml.");
+        }
+        if (string.IsNullOrEmpty(builder.Host))
+        {
+            throw new NodeException("The database connection string names no Host.");
+        }
+        return connectionString;
+    }
+
+    public override StoreEngine Engine => StoreEngine.Postgres;
+
+    public override string Location { get; }
+
+    public override StoreSession OpenRead() => new(this, new Lease(_source.OpenConnection(), cacheCommands: false), null);
+
+    public override async Task<StoreSession> BeginWriteAsync(CancellationToken ct)
+    {
+        var connection = await _source.OpenConnectionAsync(ct);
+        try
+        {
+            var tx = await connection.BeginTransactionAsync(IsolationLevel.Serializable, ct);
+            return new StoreSession(this, new Lease(connection, cacheCommands: false), tx, new PendingWrites(this));
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+
+    internal override void Return(StoreSession session) => session.Lease.Dispose();
+
+    internal override string NodeLockSql => string.Create(CultureInfo.InvariantCulture, $"SELECT pg_advisory_xact_lock({NodeLockKey})");
+
+    /// <summary>Row ids for new resources, reserved from the sequence a block at a time (gaps are harmless).</summary>
+    internal long NextRid(StoreSession session)
+    {
+        if (_reservedRids.TryDequeue(out var rid))
+        {
+            return rid;
+        }
+        lock (_reserveLock)
+        {
+            if (_reservedRids.IsEmpty)
+            {
+                foreach (var reserved in session.QueryRids("SELECT nextval('resource_rid_seq') FROM generate_series(1, 256)", []).Order())
+                {
+                    _reservedRids.Enqueue(reserved);
+                }
+            }
+        }
+        return _reservedRids.TryDequeue(out rid) ? rid : NextRid(session);
+    }
+
+    protected override bool IsTransient(Exception e) => e switch
+    {
+        PostgresException p => p.IsTransient || p.SqlState == PostgresErrorCodes.UniqueViolation,
+        NpgsqlException n => n.IsTransient || n.InnerException is IOException or System.Net.Sockets.SocketException or EndOfStreamException,
+        InvalidOperationException when e.InnerException is not null => IsTransient(e.InnerException),
+        _ => false,
+    };
+
+    protected override void OnTransientFailure(Exception e)
+    {
+        if (e is not PostgresException { SqlState: PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.UniqueViolation })
+        {
+            // The server went away: every idle pooled connection is as dead as this one.
+            _source.Clear();
+        }
+    }
+
+    /// <summary>
+    /// PostgreSQL keeps the old row version holding the destroyed wrapped key until its table is vacuumed:
+    /// rewrite the (small) key table now. Copies in the write-ahead log and in base backups remain until they are
+    /// recycled; they are wrapped under the master key, so a master key rotation makes them useless (docs/SECURITY.md).
+    /// </summary>
+    public override void PurgeErased()
+    {
+        using var connection = _source.OpenConnection();
+        using var cmd = new NpgsqlCommand("VACUUM (FULL) data_key", connection);
+        cmd.ExecuteNonQuery();
+    }
+
+    public override void Dispose() => _source.Dispose();
+}

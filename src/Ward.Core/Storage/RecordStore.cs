@@ -1,0 +1,186 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Ward.Core.Crypto;
+using Ward.Core.Node;
+
+namespace Ward.Core.Storage;
+
+/// <summary>The database engines a node can keep its records in.</summary>
+internal enum StoreEngine
+{
+    Sqlite,
+    Postgres,
+}
+
+/// <summary>
+/// The record store boundary: every read and write of the node's records goes through a <see cref="StoreSession"/>
+/// borrowed from here. The SQLite and PostgreSQL stores differ only in how they connect, lock, batch and recover;
+/// the SQL of sessions and searches is the same for both.
+/// </summary>
+internal abstract partial class RecordStore : IDisposable
+{
+    /// <summary>How long a request keeps retrying a database that is restarting or unreachable before it answers 503.</summary>
+    private static readonly TimeSpan RetryBudget = TimeSpan.FromSeconds(20);
+
+    protected RecordStore(KeyRing keys) => Keys = keys;
+
+    public KeyRing Keys { get; }
+
+    public abstract StoreEngine Engine { get; }
+
+    /// <summary>Where the records are, for operators (a file path, or host/database; never a password).</summary>
+    public abstract string Location { get; }
+
+    /// <summary>Diagnostics only (never patient data): retries and lost connections.</summary>
+    public ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
+    /// <summary>Opens (creating or migrating) the node's database, SQLite or PostgreSQL as its configuration says, with the node's master key.</summary>
+    /// <param name="create">For <c>ward init</c>: a database that already holds a node's tables is refused, never taken over.</param>
+    public static RecordStore Open(NodeConfig config, bool create = false)
+    {
+        var keys = KeyRing.Open(config.MasterKeyPath);
+        return config.IsPostgres ? new PostgresStore(config.Database, keys, create) : new SqliteStore(config.DatabasePath, keys);
+    }
+
+    /// <summary>A session without a transaction, for reads.</summary>
+    public abstract StoreSession OpenRead();
+
+    /// <summary>Opens a write transaction; callers must dispose the session (rollback unless committed).</summary>
+    public abstract Task<StoreSession> BeginWriteAsync(CancellationToken ct);
+
+    internal abstract void Return(StoreSession session);
+
+    /// <summary>The statement that takes the node-wide lock in a write transaction, or null where the transaction itself is exclusive.</summary>
+    internal abstract string? NodeLockSql { get; }
+
+    /// <summary>Whether a failure is the database being briefly unavailable or a conflict with a concurrent writer, so that the work may run again.</summary>
+    protected abstract bool IsTransient(Exception e);
+
+    /// <summary>Called after a transient failure, before the next attempt (for example to drop broken pooled connections).</summary>
+    protected virtual void OnTransientFailure(Exception e)
+    {
+    }
+
+    /// <summary>Runs the migrations and attaches the keys, in one write transaction (called once by each store's constructor).</summary>
+    protected void Initialise(IReadOnlyList<(int Version, string Name, string Sql)> migrations, bool create = false)
+    {
+        using var session = BeginWriteAsync(CancellationToken.None).GetAwaiter().GetResult();
+        session.LockNode();
+        session.Execute("CREATE TABLE IF NOT EXISTS schema_migration (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)");
+        var current = Convert.ToInt32(session.Scalar("SELECT coalesce(max(version), 0) FROM schema_migration", []), CultureInfo.InvariantCulture);
+        if (create && current > 0)
+        {
+            throw new NodeException($"The {Location} already holds a Ward node's records; a new node never takes over another's database. Give it an empty database.");
+        }
+        foreach (var (version, name, sql) in migrations.Where(m => m.Version > current))
+        {
+            session.Execute(sql);
+            session.Execute("INSERT INTO schema_migration (version, name, applied) VALUES (@v, @n, @a)",
+                ("@v", version), ("@n", name), ("@a", DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)));
+        }
+        session.AttachKeys();
+        session.Commit();
+    }
+
+    public int SchemaVersion => Read(s => Convert.ToInt32(s.Scalar("SELECT max(version) FROM schema_migration", []), CultureInfo.InvariantCulture));
+
+    /// <summary>The id of the master key the database's data keys are wrapped under.</summary>
+    public string MasterKeyId() => Read(s => (string)s.Scalar("SELECT master_kid FROM keyring", [])!);
+
+    /// <summary>After an erasure: makes the engine drop every copy of the destroyed wrapped key it still holds.</summary>
+    public abstract void PurgeErased();
+
+    /// <summary>Runs a read, retrying it while the database is briefly unavailable (a restart, a dropped connection).</summary>
+    public T Read<T>(Func<StoreSession, T> work) => ReadAsync(work, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="Read{T}"/>
+    public async Task<T> ReadAsync<T>(Func<StoreSession, T> work, CancellationToken ct)
+    {
+        var retry = new Retry(this);
+        while (true)
+        {
+            try
+            {
+                using var session = OpenRead();
+                return work(session);
+            }
+            catch (Exception e) when (IsTransient(e))
+            {
+                await retry.WaitAsync(e, ct);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> in a write transaction and commits it. Work that fails because the database was briefly
+    /// unavailable or because a concurrent writer conflicted is run again from the start, in a new transaction, so it must
+    /// depend on nothing but the session. A failure while the commit itself was under way is not retried: its outcome is
+    /// unknown, so the caller gets a 503 and nothing is acknowledged.
+    /// </summary>
+    public async Task<T> WriteAsync<T>(Func<StoreSession, T> work, CancellationToken ct)
+    {
+        var retry = new Retry(this);
+        while (true)
+        {
+            StoreSession? session = null;
+            try
+            {
+                session = await BeginWriteAsync(ct);
+                var result = work(session);
+                session.Commit();
+                return result;
+            }
+            catch (Exception e) when (IsTransient(e))
+            {
+                if (session?.CommitStarted == true)
+                {
+                    LogCommitUnknown(Logger);
+                    throw new StoreUnavailableException("The database connection failed while the change was being committed, so whether it was saved is unknown. "
+                        + "Read the resource to check, then retry.");
+                }
+                session?.Dispose();
+                session = null;
+                await retry.WaitAsync(e, ct);
+            }
+            finally
+            {
+                session?.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Exponential back-off with jitter between attempts, within a time budget.</summary>
+    private sealed class Retry(RecordStore store)
+    {
+        private readonly DateTime _deadline = DateTime.UtcNow + RetryBudget;
+        private int _attempt;
+
+        public async Task WaitAsync(Exception e, CancellationToken ct)
+        {
+            _attempt++;
+            store.OnTransientFailure(e);
+            if (DateTime.UtcNow > _deadline)
+            {
+                LogGaveUp(store.Logger, _attempt, e.GetType().Name);
+                throw new StoreUnavailableException("The database is unavailable or too busy; nothing was changed. Retry in a moment.");
+            }
+            LogRetry(store.Logger, _attempt, e.GetType().Name);
+            var delay = Math.Min(1000, 5 * (1 << Math.Min(_attempt, 8)));
+            await Task.Delay(TimeSpan.FromMilliseconds(delay + Random.Shared.Next(delay)), ct);
+        }
+    }
+
+    public abstract void Dispose();
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Database attempt {Attempt} failed transiently ({Error}); retrying.")]
+    private static partial void LogRetry(ILogger logger, int attempt, string error);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Database still unavailable after {Attempt} attempts ({Error}); the request fails with 503.")]
+    private static partial void LogGaveUp(ILogger logger, int attempt, string error);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The database connection failed during a commit; the request fails with 503 (outcome unknown).")]
+    private static partial void LogCommitUnknown(ILogger logger);
+}
+
+/// <summary>The database cannot be reached or stays too busy: the client sees 503 and may retry.</summary>
+internal sealed class StoreUnavailableException(string message) : Exception(message);
