@@ -132,9 +132,12 @@ internal sealed class PostgresStore : RecordStore
         _ => false,
     };
 
+    protected override bool IsConflict(Exception e) =>
+        e is PostgresException { SqlState: PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.UniqueViolation };
+
     protected override void OnTransientFailure(Exception e)
     {
-        if (e is not PostgresException { SqlState: PostgresErrorCodes.SerializationFailure or PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.UniqueViolation })
+        if (!IsConflict(e))
         {
             // The server went away: every idle pooled connection is as dead as this one.
             _source.Clear();

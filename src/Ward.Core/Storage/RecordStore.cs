@@ -56,6 +56,9 @@ internal abstract partial class RecordStore : IDisposable
     /// <summary>Whether a failure is the database being briefly unavailable or a conflict with a concurrent writer, so that the work may run again.</summary>
     protected abstract bool IsTransient(Exception e);
 
+    /// <summary>Whether a failure is the database refusing the work because of a concurrent writer: certainly not committed, even when raised by the commit.</summary>
+    protected virtual bool IsConflict(Exception e) => false;
+
     /// <summary>Called after a transient failure, before the next attempt (for example to drop broken pooled connections).</summary>
     protected virtual void OnTransientFailure(Exception e)
     {
@@ -113,9 +116,9 @@ internal abstract partial class RecordStore : IDisposable
 
     /// <summary>
     /// Runs <paramref name="work"/> in a write transaction and commits it. Work that fails because the database was briefly
-    /// unavailable or because a concurrent writer conflicted is run again from the start, in a new transaction, so it must
-    /// depend on nothing but the session. A failure while the commit itself was under way is not retried: its outcome is
-    /// unknown, so the caller gets a 503 and nothing is acknowledged.
+    /// unavailable or because a concurrent writer conflicted (even at the commit) is run again from the start, in a new
+    /// transaction, so it must depend on nothing but the session. A connection lost while the commit itself was under way
+    /// is not retried: its outcome is unknown, so the caller gets a 503 and nothing is acknowledged.
     /// </summary>
     public async Task<T> WriteAsync<T>(Func<StoreSession, T> work, CancellationToken ct)
     {
@@ -132,7 +135,7 @@ internal abstract partial class RecordStore : IDisposable
             }
             catch (Exception e) when (IsTransient(e))
             {
-                if (session?.CommitStarted == true)
+                if (session?.CommitStarted == true && !IsConflict(e))
                 {
                     LogCommitUnknown(Logger);
                     throw new StoreUnavailableException("The database connection failed while the change was being committed, so whether it was saved is unknown. "
