@@ -143,19 +143,21 @@ static int Crypto(double seconds)
 static int StoreReads(string dataDir, int n)
 {
     var config = Ward.Core.Node.NodeConfig.Load(dataDir);
-    using var store = Ward.Core.Storage.SqliteStore.Open(config);
+    using var store = Ward.Core.Storage.RecordStore.Open(config);
     using var session = store.OpenRead();
     var ids = new List<string>();
-    using (var cmd = session.Connection.CreateCommand())
+    using (var cmd = session.Lease.Connection.CreateCommand())
     {
         cmd.CommandText = "SELECT id FROM resource WHERE type = 'Patient'";
         using var r = cmd.ExecuteReader();
         while (r.Read()) ids.Add(r.GetString(0));
     }
     var random = new Random(1);
-    using var raw = session.Connection.CreateCommand();
-    raw.CommandText = "SELECT v.data FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE r.type = 'Patient' AND r.id = $i";
-    var p = raw.Parameters.Add(new Microsoft.Data.Sqlite.SqliteParameter { ParameterName = "$i" });
+    using var raw = session.Lease.Connection.CreateCommand();
+    raw.CommandText = "SELECT v.data FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version WHERE r.type = 'Patient' AND r.id = @i";
+    var p = raw.CreateParameter();
+    p.ParameterName = "@i";
+    raw.Parameters.Add(p);
     for (var round = 0; round < 3; round++)
     {
         var w = Stopwatch.StartNew();
