@@ -6,16 +6,28 @@ using Task = System.Threading.Tasks.Task;
 namespace Ward.Tests;
 
 /// <summary>
-/// Concurrent writers get the outcome of some one-at-a-time order: on SQLite because there is one writer, on PostgreSQL
-/// because every write transaction is serializable and the ones that conflict are run again.
+/// Concurrent writers get the outcome of some one-at-a-time order: on SQLite because the database takes one writer at a
+/// time, on PostgreSQL because every write transaction is serializable and the ones that conflict are run again. Half the
+/// clients go through a second node process on the same data (its own store and write gate), so that writers really
+/// run at the same time on PostgreSQL.
 /// </summary>
-public abstract class ConcurrencyTests(TestNode node)
+public abstract class ConcurrencyTests(TestNode node) : IAsyncLifetime
 {
     private const int Clients = 8;
+    private TestNode.Twin _twin = null!;
 
-    private async Task<(HttpStatusCode Status, string Body, string? ETag)> Send(HttpMethod method, string path, string? json, params (string, string)[] headers)
+    public async Task InitializeAsync() => _twin = await node.TwinAsync();
+
+    public async Task DisposeAsync() => await _twin.DisposeAsync();
+
+    private Task<(HttpStatusCode Status, string Body, string? ETag)> Send(HttpMethod method, string path, string? json, params (string, string)[] headers) =>
+        Send(0, method, path, json, headers);
+
+    /// <summary>Sends through the node (even clients) or its twin (odd clients).</summary>
+    private async Task<(HttpStatusCode Status, string Body, string? ETag)> Send(int client, HttpMethod method, string path, string? json, params (string, string)[] headers)
     {
-        using var request = new HttpRequestMessage(method, $"{node.BaseUrl}/{path}".TrimEnd('/'));
+        var baseUrl = client % 2 == 0 ? node.BaseUrl : _twin.BaseUrl;
+        using var request = new HttpRequestMessage(method, $"{baseUrl}/{path}".TrimEnd('/'));
         if (json is not null)
         {
             request.Content = new StringContent(json, Encoding.UTF8, "application/fhir+json");
@@ -36,7 +48,7 @@ public abstract class ConcurrencyTests(TestNode node)
         var (_, body, _) = await Send(HttpMethod.Post, "Patient", """{"resourceType":"Patient","gender":"male"}""");
         var id = JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
         var statuses = new HttpStatusCode[Clients];
-        await Together(async i => statuses[i] = (await Send(HttpMethod.Put, $"Patient/{id}",
+        await Together(async i => statuses[i] = (await Send(i, HttpMethod.Put, $"Patient/{id}",
             $$"""{"resourceType":"Patient","id":"{{id}}","gender":"female","birthDate":"19{{10 + i}}"}""", ("If-Match", "W/\"1\""))).Status);
         Assert.Single(statuses, HttpStatusCode.OK);
         Assert.Equal(Clients - 1, statuses.Count(s => s == HttpStatusCode.PreconditionFailed));
@@ -49,7 +61,7 @@ public abstract class ConcurrencyTests(TestNode node)
     {
         var (_, body, _) = await Send(HttpMethod.Post, "Patient", """{"resourceType":"Patient","gender":"male"}""");
         var id = JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
-        await Together(async i => Assert.Equal(HttpStatusCode.OK, (await Send(HttpMethod.Put, $"Patient/{id}",
+        await Together(async i => Assert.Equal(HttpStatusCode.OK, (await Send(i, HttpMethod.Put, $"Patient/{id}",
             $$"""{"resourceType":"Patient","id":"{{id}}","birthDate":"19{{10 + i}}"}""")).Status));
         var history = JsonDocument.Parse((await Send(HttpMethod.Get, $"Patient/{id}/_history", null)).Body).RootElement;
         Assert.Equal(Clients + 1, history.GetProperty("total").GetInt32());
@@ -62,7 +74,7 @@ public abstract class ConcurrencyTests(TestNode node)
     {
         var value = Guid.NewGuid().ToString("N");
         var statuses = new HttpStatusCode[Clients];
-        await Together(async i => statuses[i] = (await Send(HttpMethod.Post, "Patient",
+        await Together(async i => statuses[i] = (await Send(i, HttpMethod.Post, "Patient",
             $$"""{"resourceType":"Patient","identifier":[{"system":"urn:test:race","value":"{{value}}"}]}""",
             ("If-None-Exist", $"identifier=urn:test:race|{value}"))).Status);
         Assert.Single(statuses, HttpStatusCode.Created);
@@ -79,7 +91,7 @@ public abstract class ConcurrencyTests(TestNode node)
         await Together(async i =>
         {
             var urn = "urn:uuid:" + Guid.NewGuid();
-            statuses[i] = (await Send(HttpMethod.Post, "", $$$"""
+            statuses[i] = (await Send(i, HttpMethod.Post, "", $$$"""
                 {"resourceType":"Bundle","type":"transaction","entry":[
                   {"fullUrl":"{{{urn}}}","resource":{"resourceType":"Practitioner","identifier":[{"system":"urn:test:npi","value":"{{{value}}}"}]},
                    "request":{"method":"POST","url":"Practitioner","ifNoneExist":"identifier=urn:test:npi|{{{value}}}"}},
@@ -100,7 +112,7 @@ public abstract class ConcurrencyTests(TestNode node)
     public async Task Concurrent_first_writes_for_a_new_patient_share_one_data_key()
     {
         var id = "race-" + Guid.NewGuid().ToString("N")[..12];
-        await Together(async i => Assert.Equal(HttpStatusCode.Created, (await Send(HttpMethod.Post, "Observation",
+        await Together(async i => Assert.Equal(HttpStatusCode.Created, (await Send(i, HttpMethod.Post, "Observation",
             $$$"""{"resourceType":"Observation","status":"final","code":{"text":"k{{{i}}}"},"subject":{"reference":"Patient/{{{id}}}"}}""")).Status));
         using var db = node.Db();
         Assert.Equal(1L, TestNode.Scalar(db, "SELECT count(*) FROM data_key WHERE kind = 'patient' AND owner = @o", ("@o", id)));

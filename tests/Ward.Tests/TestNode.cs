@@ -60,6 +60,31 @@ public class TestNode : IAsyncLifetime, IDisposable
         Http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.None }) { Timeout = TimeSpan.FromMinutes(5) };
     }
 
+    /// <summary>
+    /// A second node process on the same data (its own store, connections and write gate, as <c>ward import</c> or a
+    /// second <c>ward serve</c> beside this one would have), served on its own port. Dispose it to stop it.
+    /// </summary>
+    internal async Task<Twin> TwinAsync()
+    {
+        var store = RecordStore.Open(Config);
+        var app = WardServer.Build(Config, "http://127.0.0.1:0", store, logging => logging.AddProvider(Logs));
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        return new Twin(app, store, address.TrimEnd('/') + "/fhir");
+    }
+
+    internal sealed class Twin(WebApplication app, RecordStore store, string baseUrl) : IAsyncDisposable
+    {
+        public string BaseUrl { get; } = baseUrl;
+
+        public async ValueTask DisposeAsync()
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+            store.Dispose();
+        }
+    }
+
     /// <summary>Creates a node configuration on this node's engine (on PostgreSQL, with a new empty database).</summary>
     internal NodeConfig NewConfig(string dir, string name) =>
         NodeConfig.Init(dir, name, IsPostgres ? TestPostgres.CreateDatabase(PostgresAdmin) : null);

@@ -59,6 +59,9 @@ internal abstract partial class RecordStore : IDisposable
     /// <summary>Whether a failure is the database refusing the work because of a concurrent writer: certainly not committed, even when raised by the commit.</summary>
     protected virtual bool IsConflict(Exception e) => false;
 
+    /// <summary>A failure's kind for the logs (never its message, which may quote values).</summary>
+    protected virtual string Describe(Exception e) => e.GetType().Name;
+
     /// <summary>Called after a transient failure, before the next attempt (for example to drop broken pooled connections).</summary>
     protected virtual void OnTransientFailure(Exception e)
     {
@@ -164,10 +167,10 @@ internal abstract partial class RecordStore : IDisposable
             store.OnTransientFailure(e);
             if (DateTime.UtcNow > _deadline)
             {
-                LogGaveUp(store.Logger, _attempt, e.GetType().Name);
+                LogGaveUp(store.Logger, _attempt, store.Describe(e));
                 throw new StoreUnavailableException("The database is unavailable or too busy; nothing was changed. Retry in a moment.");
             }
-            LogRetry(store.Logger, _attempt, e.GetType().Name);
+            LogRetry(store.Logger, _attempt, store.Describe(e));
             var delay = Math.Min(1000, 5 * (1 << Math.Min(_attempt, 8)));
             await Task.Delay(TimeSpan.FromMilliseconds(delay + Random.Shared.Next(delay)), ct);
         }
