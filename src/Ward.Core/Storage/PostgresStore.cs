@@ -35,9 +35,11 @@ internal sealed class PostgresStore : RecordStore
     {
         var builder = new NpgsqlConnectionStringBuilder(Check(connectionString))
         {
-            // Statements that recur are prepared server-side on each pooled connection.
+            // Statements that recur are prepared server-side on each pooled connection, and stay prepared: sessions change
+            // no connection state (advisory locks are transaction-scoped), so a pooled connection needs no reset.
             MaxAutoPrepare = 128,
             AutoPrepareMinUsages = 2,
+            NoResetOnClose = true,
         };
         Location = $"PostgreSQL database '{builder.Database}' on {builder.Host}:{builder.Port} as {builder.Username}";
         _source = NpgsqlDataSource.Create(builder);
