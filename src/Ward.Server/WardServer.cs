@@ -59,7 +59,10 @@ internal static class WardServer
         var fhir = app.Services.GetRequiredService<FhirEndpoint>();
         app.Map("/fhir/{**path}", fhir.HandleAsync);
         app.Map("/fhir", fhir.HandleAsync);
-        app.MapGet("/health", () => Results.Json(new HealthReport("ok", CapabilityStatementBuilder.SoftwareVersion, store.SchemaVersion), HealthJson.Default.HealthReport));
+        app.MapGet("/health", () => store.TryGetSchemaVersion() is { } schema
+            ? Results.Json(new HealthReport("ok", CapabilityStatementBuilder.SoftwareVersion, schema, store.Engine.ToString().ToLowerInvariant()), HealthJson.Default.HealthReport)
+            : Results.Json(new HealthReport("database unavailable", CapabilityStatementBuilder.SoftwareVersion, null, store.Engine.ToString().ToLowerInvariant()),
+                HealthJson.Default.HealthReport, statusCode: StatusCodes.Status503ServiceUnavailable));
         app.MapGet("/", () => Results.Redirect("/fhir/metadata"));
         return app;
     }
@@ -116,7 +119,7 @@ internal static class WardServer
     }
 }
 
-internal sealed record HealthReport(string Status, string Version, int SchemaVersion);
+internal sealed record HealthReport(string Status, string Version, int? SchemaVersion, string Engine);
 
 [System.Text.Json.Serialization.JsonSerializable(typeof(HealthReport))]
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]

@@ -53,6 +53,12 @@ public sealed class PostgresResilienceTests
             var writers = Enumerable.Range(0, 4).Select(w => Task.Run(() => Writer(w))).ToArray();
             await Task.Delay(TimeSpan.FromSeconds(2));
             cluster.Stop();
+            // Monitoring sees the outage at once (no retry on the health check).
+            using (var health = await node.Http.GetAsync(node.BaseUrl.Replace("/fhir", "/health", StringComparison.Ordinal)))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+                Assert.Contains("database unavailable", await health.Content.ReadAsStringAsync());
+            }
             await Task.Delay(TimeSpan.FromSeconds(1.5));
             cluster.Start(wait: true);
             Volatile.Write(ref restarted, true);
@@ -61,6 +67,7 @@ public sealed class PostgresResilienceTests
             await Task.WhenAll(writers);
 
             Assert.True(afterRestart > 0, "no write succeeded after the restart: " + string.Join(", ", statuses));
+            Assert.Contains($"\"schemaVersion\":{Ward.Core.Storage.Migrations.Postgres.Max(m => m.Version)}", await node.Http.GetStringAsync(node.BaseUrl.Replace("/fhir", "/health", StringComparison.Ordinal)));
             // The restart did cut work in flight, which the node ran again.
             Assert.Contains(node.Logs.Lines, l => l.Contains("failed transiently", StringComparison.Ordinal));
             // Everything acknowledged is there, once, whole.

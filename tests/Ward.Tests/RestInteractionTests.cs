@@ -1,8 +1,10 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
+using System.Text.Json;
 using Hl7.Fhir.Model;
 using Hl7.Fhir.Rest;
+using Ward.Core.Storage;
 using Task = System.Threading.Tasks.Task;
 
 namespace Ward.Tests;
@@ -260,6 +262,15 @@ public abstract class RestInteractionTests(TestNode node)
         using var response = await node.Http.GetAsync($"{node.BaseUrl}/Patient/{p!.Id}?_format=xml");
         Assert.Equal("application/fhir+xml", response.Content.Headers.ContentType!.MediaType);
         Assert.Matches("<family value=\"Xml\" ?/>", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Health_names_the_engine_and_the_schema_version()
+    {
+        using var health = JsonDocument.Parse(await node.Http.GetStringAsync(node.BaseUrl.Replace("/fhir", "/health", StringComparison.Ordinal)));
+        Assert.Equal("ok", health.RootElement.GetProperty("status").GetString());
+        Assert.Equal(node.IsPostgres ? "postgres" : "sqlite", health.RootElement.GetProperty("engine").GetString());
+        Assert.Equal((node.IsPostgres ? Migrations.Postgres : Migrations.Sqlite).Max(m => m.Version), health.RootElement.GetProperty("schemaVersion").GetInt32());
     }
 
     [Fact]

@@ -88,6 +88,21 @@ internal abstract partial class RecordStore : IDisposable
         session.Commit();
     }
 
+    /// <summary>The schema version, asked once without retrying: null when the database cannot be reached now (health checks).</summary>
+    public int? TryGetSchemaVersion()
+    {
+        try
+        {
+            using var session = OpenRead();
+            return Convert.ToInt32(session.Scalar("SELECT max(version) FROM schema_migration", []), CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (IsTransient(e))
+        {
+            OnTransientFailure(e);
+            return null;
+        }
+    }
+
     public int SchemaVersion => Read(s => Convert.ToInt32(s.Scalar("SELECT max(version) FROM schema_migration", []), CultureInfo.InvariantCulture));
 
     /// <summary>The id of the master key the database's data keys are wrapped under.</summary>
