@@ -23,7 +23,7 @@ internal static class KeyAdmin
         // to resolve leftovers: none can mistake this rotation's new key for an interrupted one and delete it.
         using (var session = await store.BeginWriteAsync(ct))
         {
-            session.LockKeys();
+            session.LockNode(keys: true);
             keys.Reload();
             if (keys.PendingKeyId is not null)
             {

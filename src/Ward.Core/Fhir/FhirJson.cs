@@ -18,6 +18,12 @@ internal static class FhirJson
         {
             throw FhirException.BadRequest("The request body is empty; a FHIR resource in JSON was expected.", OperationOutcome.IssueType.Structure);
         }
+        if (HoldsNul(utf8))
+        {
+            // FHIR strings should hold no control characters but tab, CR and LF; NUL in particular truncates values in
+            // C-based systems downstream and is refused by PostgreSQL's text type, so both engines refuse it alike.
+            throw FhirException.BadRequest("The resource holds the character U+0000 (\\u0000), which FHIR strings must not contain.", OperationOutcome.IssueType.Value);
+        }
         var reader = new Utf8JsonReader(utf8, new JsonReaderOptions { MaxDepth = 128 });
         try
         {
@@ -40,6 +46,28 @@ internal static class FhirJson
         {
             throw FhirException.BadRequest("The resource is not valid FHIR R4: " + string.Join(" ", e.Exceptions.Take(5).Select(i => i.Message)), OperationOutcome.IssueType.Structure);
         }
+    }
+
+    /// <summary>Whether the JSON text escapes a NUL character (<c>\u0000</c> after an odd number of backslashes).</summary>
+    private static bool HoldsNul(ReadOnlySpan<byte> utf8)
+    {
+        var from = 0;
+        int at;
+        while ((at = utf8[from..].IndexOf("\\u0000"u8)) >= 0)
+        {
+            var slash = from + at;
+            var run = 1;
+            while (slash - run >= 0 && utf8[slash - run] == (byte)'\\')
+            {
+                run++;
+            }
+            if (run % 2 == 1)
+            {
+                return true;
+            }
+            from = slash + 1;
+        }
+        return false;
     }
 
     private static string StripPosition(string message)

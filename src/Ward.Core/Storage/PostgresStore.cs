@@ -11,9 +11,9 @@ namespace Ward.Core.Storage;
 /// The record store on PostgreSQL, for establishments that outgrow one embedded file. Every write transaction is
 /// SERIALIZABLE, so concurrent writers (other processes, and this one's single writer) always get the outcome of some
 /// one-at-a-time order: PostgreSQL detects the rest and the work runs again (<see cref="RecordStore.WriteAsync{T}"/>).
-/// Readers never wait. A session's writes are
-/// buffered and sent in one round trip of set-based inserts. Connections come from Npgsql's pool; a restarted server is
-/// survived by dropping the broken connections and running the work again.
+/// Readers never wait. A session's writes are buffered and sent in one round trip of set-based inserts
+/// (<see cref="PendingWrites"/>). Connections come from Npgsql's pool; a restarted server is survived by dropping the
+/// broken connections and running the work again.
 /// </summary>
 internal sealed class PostgresStore : RecordStore
 {
@@ -127,7 +127,13 @@ internal sealed class PostgresStore : RecordStore
         }
     }
 
-    internal override string NodeLockSql => string.Create(CultureInfo.InvariantCulture, $"SELECT pg_advisory_xact_lock({NodeLockKey})");
+    /// <remarks>
+    /// For a master key rotation (<paramref name="keys"/>), the key tables are locked against writes first, before the
+    /// transaction takes its snapshot: the rotation then sees every key committed before it, and a writer that read the
+    /// old master key id waits, then fails serialization and runs again under the new one.
+    /// </remarks>
+    internal override string LockSql(bool keys) => string.Create(CultureInfo.InvariantCulture,
+        $"{(keys ? "LOCK TABLE keyring, data_key IN EXCLUSIVE MODE; " : "")}SELECT pg_advisory_xact_lock({NodeLockKey})");
 
     /// <summary>Row ids for new resources, reserved from the sequence a block at a time (gaps are harmless).</summary>
     internal long NextRid(StoreSession session)

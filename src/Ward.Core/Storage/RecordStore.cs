@@ -50,8 +50,11 @@ internal abstract partial class RecordStore : IDisposable
 
     internal abstract void Return(StoreSession session);
 
-    /// <summary>The statement that takes the node-wide lock in a write transaction, or null where the transaction itself is exclusive.</summary>
-    internal abstract string? NodeLockSql { get; }
+    /// <summary>
+    /// The statements that take the node-wide lock in a write transaction (with <paramref name="keys"/>: and keep new data
+    /// keys out until the commit), or null where the write transaction itself is exclusive.
+    /// </summary>
+    internal abstract string? LockSql(bool keys);
 
     /// <summary>Whether a failure is the database being briefly unavailable or a conflict with a concurrent writer, so that the work may run again.</summary>
     protected abstract bool IsTransient(Exception e);

@@ -102,7 +102,7 @@ internal sealed class SqliteStore : RecordStore
     }
 
     // The write transaction (BEGIN IMMEDIATE) already excludes every other writer, in every process.
-    internal override string? NodeLockSql => null;
+    internal override string? LockSql(bool keys) => null;
 
     // SQLite waits for its lock (busy_timeout) instead of failing: nothing is worth running again.
     protected override bool IsTransient(Exception e) => false;

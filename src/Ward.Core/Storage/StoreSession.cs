@@ -100,27 +100,16 @@ internal sealed class StoreSession : IDisposable
 
     internal void Execute(string sql, params ReadOnlySpan<(string Name, object? Value)> args) => Cmd(sql, args).ExecuteNonQuery();
 
-    /// <summary>Takes the node-wide lock that key attachment and migrations hold (the write transaction itself, on SQLite).</summary>
-    internal void LockNode()
-    {
-        EnsureWriter();
-        if (_store.NodeLockSql is { } sql)
-        {
-            Execute(sql);
-        }
-    }
-
     /// <summary>
-    /// For a master key rotation, as the transaction's first statement: the node-wide lock, and no new data key until the
-    /// commit. On PostgreSQL the key tables are locked against writes before the snapshot is taken, so the rotation sees
-    /// every key committed before it, and a writer that read the old master key id is sent round again.
+    /// Takes the node-wide lock that migrations, key attachment and master key rotation hold, as the transaction's first
+    /// statement (on SQLite the write transaction itself is exclusive). With <paramref name="keys"/>, also no new data key
+    /// until the commit (see <see cref="RecordStore.LockSql"/>).
     /// </summary>
-    internal void LockKeys()
+    internal void LockNode(bool keys = false)
     {
         EnsureWriter();
-        if (_store.NodeLockSql is { } sql)
+        if (_store.LockSql(keys) is { } sql)
         {
-            Execute("LOCK TABLE keyring, data_key IN EXCLUSIVE MODE");
             Execute(sql);
         }
     }
