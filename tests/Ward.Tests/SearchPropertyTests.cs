@@ -2,36 +2,55 @@ using System.Globalization;
 using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
+using System.Data.Common;
 using Microsoft.Data.Sqlite;
 using Ward.Core.Search;
 
 namespace Ward.Tests;
 
 /// <summary>
-/// Property tests: date-range and token matching, evaluated by SQLite exactly as searches are, against reference
+/// Property tests: date-range and token matching, evaluated by each engine exactly as searches are, against reference
 /// models written independently from the FHIR specification.
 /// </summary>
-public sealed class SearchPropertyTests : IDisposable
+public abstract class SearchPropertyTests(DbConnection db) : IDisposable
 {
-    private readonly SqliteConnection _db = new("Data Source=:memory:");
+    public void Dispose()
+    {
+        db.Dispose();
+        GC.SuppressFinalize(this);
+    }
 
-    public SearchPropertyTests() => _db.Open();
-
-    public void Dispose() => _db.Dispose();
+    protected static DbConnection Opened(DbConnection db)
+    {
+        db.Open();
+        return db;
+    }
 
     private bool Evaluate(string condition, SqlSearch sql, params (string, object?)[] row)
     {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = $"SELECT CASE WHEN {condition} THEN 1 ELSE 0 END FROM (SELECT {string.Join(", ", row.Select((r, i) => $"$c{i} AS {r.Item1}"))})";
+        using var cmd = db.CreateCommand();
+        cmd.CommandText = $"SELECT CASE WHEN {condition} THEN 1 ELSE 0 END FROM (SELECT {string.Join(", ", row.Select((r, i) => $"@c{i} AS {r.Item1}"))}) AS t";
+        void Bind(string name, object? value)
+        {
+            var p = cmd.CreateParameter();
+            p.ParameterName = name;
+            p.Value = value ?? DBNull.Value;
+            if (value is null or string)
+            {
+                // A NULL needs a type on PostgreSQL; every nullable column compared here is text.
+                p.DbType = System.Data.DbType.String;
+            }
+            cmd.Parameters.Add(p);
+        }
         for (var i = 0; i < row.Length; i++)
         {
-            cmd.Parameters.AddWithValue($"$c{i}", row[i].Item2 ?? DBNull.Value);
+            Bind($"@c{i}", row[i].Item2);
         }
         foreach (var (name, value) in sql.Args)
         {
-            cmd.Parameters.AddWithValue(name, value ?? DBNull.Value);
+            Bind(name, value);
         }
-        return (long)cmd.ExecuteScalar()! == 1;
+        return Convert.ToInt64(cmd.ExecuteScalar(), CultureInfo.InvariantCulture) == 1;
     }
 
     /// <summary>A FHIR date/dateTime at a random precision, with the instant range it stands for computed from its parts.</summary>
@@ -129,3 +148,7 @@ public sealed class SearchPropertyTests : IDisposable
                 return Evaluate(condition, sql, ("system", storedSystem), ("code", storedCode)) == expected;
             });
 }
+
+public sealed class SearchPropertyTestsOnSqlite() : SearchPropertyTests(Opened(new SqliteConnection("Data Source=:memory:")));
+
+public sealed class SearchPropertyTestsOnPostgres() : SearchPropertyTests(Opened(new Npgsql.NpgsqlConnection(TestPostgres.AdminConnectionString)));
