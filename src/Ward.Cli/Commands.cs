@@ -31,6 +31,7 @@ internal static class Commands
         root.Add(Demo());
         root.Add(Keys());
         root.Add(Patient());
+        root.Add(Deid());
         return root;
     }
 
@@ -49,6 +50,40 @@ internal static class Commands
             return 0;
         }));
         return new Command("keys", "Manage the node's keys.") { rotate };
+    }
+
+    private static Command Deid()
+    {
+        var input = new Option<string>("--input") { Description = "The table to release: CSV with a header line.", Required = true };
+        var sep = new Option<string>("--sep") { Description = "Field separator (one character) of the table and the hierarchies.", DefaultValueFactory = _ => ";" };
+        sep.Validators.Add(r => { if (r.GetValueOrDefault<string>() is not { Length: 1 }) r.AddError("--sep takes one character, such as ';' or ','."); });
+        var hierarchies = new Option<string>("--hierarchies") { Description = "Folder of generalisation hierarchies, <prefix>_hierarchy_<column>.csv (one row per value, one column per level).", Required = true };
+        var qi = new Option<string>("--qi") { Description = "Quasi-identifying columns, comma-separated.", Required = true };
+        var k = new Option<int>("--k") { Description = "Every released record shares its quasi-identifiers with at least k-1 others.", Required = true };
+        var l = new Option<int>("--l") { Description = "Distinct l-diversity of the sensitive column in every class.", DefaultValueFactory = _ => 1 };
+        var t = new Option<double?>("--t") { Description = "t-closeness (earth mover's distance, equal ground distance) of the sensitive column in every class." };
+        var sensitive = new Option<string?>("--sensitive") { Description = "The sensitive column (for --l and --t)." };
+        var suppression = new Option<double>("--suppression") { Description = "Largest fraction of records that may be suppressed (0 to 1).", DefaultValueFactory = _ => 0d };
+        var metric = new Option<string>("--metric") { Description = "Information loss to minimise: loss (ARX's default), entropy, dm, aecs, height, precision.", DefaultValueFactory = _ => "loss" };
+        metric.AcceptOnlyFromAmong("loss", "entropy", "dm", "aecs", "height", "precision");
+        var output = new Option<string>("--out") { Description = "Where to write the released table.", Required = true };
+        var report = new Option<string>("--report") { Description = "Where to write the JSON report (levels, loss, suppression, classes, risk before and after).", Required = true };
+        var kanon = new Command("kanon", "Release a table under k-anonymity (optionally l-diversity, t-closeness) with the optimal full-domain generalisation "
+            + "and record suppression, and report the re-identification risk before and after.")
+            { input, sep, hierarchies, qi, k, l, t, sensitive, suppression, metric, output, report };
+        kanon.SetAction(pr => Run(() =>
+        {
+            var settings = new Ward.Core.Privacy.TableSettings(pr.GetValue(input)!, pr.GetValue(sep)![0], pr.GetValue(hierarchies)!,
+                pr.GetValue(qi)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
+                new Ward.Core.Privacy.PrivacyModel(pr.GetValue(k), pr.GetValue(suppression), pr.GetValue(l), pr.GetValue(t)),
+                Enum.Parse<Ward.Core.Privacy.LossMetric>(pr.GetValue(metric)!, ignoreCase: true), pr.GetValue(output)!, pr.GetValue(report)!, pr.GetValue(sensitive));
+            var o = Ward.Core.Privacy.TableAnonymization.Run(settings);
+            AnsiConsole.MarkupLineInterpolated($"[green]Released[/] {settings.Output}: levels {string.Join(", ", o.Columns.Select((c, i) => $"{c} {o.Best.Levels[i]}"))}");
+            AnsiConsole.MarkupLineInterpolated($"{settings.Metric.ToString().ToLowerInvariant()} = {o.Best.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}; {o.Best.Suppressed:N0} records suppressed; {o.Best.ClassSizes.Length:N0} classes; highest prosecutor risk {o.Before.HighestProsecutor:P1} -> {o.After.HighestProsecutor:P1}");
+            AnsiConsole.MarkupLineInterpolated($"{o.Evaluated:N0} of {o.LatticeSize:N0} transformations evaluated; report in {settings.Report}");
+            return 0;
+        }));
+        return new Command("deid", "De-identification for research.") { kanon };
     }
 
     private static Command Patient()
@@ -281,7 +316,7 @@ internal static class Commands
         {
             return await action();
         }
-        catch (NodeException e)
+        catch (Exception e) when (e is NodeException or Ward.Core.Privacy.PrivacyException)
         {
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
             return 2;

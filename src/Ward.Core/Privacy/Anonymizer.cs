@@ -1,0 +1,634 @@
+namespace Ward.Core.Privacy;
+
+/// <summary>The information-loss measures the search can minimise (all: lower is better).</summary>
+internal enum LossMetric
+{
+    /// <summary>ARX's "Loss": domain-share loss per attribute, generalisation and suppression weighted equally, geometric mean.</summary>
+    Loss,
+    /// <summary>Non-uniform entropy (Gionis and Tassa), in bits, summed over attributes and records.</summary>
+    Entropy,
+    /// <summary>Discernibility (Bayardo and Agrawal): Σ|E|² over classes, plus n for each suppressed record.</summary>
+    Dm,
+    /// <summary>Average equivalence class size (LeFevre et al.) of the released records.</summary>
+    Aecs,
+    /// <summary>Height of the transformation: the sum of the levels.</summary>
+    Height,
+    /// <summary>Loss of precision (Sweeney): the mean of level/height over attributes and records, 1 for a suppressed record.</summary>
+    Precision,
+}
+
+/// <summary>What a release must satisfy: k-anonymity, optionally distinct l-diversity and t-closeness (equal distance) of one sensitive column.</summary>
+internal sealed record PrivacyModel(int K, double SuppressionLimit, int L = 1, double? T = null)
+{
+    public bool NeedsSensitive => L > 1 || T is not null;
+}
+
+/// <summary>The evaluation of one transformation (a node of the generalisation lattice).</summary>
+internal sealed record NodeResult(int[] Levels, bool Anonymous, double Value, int Suppressed, int[] ClassSizes);
+
+/// <summary>
+/// Optimal full-domain generalisation with record suppression, in the spirit of ARX's Flash: every node of the lattice
+/// gets a lower bound of its information loss that needs no grouping of the data (the loss it would have without
+/// suppression, computable attribute by attribute); nodes are visited by increasing bound, the privacy model is checked
+/// only where monotonicity does not already decide it (a specialisation of a failing node fails, a generalisation of a
+/// passing node passes), and the search stops when the next bound is no better than the best loss found. The result is
+/// the exact optimum over the whole lattice.
+/// </summary>
+internal sealed class Anonymizer
+{
+    private readonly Hierarchy[] _h;
+    private readonly int[][] _tuples;      // distinct QI tuples (leaf codes)
+    private readonly int[] _counts;        // records per distinct tuple
+    private readonly int[][]? _sensitive;  // [tuple] → sensitive value codes, one per record of the tuple
+    private readonly int _sensitiveDomain;
+    private readonly double[]? _globalDistribution;
+    private readonly int _n;
+    private readonly Dictionary<TupleKey, int> _index = [];
+    private readonly long[] _multiplier;  // class keys: Σ code × multiplier, each attribute a digit of radix its domain size
+
+    public Anonymizer(Hierarchy[] hierarchies, IReadOnlyList<int[]> rows, IReadOnlyList<int>? sensitive = null, int sensitiveDomain = 0)
+    {
+        _h = hierarchies;
+        _n = rows.Count;
+        var index = _index;
+        var tuples = new List<int[]>();
+        var counts = new List<int>();
+        var sens = sensitive is null ? null : new List<List<int>>();
+        for (var r = 0; r < rows.Count; r++)
+        {
+            var key = new TupleKey(rows[r]);
+            if (!index.TryGetValue(key, out var t))
+            {
+                index[key] = t = tuples.Count;
+                tuples.Add(rows[r]);
+                counts.Add(0);
+                sens?.Add([]);
+            }
+            counts[t]++;
+            sens?[t].Add(sensitive![r]);
+        }
+        _tuples = [.. tuples];
+        _counts = [.. counts];
+        _sensitive = sens?.Select(s => s.ToArray()).ToArray();
+        _sensitiveDomain = sensitiveDomain;
+        _marginalLoss = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => MarginalLoss(q, level)).ToArray())]);
+        _marginalEntropy = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => Entropy(q, level)).ToArray())]);
+        _multiplier = new long[_h.Length];
+        var multiplier = 1L;
+        for (var q = _h.Length - 1; q >= 0; q--)
+        {
+            _multiplier[q] = multiplier;
+            multiplier = checked(multiplier * _h[q].DomainSize);
+        }
+        if (sensitive is not null)
+        {
+            _globalDistribution = new double[sensitiveDomain];
+            foreach (var s in sensitive)
+            {
+                _globalDistribution[s] += 1d / _n;
+            }
+        }
+    }
+
+    public int Records => _n;
+
+    public int DistinctTuples => _tuples.Length;
+
+    /// <summary>All nodes of the lattice, in mixed-radix order.</summary>
+    public IEnumerable<int[]> Lattice()
+    {
+        var levels = new int[_h.Length];
+        while (true)
+        {
+            yield return (int[])levels.Clone();
+            var q = 0;
+            while (q < levels.Length && ++levels[q] == _h[q].Height)
+            {
+                levels[q++] = 0;
+            }
+            if (q == levels.Length)
+            {
+                yield break;
+            }
+        }
+    }
+
+    public long LatticeSize => _h.Aggregate(1L, (a, h) => a * h.Height);
+
+    /// <summary>Finds the transformation with the least information loss that satisfies the model; null when none does.</summary>
+    public (NodeResult? Best, int Evaluated) Optimum(PrivacyModel model, LossMetric metric)
+    {
+        if (_globalDistribution is null && model.NeedsSensitive)
+        {
+            throw new PrivacyException("l-diversity and t-closeness need a sensitive column.");
+        }
+        if (!model.NeedsSensitive && !(metric == LossMetric.Entropy && model.SuppressionLimit > 0))
+        {
+            return (RollUp(model, metric), checked((int)LatticeSize));
+        }
+        var nodes = Lattice().Select(l => (Levels: l, Bound: LowerBound(l, metric))).OrderBy(x => x.Bound).ThenBy(x => x.Levels.Sum()).ToList();
+        var failing = new List<int[]>();  // maximal nodes known to fail: everything below them fails
+        var passing = new List<int[]>();  // minimal nodes known to pass: everything above them passes
+        NodeResult? best = null;
+        var evaluated = 0;
+        foreach (var (levels, bound) in nodes)
+        {
+            if (best is not null && bound >= best.Value)
+            {
+                break;
+            }
+            if (failing.Exists(f => Dominates(f, levels)))
+            {
+                continue;
+            }
+            var known = passing.Exists(p => Dominates(levels, p));
+            if (known && metric is LossMetric.Loss or LossMetric.Height or LossMetric.Precision or LossMetric.Entropy && model.SuppressionLimit == 0)
+            {
+                // Without suppression the bound is the loss itself: no need to group.
+                if (best is null || bound < best.Value)
+                {
+                    best = Evaluate(levels, model, metric);
+                    evaluated++;
+                }
+                continue;
+            }
+            var result = Evaluate(levels, model, metric);
+            evaluated++;
+            if (!result.Anonymous)
+            {
+                failing.RemoveAll(f => Dominates(levels, f));
+                failing.Add(levels);
+                continue;
+            }
+            if (!known)
+            {
+                passing.RemoveAll(p => Dominates(p, levels));
+                passing.Add(levels);
+            }
+            if (best is null || result.Value < best.Value)
+            {
+                best = result;
+            }
+        }
+        return (best, evaluated);
+    }
+
+    /// <summary>
+    /// Evaluates every node of the lattice, layer by layer (by height), each from the equivalence classes of one of its
+    /// direct specialisations: a class table is rolled up one level of one attribute instead of grouping the records
+    /// again, so that a node costs as much as its predecessor has classes (ARX's roll-up). Class keys pack the codes of
+    /// all attributes in a fixed mixed radix (each attribute's domain size), so a roll-up rewrites one digit of each key.
+    /// Used when the privacy model and the loss only need class sizes (k-anonymity with any suppression limit; every
+    /// metric but entropy with suppression). The nodes of a layer are evaluated in parallel.
+    /// </summary>
+    private NodeResult? RollUp(PrivacyModel model, LossMetric metric)
+    {
+        var limit = Math.Floor(model.SuppressionLimit * _n + 1e-9);
+        var exactBound = model.SuppressionLimit == 0 && metric is LossMetric.Loss or LossMetric.Height or LossMetric.Precision or LossMetric.Entropy;
+        var bounds = exactBound ? Lattice().ToDictionary(NodeIndex, l => LowerBound(l, metric)) : null;
+        NodeResult? best = null;
+        var gate = new Lock();
+        // A null table marks a node known to pass because a specialisation passes (monotonicity): when the bound is the
+        // loss, such a node needs no grouping at all, and neither do its generalisations.
+        Dictionary<long, ClassTable?> previous = [];
+        foreach (var layer in Lattice().GroupBy(l => l.Sum()).OrderBy(g => g.Key))
+        {
+            var current = new System.Collections.Concurrent.ConcurrentDictionary<long, ClassTable?>();
+            Parallel.ForEach(layer, levels =>
+            {
+                var q = Array.FindIndex(levels, l => l > 0);
+                if (bounds is not null && Predecessors(levels).Any(p => previous[NodeIndex(p)] is null))
+                {
+                    current[NodeIndex(levels)] = null;
+                    Consider(levels, bounds[NodeIndex(levels)], 0, null);
+                    return;
+                }
+                ClassTable table;
+                if (q < 0)
+                {
+                    table = Group(levels);
+                }
+                else
+                {
+                    // Roll up from the specialisation with the fewest classes.
+                    var (from, source) = Predecessors(levels).Select(p => (p, previous[NodeIndex(p)]!)).MinBy(x => x.Item2.Keys.Length);
+                    q = Enumerable.Range(0, levels.Length).First(i => levels[i] != from[i]);
+                    table = source.RollUp(_h[q].Up[from[q]], _multiplier[q], _h[q].DomainSize);
+                }
+                var suppressed = 0;
+                foreach (var count in table.Counts)
+                {
+                    if (count < model.K)
+                    {
+                        suppressed += count;
+                    }
+                }
+                var passes = suppressed <= limit;
+                current[NodeIndex(levels)] = passes && bounds is not null ? null : table;
+                if (passes)
+                {
+                    Consider(levels, bounds?[NodeIndex(levels)] ?? Measure(levels, table, model.K, suppressed, metric), suppressed, table);
+                }
+            });
+            previous = new Dictionary<long, ClassTable?>(current);
+        }
+        if (best is { ClassSizes: null })
+        {
+            // The optimum was decided without grouping: group it once for its class sizes.
+            var table = Group(best.Levels);
+            best = best with { ClassSizes = [.. table.Counts.Where(c => c >= model.K)] };
+        }
+        return best;
+
+        void Consider(int[] levels, double value, int suppressed, ClassTable? table)
+        {
+            lock (gate)
+            {
+                // Ties go to the lower transformation, then to the first in lattice order, whatever the thread timing.
+                if (best is null || value < best.Value || (value == best.Value && levels.Sum() == best.Levels.Sum() && NodeIndex(levels) < NodeIndex(best.Levels)))
+                {
+                    best = new NodeResult(levels, true, value, suppressed, table is null ? null! : [.. table.Counts.Where(c => c >= model.K)]);
+                }
+            }
+        }
+    }
+
+    private static IEnumerable<int[]> Predecessors(int[] levels)
+    {
+        for (var q = 0; q < levels.Length; q++)
+        {
+            if (levels[q] > 0)
+            {
+                var p = (int[])levels.Clone();
+                p[q]--;
+                yield return p;
+            }
+        }
+    }
+
+    /// <summary>The class table of a node, grouped from the distinct tuples.</summary>
+    private ClassTable Group(int[] levels)
+    {
+        var keys = new long[_tuples.Length];
+        for (var t = 0; t < _tuples.Length; t++)
+        {
+            for (var a = 0; a < _h.Length; a++)
+            {
+                keys[t] += _h[a].Map[levels[a]][_tuples[t][a]] * _multiplier[a];
+            }
+        }
+        return ClassTable.Of(keys, _counts);
+    }
+
+    private long NodeIndex(int[] levels)
+    {
+        long index = 0;
+        for (var q = 0; q < levels.Length; q++)
+        {
+            index = index * _h[q].Height + levels[q];
+        }
+        return index;
+    }
+
+    /// <summary>A node's equivalence classes: the codes of all attributes packed in a fixed mixed radix, with their record counts.</summary>
+    private sealed record ClassTable(long[] Keys, int[] Counts)
+    {
+        [ThreadStatic]
+        private static long[]? _slotKeys;
+
+        [ThreadStatic]
+        private static int[]? _slotCounts;
+
+        /// <summary>Merges equal keys, summing their counts (open addressing in per-thread buffers: the search's hot loop).</summary>
+        public static ClassTable Of(long[] keys, int[] counts)
+        {
+            var capacity = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, keys.Length * 2));
+            if (_slotKeys is null || _slotKeys.Length < capacity)
+            {
+                _slotKeys = new long[capacity];
+                _slotCounts = new int[capacity];
+            }
+            var slotKeys = _slotKeys;
+            var slotCounts = _slotCounts!;
+            Array.Clear(slotCounts, 0, capacity);
+            var mask = capacity - 1;
+            var distinct = 0;
+            for (var i = 0; i < keys.Length; i++)
+            {
+                var key = keys[i];
+                var slot = (int)((ulong)(key * unchecked((long)0x9E3779B97F4A7C15)) >> 32) & mask;
+                while (slotCounts[slot] != 0 && slotKeys[slot] != key)
+                {
+                    slot = (slot + 1) & mask;
+                }
+                if (slotCounts[slot] == 0)
+                {
+                    slotKeys[slot] = key;
+                    distinct++;
+                }
+                slotCounts[slot] += counts[i];
+            }
+            var outKeys = new long[distinct];
+            var outCounts = new int[distinct];
+            for (int slot = 0, j = 0; slot < capacity; slot++)
+            {
+                if (slotCounts[slot] != 0)
+                {
+                    outKeys[j] = slotKeys[slot];
+                    outCounts[j++] = slotCounts[slot];
+                }
+            }
+            return new ClassTable(outKeys, outCounts);
+        }
+
+        /// <summary>The classes after generalising one attribute (digit <paramref name="multiplier"/>) one level up.</summary>
+        public ClassTable RollUp(int[] up, long multiplier, int radix)
+        {
+            var keys = new long[Keys.Length];
+            for (var i = 0; i < keys.Length; i++)
+            {
+                var code = (int)(Keys[i] / multiplier % radix);
+                keys[i] = Keys[i] + (up[code] - code) * multiplier;
+            }
+            return Of(keys, Counts);
+        }
+
+        public int Code(int i, long multiplier, int radix) => (int)(Keys[i] / multiplier % radix);
+    }
+
+    /// <summary>A metric from a node's class table (classes smaller than k are the suppressed ones).</summary>
+    private double Measure(int[] levels, ClassTable table, int k, int suppressed, LossMetric metric)
+    {
+        switch (metric)
+        {
+            case LossMetric.Loss:
+            {
+                var sums = new double[_h.Length];
+                for (var i = 0; i < table.Keys.Length; i++)
+                {
+                    var count = table.Counts[i];
+                    for (var q = 0; q < _h.Length; q++)
+                    {
+                        sums[q] += count < k ? count : count * _h[q].Shares[levels[q]][table.Code(i, _multiplier[q], _h[q].DomainSize)];
+                    }
+                }
+                return Aggregate([.. sums.Select((sum, q) => Normalise(sum, q))]);
+            }
+            case LossMetric.Dm:
+                return table.Counts.Where(c => c >= k).Sum(c => (double)c * c) + (double)suppressed * _n;
+            case LossMetric.Aecs:
+            {
+                var kept = table.Counts.Count(c => c >= k);
+                return kept == 0 ? _n : (double)(_n - suppressed) / kept;
+            }
+            case LossMetric.Height:
+                return levels.Sum();
+            case LossMetric.Precision:
+                return ((_n - suppressed) * PrecisionLoss(levels) + suppressed) / _n;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(metric));
+        }
+    }
+
+    /// <summary>The mean over attributes of level / highest level (an attribute without generalisation counts 0).</summary>
+    private double PrecisionLoss(int[] levels) => Enumerable.Range(0, _h.Length).Average(q => _h[q].Height == 1 ? 0d : (double)levels[q] / (_h[q].Height - 1));
+
+    /// <summary>Whether <paramref name="high"/> is a generalisation of (or equal to) <paramref name="low"/>.</summary>
+    private static bool Dominates(int[] high, int[] low)
+    {
+        for (var i = 0; i < high.Length; i++)
+        {
+            if (high[i] < low[i])
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>The loss a node would have without suppression (suppression never lowers it): computable without grouping, except for dm and aecs (0).</summary>
+    public double LowerBound(int[] levels, LossMetric metric) => metric switch
+    {
+        LossMetric.Loss => Aggregate([.. levels.Select((level, q) => _marginalLoss.Value[q][level])]),
+        LossMetric.Entropy => levels.Select((level, q) => _marginalEntropy.Value[q][level]).Sum(),
+        LossMetric.Height => levels.Sum(),
+        LossMetric.Precision => PrecisionLoss(levels),
+        _ => 0d,
+    };
+
+    /// <summary>[attribute][level] → the attribute's normalised loss at that level without suppression.</summary>
+    private readonly Lazy<double[][]> _marginalLoss;
+
+    /// <summary>[attribute][level] → the attribute's non-uniform entropy at that level without suppression.</summary>
+    private readonly Lazy<double[][]> _marginalEntropy;
+
+    private double MarginalLoss(int q, int level)
+    {
+        var h = _h[q];
+        var sum = 0d;
+        for (var t = 0; t < _tuples.Length; t++)
+        {
+            sum += _counts[t] * h.Shares[level][h.Map[level][_tuples[t][q]]];
+        }
+        return Normalise(sum, q);
+    }
+
+    /// <summary>
+    /// ARX's normalisation of one attribute's loss: 0 for the original values, 1 when every value is '*', truncated to
+    /// 10 decimal places as ARX does (which is what makes its published figures reproducible to the last digit).
+    /// </summary>
+    private double Normalise(double aggregate, int q)
+    {
+        var min = (double)_n / _h[q].DomainSize;
+        var result = (aggregate - min) / (_n - min);
+        return result >= 0d ? Math.Floor(result * 1e10) / 1e10 : 0d;
+    }
+
+    /// <summary>ARX's geometric mean: Π ((v + 1) · w)^(1/n) − 1, with weights 1, multiplied in attribute order.</summary>
+    private static double Aggregate(double[] values)
+    {
+        var result = 1d;
+        foreach (var v in values)
+        {
+            result *= Math.Pow(v + 1d, 1d / values.Length);
+        }
+        return result - 1d;
+    }
+
+    /// <summary>
+    /// Non-uniform entropy of one attribute at a level: Σ over records of log2(|records sharing the generalised value| /
+    /// |records sharing the original value|); a suppressed record (in <paramref name="classes"/>) counts as '*', shared by all n.
+    /// </summary>
+    private double Entropy(int q, int level, List<EquivalenceClass>? classes = null)
+    {
+        var h = _h[q];
+        var original = new double[h.DomainSize];
+        var generalised = new double[h.Values[level].Length];
+        for (var t = 0; t < _tuples.Length; t++)
+        {
+            original[_tuples[t][q]] += _counts[t];
+            generalised[h.Map[level][_tuples[t][q]]] += _counts[t];
+        }
+        var sum = 0d;
+        foreach (var (tuples, suppressed) in classes?.Select(c => ((IEnumerable<int>)c.Tuples, c.Suppressed)) ?? [(Enumerable.Range(0, _tuples.Length), false)])
+        {
+            foreach (var t in tuples)
+            {
+                var leaf = _tuples[t][q];
+                sum += _counts[t] * Math.Log2((suppressed ? _n : generalised[h.Map[level][leaf]]) / original[leaf]);
+            }
+        }
+        return sum;
+    }
+
+    /// <summary>Groups the data under a transformation: the classes (generalised codes, records, tuples) in first-seen order.</summary>
+    public List<EquivalenceClass> Classes(int[] levels)
+    {
+        var classes = new Dictionary<long, EquivalenceClass>();
+        var list = new List<EquivalenceClass>();
+        for (var t = 0; t < _tuples.Length; t++)
+        {
+            long key = 0;
+            for (var q = 0; q < _h.Length; q++)
+            {
+                key = key * _h[q].Values[levels[q]].Length + _h[q].Map[levels[q]][_tuples[t][q]];
+            }
+            if (!classes.TryGetValue(key, out var c))
+            {
+                classes[key] = c = new EquivalenceClass(t);
+                list.Add(c);
+            }
+            c.Count += _counts[t];
+            c.Tuples.Add(t);
+        }
+        return list;
+    }
+
+    /// <summary>Groups, decides which classes are suppressed, checks the suppression limit, and measures the loss.</summary>
+    public NodeResult Evaluate(int[] levels, PrivacyModel model, LossMetric metric)
+    {
+        var classes = Release(levels, model);
+        var suppressed = classes.Where(c => c.Suppressed).Sum(c => c.Count);
+        var anonymous = suppressed <= Math.Floor(model.SuppressionLimit * _n + 1e-9);
+        var kept = classes.Where(c => !c.Suppressed).Select(c => c.Count).ToArray();
+        return new NodeResult(levels, anonymous, Measure(levels, classes, suppressed, metric), suppressed, kept);
+    }
+
+    /// <summary>The classes of a transformation, each marked suppressed when it does not satisfy the model.</summary>
+    public List<EquivalenceClass> Release(int[] levels, PrivacyModel model)
+    {
+        var classes = Classes(levels);
+        foreach (var c in classes)
+        {
+            c.Suppressed = c.Count < model.K || !Diverse(c, model);
+        }
+        return classes;
+    }
+
+    /// <summary>The index of a distinct tuple of leaf codes.</summary>
+    public int TupleOf(int[] leaves) => _index[new TupleKey(leaves)];
+
+    private bool Diverse(EquivalenceClass c, PrivacyModel model)
+    {
+        if (!model.NeedsSensitive)
+        {
+            return true;
+        }
+        var histogram = new int[_sensitiveDomain];
+        foreach (var t in c.Tuples)
+        {
+            foreach (var s in _sensitive![t])
+            {
+                histogram[s]++;
+            }
+        }
+        if (model.L > 1 && histogram.Count(x => x > 0) < model.L)
+        {
+            return false;
+        }
+        if (model.T is { } tmax)
+        {
+            // Earth mover's distance with equal ground distance: half the total variation from the global distribution.
+            var distance = 0d;
+            for (var s = 0; s < _sensitiveDomain; s++)
+            {
+                distance += Math.Abs((double)histogram[s] / c.Count - _globalDistribution![s]);
+            }
+            if (distance / 2 > tmax + 1e-12)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private double Measure(int[] levels, List<EquivalenceClass> classes, int suppressed, LossMetric metric)
+    {
+        switch (metric)
+        {
+            case LossMetric.Loss:
+            {
+                var values = new double[_h.Length];
+                for (var q = 0; q < _h.Length; q++)
+                {
+                    var sum = 0d;
+                    foreach (var c in classes)
+                    {
+                        sum += c.Suppressed ? c.Count : c.Count * _h[q].Shares[levels[q]][_h[q].Map[levels[q]][_tuples[c.First][q]]];
+                    }
+                    values[q] = Normalise(sum, q);
+                }
+                return Aggregate(values);
+            }
+            case LossMetric.Entropy:
+                return Enumerable.Range(0, _h.Length).Sum(q => Entropy(q, levels[q], classes));
+            case LossMetric.Dm:
+                return classes.Where(c => !c.Suppressed).Sum(c => (double)c.Count * c.Count) + (double)suppressed * _n;
+            case LossMetric.Aecs:
+            {
+                var kept = classes.Count(c => !c.Suppressed);
+                return kept == 0 ? _n : (double)(_n - suppressed) / kept;
+            }
+            case LossMetric.Height:
+                return levels.Sum();
+            case LossMetric.Precision:
+            {
+                var sum = 0d;
+                foreach (var c in classes)
+                {
+                    sum += c.Suppressed ? c.Count : c.Count * PrecisionLoss(levels);
+                }
+                return sum / _n;
+            }
+            default:
+                throw new ArgumentOutOfRangeException(nameof(metric));
+        }
+    }
+
+    internal sealed class EquivalenceClass(int first)
+    {
+        public int First { get; } = first;
+        public int Count { get; set; }
+        public bool Suppressed { get; set; }
+        public List<int> Tuples { get; } = [];
+    }
+
+    private readonly struct TupleKey(int[] codes) : IEquatable<TupleKey>
+    {
+        private readonly int[] _codes = codes;
+
+        public bool Equals(TupleKey other) => _codes.AsSpan().SequenceEqual(other._codes);
+
+        public override bool Equals(object? obj) => obj is TupleKey k && Equals(k);
+
+        public override int GetHashCode()
+        {
+            var hash = new HashCode();
+            foreach (var c in _codes)
+            {
+                hash.Add(c);
+            }
+            return hash.ToHashCode();
+        }
+    }
+}
