@@ -44,7 +44,8 @@ internal sealed class Anonymizer
     private readonly double[]? _globalDistribution;
     private readonly int _n;
     private readonly Dictionary<TupleKey, int> _index = [];
-    private readonly long[] _multiplier;  // class keys: Σ code × multiplier, each attribute a digit of radix its domain size
+    private readonly int[] _shift;  // class keys: each attribute's code in its own bit field, at this shift
+    private readonly long[] _mask;  // ... of this width (enough bits for the attribute's domain)
 
     public Anonymizer(Hierarchy[] hierarchies, IReadOnlyList<int[]> rows, IReadOnlyList<int>? sensitive = null, int sensitiveDomain = 0)
     {
@@ -73,12 +74,19 @@ internal sealed class Anonymizer
         _sensitiveDomain = sensitiveDomain;
         _marginalLoss = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => MarginalLoss(q, level)).ToArray())]);
         _marginalEntropy = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => Entropy(q, level)).ToArray())]);
-        _multiplier = new long[_h.Length];
-        var multiplier = 1L;
-        for (var q = _h.Length - 1; q >= 0; q--)
+        _shift = new int[_h.Length];
+        _mask = new long[_h.Length];
+        var bits = 0;
+        for (var q = 0; q < _h.Length; q++)
         {
-            _multiplier[q] = multiplier;
-            multiplier = checked(multiplier * _h[q].DomainSize);
+            var width = Math.Max(1, 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)(_h[q].DomainSize - 1)));
+            _shift[q] = bits;
+            _mask[q] = (1L << width) - 1;
+            bits += width;
+        }
+        if (bits > 63)
+        {
+            throw new PrivacyException($"The quasi-identifiers have too many distinct values together ({bits} bits of combinations; at most 63): use fewer columns or coarser hierarchies.");
         }
         if (sensitive is not null)
         {
@@ -177,7 +185,7 @@ internal sealed class Anonymizer
     /// Evaluates every node of the lattice, layer by layer (by height), each from the equivalence classes of one of its
     /// direct specialisations: a class table is rolled up one level of one attribute instead of grouping the records
     /// again, so that a node costs as much as its predecessor has classes (ARX's roll-up). Class keys pack the codes of
-    /// all attributes in a fixed mixed radix (each attribute's domain size), so a roll-up rewrites one digit of each key.
+    /// all attributes in fixed bit fields, so a roll-up rewrites one field of each key.
     /// Used when the privacy model and the loss only need class sizes (k-anonymity with any suppression limit; every
     /// metric but entropy with suppression). The nodes of a layer are evaluated in parallel.
     /// </summary>
@@ -213,7 +221,7 @@ internal sealed class Anonymizer
                     // Roll up from the specialisation with the fewest classes.
                     var (from, source) = Predecessors(levels).Select(p => (p, previous[NodeIndex(p)]!)).MinBy(x => x.Item2.Keys.Length);
                     q = Enumerable.Range(0, levels.Length).First(i => levels[i] != from[i]);
-                    table = source.RollUp(_h[q].Up[from[q]], _multiplier[q], _h[q].DomainSize);
+                    table = source.RollUp(_h[q].Up[from[q]], _shift[q], _mask[q]);
                 }
                 var suppressed = 0;
                 foreach (var count in table.Counts)
@@ -274,7 +282,7 @@ internal sealed class Anonymizer
         {
             for (var a = 0; a < _h.Length; a++)
             {
-                keys[t] += _h[a].Map[levels[a]][_tuples[t][a]] * _multiplier[a];
+                keys[t] |= (long)_h[a].Map[levels[a]][_tuples[t][a]] << _shift[a];
             }
         }
         return ClassTable.Of(keys, _counts);
@@ -299,10 +307,19 @@ internal sealed class Anonymizer
         [ThreadStatic]
         private static int[]? _slotCounts;
 
-        /// <summary>Merges equal keys, summing their counts (open addressing in per-thread buffers: the search's hot loop).</summary>
-        public static ClassTable Of(long[] keys, int[] counts)
+        /// <summary>Merges equal keys, summing their counts.</summary>
+        public static ClassTable Of(long[] keys, int[] counts) => Merge(keys.Length, keys, counts, 0, 0, null);
+
+        /// <summary>The classes after generalising one attribute (the bit field at <paramref name="shift"/>) one level up.</summary>
+        public ClassTable RollUp(int[] up, int shift, long mask) => Merge(Keys.Length, Keys, Counts, shift, mask, up);
+
+        /// <summary>
+        /// The search's hot loop: rewrites each key's field at <paramref name="shift"/> through <paramref name="up"/> (when
+        /// given) and merges equal keys by open addressing in per-thread buffers.
+        /// </summary>
+        private static ClassTable Merge(int length, long[] keys, int[] counts, int shift, long mask, int[]? up)
         {
-            var capacity = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, keys.Length * 2));
+            var capacity = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, length * 2));
             if (_slotKeys is null || _slotKeys.Length < capacity)
             {
                 _slotKeys = new long[capacity];
@@ -311,15 +328,20 @@ internal sealed class Anonymizer
             var slotKeys = _slotKeys;
             var slotCounts = _slotCounts!;
             Array.Clear(slotCounts, 0, capacity);
-            var mask = capacity - 1;
+            var slotMask = capacity - 1;
             var distinct = 0;
-            for (var i = 0; i < keys.Length; i++)
+            for (var i = 0; i < length; i++)
             {
                 var key = keys[i];
-                var slot = (int)((ulong)(key * unchecked((long)0x9E3779B97F4A7C15)) >> 32) & mask;
+                if (up is not null)
+                {
+                    var code = (int)((key >> shift) & mask);
+                    key = (key & ~(mask << shift)) | ((long)up[code] << shift);
+                }
+                var slot = (int)((ulong)(key * unchecked((long)0x9E3779B97F4A7C15)) >> 32) & slotMask;
                 while (slotCounts[slot] != 0 && slotKeys[slot] != key)
                 {
-                    slot = (slot + 1) & mask;
+                    slot = (slot + 1) & slotMask;
                 }
                 if (slotCounts[slot] == 0)
                 {
@@ -341,19 +363,7 @@ internal sealed class Anonymizer
             return new ClassTable(outKeys, outCounts);
         }
 
-        /// <summary>The classes after generalising one attribute (digit <paramref name="multiplier"/>) one level up.</summary>
-        public ClassTable RollUp(int[] up, long multiplier, int radix)
-        {
-            var keys = new long[Keys.Length];
-            for (var i = 0; i < keys.Length; i++)
-            {
-                var code = (int)(Keys[i] / multiplier % radix);
-                keys[i] = Keys[i] + (up[code] - code) * multiplier;
-            }
-            return Of(keys, Counts);
-        }
-
-        public int Code(int i, long multiplier, int radix) => (int)(Keys[i] / multiplier % radix);
+        public int Code(int i, int shift, long mask) => (int)((Keys[i] >> shift) & mask);
     }
 
     /// <summary>A metric from a node's class table (classes smaller than k are the suppressed ones).</summary>
@@ -369,7 +379,7 @@ internal sealed class Anonymizer
                     var count = table.Counts[i];
                     for (var q = 0; q < _h.Length; q++)
                     {
-                        sums[q] += count < k ? count : count * _h[q].Shares[levels[q]][table.Code(i, _multiplier[q], _h[q].DomainSize)];
+                        sums[q] += count < k ? count : count * _h[q].Shares[levels[q]][table.Code(i, _shift[q], _mask[q])];
                     }
                 }
                 return Aggregate([.. sums.Select((sum, q) => Normalise(sum, q))]);
