@@ -80,7 +80,7 @@ internal static class Commands
             var o = Ward.Core.Privacy.TableAnonymization.Run(settings);
             AnsiConsole.MarkupLineInterpolated($"[green]Released[/] {settings.Output}: levels {string.Join(", ", o.Columns.Select((c, i) => $"{c} {o.Best.Levels[i]}"))}");
             AnsiConsole.MarkupLineInterpolated($"{settings.Metric.ToString().ToLowerInvariant()} = {o.Best.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}; {o.Best.Suppressed:N0} records suppressed; {o.Best.ClassSizes.Length:N0} classes; highest prosecutor risk {o.Before.HighestProsecutor:P1} -> {o.After.HighestProsecutor:P1}");
-            AnsiConsole.MarkupLineInterpolated($"{o.Evaluated:N0} of {o.LatticeSize:N0} transformations evaluated; report in {settings.Report}");
+            AnsiConsole.MarkupLineInterpolated($"{o.Evaluated:N0} of {o.LatticeSize:N0} transformations evaluated ({(o.Optimal ? "proven optimum" : "heuristic: lattice too large to search exhaustively")}); report in {settings.Report}");
             return 0;
         }));
         return new Command("deid", "De-identification for research.") { kanon };

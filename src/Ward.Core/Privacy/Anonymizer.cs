@@ -27,12 +27,12 @@ internal sealed record PrivacyModel(int K, double SuppressionLimit, int L = 1, d
 internal sealed record NodeResult(int[] Levels, bool Anonymous, double Value, int Suppressed, int[] ClassSizes);
 
 /// <summary>
-/// Optimal full-domain generalisation with record suppression, in the spirit of ARX's Flash: every node of the lattice
-/// gets a lower bound of its information loss that needs no grouping of the data (the loss it would have without
-/// suppression, computable attribute by attribute); nodes are visited by increasing bound, the privacy model is checked
-/// only where monotonicity does not already decide it (a specialisation of a failing node fails, a generalisation of a
-/// passing node passes), and the search stops when the next bound is no better than the best loss found. The result is
-/// the exact optimum over the whole lattice.
+/// Optimal full-domain generalisation with record suppression (ADR 0006). k-anonymity alone: every node of the lattice
+/// is decided from class tables rolled up layer by layer (<see cref="RollUp"/>). With l-diversity or t-closeness: every
+/// node gets a lower bound of its information loss that needs no grouping (the loss it would have without suppression,
+/// computable attribute by attribute); nodes are visited by increasing bound, the privacy model is checked only where
+/// monotonicity does not already decide it (a specialisation of a failing node fails, a generalisation of a passing
+/// node passes), and the search stops when the next bound cannot beat the best loss found. Both give the exact optimum.
 /// </summary>
 internal sealed class Anonymizer
 {
@@ -51,16 +51,15 @@ internal sealed class Anonymizer
     {
         _h = hierarchies;
         _n = rows.Count;
-        var index = _index;
         var tuples = new List<int[]>();
         var counts = new List<int>();
         var sens = sensitive is null ? null : new List<List<int>>();
         for (var r = 0; r < rows.Count; r++)
         {
             var key = new TupleKey(rows[r]);
-            if (!index.TryGetValue(key, out var t))
+            if (!_index.TryGetValue(key, out var t))
             {
-                index[key] = t = tuples.Count;
+                _index[key] = t = tuples.Count;
                 tuples.Add(rows[r]);
                 counts.Add(0);
                 sens?.Add([]);
@@ -98,10 +97,6 @@ internal sealed class Anonymizer
         }
     }
 
-    public int Records => _n;
-
-    public int DistinctTuples => _tuples.Length;
-
     /// <summary>All nodes of the lattice, in mixed-radix order.</summary>
     public IEnumerable<int[]> Lattice()
     {
@@ -122,6 +117,57 @@ internal sealed class Anonymizer
     }
 
     public long LatticeSize => _h.Aggregate(1L, (a, h) => a * h.Height);
+
+    /// <summary>Lattices up to this many transformations are searched exhaustively; larger ones by <see cref="Greedy"/>.</summary>
+    public const long ExhaustiveLimit = 2_000_000;
+
+    /// <summary>
+    /// Finds the transformation with the least information loss that satisfies the model (null when none does), and
+    /// whether it is the proven optimum (the whole lattice decided) or the heuristic's answer for a lattice too large.
+    /// </summary>
+    public (NodeResult? Best, int Evaluated, bool Optimal) Search(PrivacyModel model, LossMetric metric)
+    {
+        if (LatticeSize > ExhaustiveLimit)
+        {
+            var (greedy, steps) = Greedy(model, metric);
+            return (greedy, steps, false);
+        }
+        var (best, evaluated) = Optimum(model, metric);
+        return (best, evaluated, true);
+    }
+
+    /// <summary>
+    /// The heuristic for lattices too large to decide exhaustively: start from the most general transformation and, while
+    /// some direct specialisation still satisfies the model, move to the one with the least loss. It ends on a minimal
+    /// satisfying transformation (no single attribute can be made more precise), not necessarily the optimum.
+    /// </summary>
+    public (NodeResult? Best, int Evaluated) Greedy(PrivacyModel model, LossMetric metric)
+    {
+        var current = Evaluate([.. _h.Select(h => h.Height - 1)], model, metric);
+        var evaluated = 1;
+        if (!current.Anonymous)
+        {
+            return (null, evaluated);
+        }
+        while (true)
+        {
+            NodeResult? next = null;
+            foreach (var p in Predecessors(current.Levels))
+            {
+                var candidate = Evaluate(p, model, metric);
+                evaluated++;
+                if (candidate.Anonymous && (next is null || candidate.Value < next.Value))
+                {
+                    next = candidate;
+                }
+            }
+            if (next is null)
+            {
+                return (current, evaluated);
+            }
+            current = next;
+        }
+    }
 
     /// <summary>Finds the transformation with the least information loss that satisfies the model; null when none does.</summary>
     public (NodeResult? Best, int Evaluated) Optimum(PrivacyModel model, LossMetric metric)
@@ -194,7 +240,7 @@ internal sealed class Anonymizer
         var limit = Math.Floor(model.SuppressionLimit * _n + 1e-9);
         var exactBound = model.SuppressionLimit == 0 && metric is LossMetric.Loss or LossMetric.Height or LossMetric.Precision or LossMetric.Entropy;
         var bounds = exactBound ? Lattice().ToDictionary(NodeIndex, l => LowerBound(l, metric)) : null;
-        NodeResult? best = null;
+        (int[] Levels, double Value, int Suppressed, ClassTable? Table)? best = null;
         var gate = new Lock();
         // A null table marks a node known to pass because a specialisation passes (monotonicity): when the bound is the
         // loss, such a node needs no grouping at all, and neither do its generalisations.
@@ -240,22 +286,22 @@ internal sealed class Anonymizer
             });
             previous = new Dictionary<long, ClassTable?>(current);
         }
-        if (best is { ClassSizes: null })
+        if (best is not { } found)
         {
-            // The optimum was decided without grouping: group it once for its class sizes.
-            var table = Group(best.Levels);
-            best = best with { ClassSizes = [.. table.Counts.Where(c => c >= model.K)] };
+            return null;
         }
-        return best;
+        // An optimum decided without grouping is grouped once, for its class sizes.
+        var classes = (found.Table ?? Group(found.Levels)).Counts.Where(c => c >= model.K);
+        return new NodeResult(found.Levels, true, found.Value, found.Suppressed, [.. classes]);
 
         void Consider(int[] levels, double value, int suppressed, ClassTable? table)
         {
             lock (gate)
             {
                 // Ties go to the lower transformation, then to the first in lattice order, whatever the thread timing.
-                if (best is null || value < best.Value || (value == best.Value && levels.Sum() == best.Levels.Sum() && NodeIndex(levels) < NodeIndex(best.Levels)))
+                if (best is not { } b || value < b.Value || (value == b.Value && levels.Sum() == b.Levels.Sum() && NodeIndex(levels) < NodeIndex(b.Levels)))
                 {
-                    best = new NodeResult(levels, true, value, suppressed, table is null ? null! : [.. table.Counts.Where(c => c >= model.K)]);
+                    best = (levels, value, suppressed, table);
                 }
             }
         }

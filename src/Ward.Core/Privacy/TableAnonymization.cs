@@ -31,7 +31,7 @@ internal sealed record Risk(double AverageProsecutor, double HighestProsecutor, 
 /// <summary>Reads a CSV table, finds the optimal transformation, writes the released table and the risk report.</summary>
 internal static class TableAnonymization
 {
-    public sealed record Outcome(NodeResult Best, Risk Before, Risk After, int Evaluated, long LatticeSize, IReadOnlyList<string> Columns);
+    public sealed record Outcome(NodeResult Best, Risk Before, Risk After, int Evaluated, long LatticeSize, bool Optimal, IReadOnlyList<string> Columns);
 
     public static Outcome Run(TableSettings s)
     {
@@ -66,7 +66,7 @@ internal static class TableAnonymization
         {
             anonymizer = new Anonymizer(hierarchies, rows);
         }
-        var (best, evaluated) = anonymizer.Optimum(s.Model, s.Metric);
+        var (best, evaluated, optimal) = anonymizer.Search(s.Model, s.Metric);
         if (best is null)
         {
             throw new PrivacyException($"No transformation of the {anonymizer.LatticeSize:N0} in the lattice satisfies the privacy model within the suppression limit; "
@@ -74,7 +74,7 @@ internal static class TableAnonymization
         }
         var before = anonymizer.Classes(new int[qi.Length]).Select(c => c.Count).ToArray();
         Write(s, header, records, qi, hierarchies, anonymizer, best);
-        var outcome = new Outcome(best, Risk.Of(before, s.RiskThreshold), Risk.Of(best.ClassSizes, s.RiskThreshold), evaluated, anonymizer.LatticeSize, s.QuasiIdentifiers);
+        var outcome = new Outcome(best, Risk.Of(before, s.RiskThreshold), Risk.Of(best.ClassSizes, s.RiskThreshold), evaluated, anonymizer.LatticeSize, optimal, s.QuasiIdentifiers);
         WriteReport(s, outcome, records.Count);
         return outcome;
     }
@@ -150,6 +150,9 @@ internal static class TableAnonymization
         json.WriteStartObject("search");
         json.WriteNumber("latticeSize", o.LatticeSize);
         json.WriteNumber("evaluated", o.Evaluated);
+        json.WriteString("method", o.Optimal
+            ? "exhaustive: every transformation decided, the optimum is proven"
+            : $"heuristic (lattice larger than {Anonymizer.ExhaustiveLimit:N0}): greedy specialisation from the most general transformation; a minimal transformation, not proven optimal");
         json.WriteEndObject();
         json.WriteEndObject();
     }
