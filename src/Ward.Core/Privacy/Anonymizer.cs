@@ -73,6 +73,16 @@ internal sealed class Anonymizer
         _sensitiveDomain = sensitiveDomain;
         _marginalLoss = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => MarginalLoss(q, level)).ToArray())]);
         _marginalEntropy = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => Entropy(q, level)).ToArray())]);
+        _generalisedCounts = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level =>
+        {
+            var counts = new double[h.Values[level].Length];
+            for (var t = 0; t < _tuples.Length; t++)
+            {
+                counts[h.Map[level][_tuples[t][q]]] += _counts[t];
+            }
+            return counts;
+        }).ToArray())]);
+        _originalBits = new(() => [.. _h.Select((h, q) => -Enumerable.Range(0, _tuples.Length).Sum(t => _counts[t] * Math.Log2(_generalisedCounts.Value[q][0][_tuples[t][q]])))]);
         _shift = new int[_h.Length];
         _mask = new long[_h.Length];
         var bits = 0;
@@ -176,7 +186,7 @@ internal sealed class Anonymizer
         {
             throw new PrivacyException("l-diversity and t-closeness need a sensitive column.");
         }
-        if (!model.NeedsSensitive && !(metric == LossMetric.Entropy && model.SuppressionLimit > 0))
+        if (!model.NeedsSensitive)
         {
             return (RollUp(model, metric), checked((int)LatticeSize));
         }
@@ -232,8 +242,8 @@ internal sealed class Anonymizer
     /// direct specialisations: a class table is rolled up one level of one attribute instead of grouping the records
     /// again, so that a node costs as much as its predecessor has classes (ARX's roll-up). Class keys pack the codes of
     /// all attributes in fixed bit fields, so a roll-up rewrites one field of each key.
-    /// Used when the privacy model and the loss only need class sizes (k-anonymity with any suppression limit; every
-    /// metric but entropy with suppression). The nodes of a layer are evaluated in parallel.
+    /// Used when the privacy model needs only class sizes (k-anonymity with any suppression limit), for every metric.
+    /// The nodes of a layer are evaluated in parallel.
     /// </summary>
     private NodeResult? RollUp(PrivacyModel model, LossMetric metric)
     {
@@ -430,6 +440,23 @@ internal sealed class Anonymizer
                 }
                 return Aggregate([.. sums.Select((sum, q) => Normalise(sum, q))]);
             }
+            case LossMetric.Entropy:
+            {
+                // Σ over records of log2(|generalised value|) − log2(|original value|), a suppressed record's value being '*' (n records).
+                var bits = _originalBits.Value.Sum() + suppressed * Math.Log2(_n) * _h.Length;
+                var counts = _generalisedCounts.Value;
+                for (var i = 0; i < table.Keys.Length; i++)
+                {
+                    if (table.Counts[i] >= k)
+                    {
+                        for (var q = 0; q < _h.Length; q++)
+                        {
+                            bits += table.Counts[i] * Math.Log2(counts[q][levels[q]][table.Code(i, _shift[q], _mask[q])]);
+                        }
+                    }
+                }
+                return bits;
+            }
             case LossMetric.Dm:
                 return table.Counts.Where(c => c >= k).Sum(c => (double)c * c) + (double)suppressed * _n;
             case LossMetric.Aecs:
@@ -477,6 +504,12 @@ internal sealed class Anonymizer
 
     /// <summary>[attribute][level] → the attribute's non-uniform entropy at that level without suppression.</summary>
     private readonly Lazy<double[][]> _marginalEntropy;
+
+    /// <summary>[attribute][level][code] → the number of records whose value generalises to that code.</summary>
+    private readonly Lazy<double[][][]> _generalisedCounts;
+
+    /// <summary>[attribute] → −Σ over records of log2(|records sharing the original value|), the part of the entropy no transformation changes.</summary>
+    private readonly Lazy<double[]> _originalBits;
 
     private double MarginalLoss(int q, int level)
     {
