@@ -27,12 +27,10 @@ internal sealed record PrivacyModel(int K, double SuppressionLimit, int L = 1, d
 internal sealed record NodeResult(int[] Levels, bool Anonymous, double Value, int Suppressed, int[] ClassSizes);
 
 /// <summary>
-/// Optimal full-domain generalisation with record suppression (ADR 0006). k-anonymity alone: every node of the lattice
-/// is decided from class tables rolled up layer by layer (<see cref="RollUp"/>). With l-diversity or t-closeness: every
-/// node gets a lower bound of its information loss that needs no grouping (the loss it would have without suppression,
-/// computable attribute by attribute); nodes are visited by increasing bound, the privacy model is checked only where
-/// monotonicity does not already decide it (a specialisation of a failing node fails, a generalisation of a passing
-/// node passes), and the search stops when the next bound cannot beat the best loss found. Both give the exact optimum.
+/// Optimal full-domain generalisation with record suppression under k-anonymity, distinct l-diversity and t-closeness
+/// (ADR 0006): every node of the lattice is decided from class tables rolled up layer by layer (<see cref="RollUp"/>),
+/// which gives the exact optimum; <see cref="Greedy"/> is the heuristic for lattices too large for that.
+/// <see cref="Evaluate"/> groups one node from scratch (the heuristic's step, and the tests' independent reference).
 /// </summary>
 internal sealed class Anonymizer
 {
@@ -186,55 +184,7 @@ internal sealed class Anonymizer
         {
             throw new PrivacyException("l-diversity and t-closeness need a sensitive column.");
         }
-        if (!model.NeedsSensitive)
-        {
-            return (RollUp(model, metric), checked((int)LatticeSize));
-        }
-        var nodes = Lattice().Select(l => (Levels: l, Bound: LowerBound(l, metric))).OrderBy(x => x.Bound).ThenBy(x => x.Levels.Sum()).ToList();
-        var failing = new List<int[]>();  // maximal nodes known to fail: everything below them fails
-        var passing = new List<int[]>();  // minimal nodes known to pass: everything above them passes
-        NodeResult? best = null;
-        var evaluated = 0;
-        foreach (var (levels, bound) in nodes)
-        {
-            if (best is not null && bound >= best.Value)
-            {
-                break;
-            }
-            if (failing.Exists(f => Dominates(f, levels)))
-            {
-                continue;
-            }
-            var known = passing.Exists(p => Dominates(levels, p));
-            if (known && metric is LossMetric.Loss or LossMetric.Height or LossMetric.Precision or LossMetric.Entropy && model.SuppressionLimit == 0)
-            {
-                // Without suppression the bound is the loss itself: no need to group.
-                if (best is null || bound < best.Value)
-                {
-                    best = Evaluate(levels, model, metric);
-                    evaluated++;
-                }
-                continue;
-            }
-            var result = Evaluate(levels, model, metric);
-            evaluated++;
-            if (!result.Anonymous)
-            {
-                failing.RemoveAll(f => Dominates(levels, f));
-                failing.Add(levels);
-                continue;
-            }
-            if (!known)
-            {
-                passing.RemoveAll(p => Dominates(p, levels));
-                passing.Add(levels);
-            }
-            if (best is null || result.Value < best.Value)
-            {
-                best = result;
-            }
-        }
-        return (best, evaluated);
+        return (RollUp(model, metric), checked((int)LatticeSize));
     }
 
     /// <summary>
@@ -242,8 +192,8 @@ internal sealed class Anonymizer
     /// direct specialisations: a class table is rolled up one level of one attribute instead of grouping the records
     /// again, so that a node costs as much as its predecessor has classes (ARX's roll-up). Class keys pack the codes of
     /// all attributes in fixed bit fields, so a roll-up rewrites one field of each key.
-    /// Used when the privacy model needs only class sizes (k-anonymity with any suppression limit), for every metric.
-    /// The nodes of a layer are evaluated in parallel.
+    /// With l-diversity or t-closeness, each class also carries the histogram of its sensitive values. The nodes of a
+    /// layer are evaluated in parallel.
     /// </summary>
     private NodeResult? RollUp(PrivacyModel model, LossMetric metric)
     {
@@ -279,19 +229,18 @@ internal sealed class Anonymizer
                     q = Enumerable.Range(0, levels.Length).First(i => levels[i] != from[i]);
                     table = source.RollUp(_h[q].Up[from[q]], _shift[q], _mask[q]);
                 }
+                var kept = new bool[table.Keys.Length];
                 var suppressed = 0;
-                foreach (var count in table.Counts)
+                for (var i = 0; i < kept.Length; i++)
                 {
-                    if (count < model.K)
-                    {
-                        suppressed += count;
-                    }
+                    kept[i] = Released(table, i, model);
+                    suppressed += kept[i] ? 0 : table.Counts[i];
                 }
                 var passes = suppressed <= limit;
                 current[NodeIndex(levels)] = passes && bounds is not null ? null : table;
                 if (passes)
                 {
-                    Consider(levels, bounds?[NodeIndex(levels)] ?? Measure(levels, table, model.K, suppressed, metric), suppressed, table);
+                    Consider(levels, bounds?[NodeIndex(levels)] ?? Measure(levels, table, kept, suppressed, metric), suppressed, table);
                 }
             });
             previous = new Dictionary<long, ClassTable?>(current);
@@ -301,8 +250,8 @@ internal sealed class Anonymizer
             return null;
         }
         // An optimum decided without grouping is grouped once, for its class sizes.
-        var classes = (found.Table ?? Group(found.Levels)).Counts.Where(c => c >= model.K);
-        return new NodeResult(found.Levels, true, found.Value, found.Suppressed, [.. classes]);
+        var table = found.Table ?? Group(found.Levels);
+        return new NodeResult(found.Levels, true, found.Value, found.Suppressed, [.. Enumerable.Range(0, table.Keys.Length).Where(i => Released(table, i, model)).Select(i => table.Counts[i])]);
 
         void Consider(int[] levels, double value, int suppressed, ClassTable? table)
         {
@@ -341,8 +290,24 @@ internal sealed class Anonymizer
                 keys[t] |= (long)_h[a].Map[levels[a]][_tuples[t][a]] << _shift[a];
             }
         }
-        return ClassTable.Of(keys, _counts);
+        int[]? histograms = null;
+        if (_sensitive is not null)
+        {
+            histograms = new int[_tuples.Length * _sensitiveDomain];
+            for (var t = 0; t < _tuples.Length; t++)
+            {
+                foreach (var v in _sensitive[t])
+                {
+                    histograms[t * _sensitiveDomain + v]++;
+                }
+            }
+        }
+        return ClassTable.Of(keys, _counts, histograms, _sensitiveDomain);
     }
+
+    /// <summary>Whether class <paramref name="i"/> of a table is released: at least k records, and l-diverse and t-close when asked.</summary>
+    private bool Released(ClassTable table, int i, PrivacyModel model) =>
+        table.Counts[i] >= model.K && (!model.NeedsSensitive || Diverse(table.Histogram(i), table.Counts[i], model));
 
     private long NodeIndex(int[] levels)
     {
@@ -354,8 +319,11 @@ internal sealed class Anonymizer
         return index;
     }
 
-    /// <summary>A node's equivalence classes: the codes of all attributes packed in a fixed mixed radix, with their record counts.</summary>
-    private sealed record ClassTable(long[] Keys, int[] Counts)
+    /// <summary>
+    /// A node's equivalence classes: the codes of all attributes packed in fixed bit fields, with their record counts
+    /// and, when the model looks at a sensitive column, the histogram of its values (<c>D</c> counts per class).
+    /// </summary>
+    private sealed record ClassTable(long[] Keys, int[] Counts, int[]? Histograms, int D)
     {
         [ThreadStatic]
         private static long[]? _slotKeys;
@@ -363,17 +331,22 @@ internal sealed class Anonymizer
         [ThreadStatic]
         private static int[]? _slotCounts;
 
-        /// <summary>Merges equal keys, summing their counts.</summary>
-        public static ClassTable Of(long[] keys, int[] counts) => Merge(keys.Length, keys, counts, 0, 0, null);
+        [ThreadStatic]
+        private static int[]? _slotHistograms;
+
+        public ReadOnlySpan<int> Histogram(int i) => Histograms.AsSpan(i * D, D);
+
+        /// <summary>Merges equal keys, summing their counts (and histograms).</summary>
+        public static ClassTable Of(long[] keys, int[] counts, int[]? histograms, int d) => Merge(keys.Length, keys, counts, histograms, d, 0, 0, null);
 
         /// <summary>The classes after generalising one attribute (the bit field at <paramref name="shift"/>) one level up.</summary>
-        public ClassTable RollUp(int[] up, int shift, long mask) => Merge(Keys.Length, Keys, Counts, shift, mask, up);
+        public ClassTable RollUp(int[] up, int shift, long mask) => Merge(Keys.Length, Keys, Counts, Histograms, D, shift, mask, up);
 
         /// <summary>
         /// The search's hot loop: rewrites each key's field at <paramref name="shift"/> through <paramref name="up"/> (when
         /// given) and merges equal keys by open addressing in per-thread buffers.
         /// </summary>
-        private static ClassTable Merge(int length, long[] keys, int[] counts, int shift, long mask, int[]? up)
+        private static ClassTable Merge(int length, long[] keys, int[] counts, int[]? histograms, int d, int shift, long mask, int[]? up)
         {
             var capacity = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, length * 2));
             if (_slotKeys is null || _slotKeys.Length < capacity)
@@ -381,9 +354,18 @@ internal sealed class Anonymizer
                 _slotKeys = new long[capacity];
                 _slotCounts = new int[capacity];
             }
+            if (histograms is not null && (_slotHistograms is null || _slotHistograms.Length < capacity * d))
+            {
+                _slotHistograms = new int[capacity * d];
+            }
             var slotKeys = _slotKeys;
             var slotCounts = _slotCounts!;
+            var slotHistograms = histograms is null ? null : _slotHistograms!;
             Array.Clear(slotCounts, 0, capacity);
+            if (slotHistograms is not null)
+            {
+                Array.Clear(slotHistograms, 0, capacity * d);
+            }
             var slotMask = capacity - 1;
             var distinct = 0;
             for (var i = 0; i < length; i++)
@@ -405,25 +387,38 @@ internal sealed class Anonymizer
                     distinct++;
                 }
                 slotCounts[slot] += counts[i];
+                if (slotHistograms is not null)
+                {
+                    for (var s = 0; s < d; s++)
+                    {
+                        slotHistograms[slot * d + s] += histograms![i * d + s];
+                    }
+                }
             }
             var outKeys = new long[distinct];
             var outCounts = new int[distinct];
+            var outHistograms = slotHistograms is null ? null : new int[distinct * d];
             for (int slot = 0, j = 0; slot < capacity; slot++)
             {
                 if (slotCounts[slot] != 0)
                 {
                     outKeys[j] = slotKeys[slot];
-                    outCounts[j++] = slotCounts[slot];
+                    outCounts[j] = slotCounts[slot];
+                    if (outHistograms is not null)
+                    {
+                        Array.Copy(slotHistograms!, slot * d, outHistograms, j * d, d);
+                    }
+                    j++;
                 }
             }
-            return new ClassTable(outKeys, outCounts);
+            return new ClassTable(outKeys, outCounts, outHistograms, d);
         }
 
         public int Code(int i, int shift, long mask) => (int)((Keys[i] >> shift) & mask);
     }
 
-    /// <summary>A metric from a node's class table (classes smaller than k are the suppressed ones).</summary>
-    private double Measure(int[] levels, ClassTable table, int k, int suppressed, LossMetric metric)
+    /// <summary>A metric from a node's class table and which of its classes are released (the others are suppressed).</summary>
+    private double Measure(int[] levels, ClassTable table, bool[] kept, int suppressed, LossMetric metric)
     {
         switch (metric)
         {
@@ -435,7 +430,7 @@ internal sealed class Anonymizer
                     var count = table.Counts[i];
                     for (var q = 0; q < _h.Length; q++)
                     {
-                        sums[q] += count < k ? count : count * _h[q].Shares[levels[q]][table.Code(i, _shift[q], _mask[q])];
+                        sums[q] += !kept[i] ? count : count * _h[q].Shares[levels[q]][table.Code(i, _shift[q], _mask[q])];
                     }
                 }
                 return Aggregate([.. sums.Select((sum, q) => Normalise(sum, q))]);
@@ -447,7 +442,7 @@ internal sealed class Anonymizer
                 var counts = _generalisedCounts.Value;
                 for (var i = 0; i < table.Keys.Length; i++)
                 {
-                    if (table.Counts[i] >= k)
+                    if (kept[i])
                     {
                         for (var q = 0; q < _h.Length; q++)
                         {
@@ -458,11 +453,11 @@ internal sealed class Anonymizer
                 return bits;
             }
             case LossMetric.Dm:
-                return table.Counts.Where(c => c >= k).Sum(c => (double)c * c) + (double)suppressed * _n;
+                return Enumerable.Range(0, kept.Length).Where(i => kept[i]).Sum(i => (double)table.Counts[i] * table.Counts[i]) + (double)suppressed * _n;
             case LossMetric.Aecs:
             {
-                var kept = table.Counts.Count(c => c >= k);
-                return kept == 0 ? _n : (double)(_n - suppressed) / kept;
+                var classes = kept.Count(x => x);
+                return classes == 0 ? _n : (double)(_n - suppressed) / classes;
             }
             case LossMetric.Height:
                 return levels.Sum();
@@ -476,21 +471,8 @@ internal sealed class Anonymizer
     /// <summary>The mean over attributes of level / highest level (an attribute without generalisation counts 0).</summary>
     private double PrecisionLoss(int[] levels) => Enumerable.Range(0, _h.Length).Average(q => _h[q].Height == 1 ? 0d : (double)levels[q] / (_h[q].Height - 1));
 
-    /// <summary>Whether <paramref name="high"/> is a generalisation of (or equal to) <paramref name="low"/>.</summary>
-    private static bool Dominates(int[] high, int[] low)
-    {
-        for (var i = 0; i < high.Length; i++)
-        {
-            if (high[i] < low[i])
-            {
-                return false;
-            }
-        }
-        return true;
-    }
-
     /// <summary>The loss a node would have without suppression (suppression never lowers it): computable without grouping, except for dm and aecs (0).</summary>
-    public double LowerBound(int[] levels, LossMetric metric) => metric switch
+    private double LowerBound(int[] levels, LossMetric metric) => metric switch
     {
         LossMetric.Loss => Aggregate([.. levels.Select((level, q) => _marginalLoss.Value[q][level])]),
         LossMetric.Entropy => levels.Select((level, q) => _marginalEntropy.Value[q][level]).Sum(),
@@ -631,7 +613,17 @@ internal sealed class Anonymizer
                 histogram[s]++;
             }
         }
-        if (model.L > 1 && histogram.Count(x => x > 0) < model.L)
+        return Diverse(histogram, c.Count, model);
+    }
+
+    private bool Diverse(ReadOnlySpan<int> histogram, int count, PrivacyModel model)
+    {
+        var distinct = 0;
+        foreach (var x in histogram)
+        {
+            distinct += x > 0 ? 1 : 0;
+        }
+        if (model.L > 1 && distinct < model.L)
         {
             return false;
         }
@@ -641,7 +633,7 @@ internal sealed class Anonymizer
             var distance = 0d;
             for (var s = 0; s < _sensitiveDomain; s++)
             {
-                distance += Math.Abs((double)histogram[s] / c.Count - _globalDistribution![s]);
+                distance += Math.Abs((double)histogram[s] / count - _globalDistribution![s]);
             }
             if (distance / 2 > tmax + 1e-12)
             {
