@@ -109,6 +109,32 @@ public sealed class AnonymizationTests
         }
     }
 
+    [Fact]
+    public void Quoted_csv_fields_with_separators_quotes_and_line_breaks_survive_the_release()
+    {
+        var dir = Directory.CreateTempSubdirectory("ward-kanon-csv-").FullName;
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "t.csv"),
+                "city;\"note; free text\"\r\n\"Paris; 1er\";\"said \"\"hello\"\"\"\r\n\"Paris; 2e\";\"two\nlines\"\r\nLyon;plain\r\nLyon;x\r\n");
+            File.WriteAllText(Path.Combine(dir, "t_hierarchy_city.csv"), "\"Paris; 1er\";Paris;*\n\"Paris; 2e\";Paris;*\nLyon;Lyon;*\n");
+            var settings = new TableSettings(Path.Combine(dir, "t.csv"), ';', dir, ["city"], new PrivacyModel(2, 0), LossMetric.Loss,
+                Path.Combine(dir, "o.csv"), Path.Combine(dir, "r.json"));
+            var outcome = TableAnonymization.Run(settings);
+            Assert.Equal([1], outcome.Best.Levels);
+            var released = Csv.Read(settings.Output, ';').ToList();
+            Assert.Equal(["city", "note; free text"], released[0]);
+            Assert.Equal(["Paris", "said \"hello\""], released[1]);
+            Assert.Equal(["Paris", "two\nlines"], released[2]);
+            Assert.Equal(["Lyon", "plain"], released[3]);
+            Assert.Equal(5, released.Count);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     /// <summary>A random small table over three attributes with hierarchies of 3, 2 and 4 levels.</summary>
     internal sealed record SmallTable(int[][] Rows, int[] Sensitive, int K, double Suppression, LossMetric Metric);
 

@@ -101,7 +101,7 @@ internal sealed class Hierarchy
                 ? $"No hierarchy for '{column}' in {folder}: expected a file named <prefix>_hierarchy_{column}.csv."
                 : $"Several hierarchies for '{column}' in {folder}: {string.Join(", ", files.Select(Path.GetFileName))}.");
         }
-        var rows = File.ReadLines(files[0]).Where(l => l.Length > 0).Select(l => l.Split(separator)).ToArray();
+        var rows = Csv.Read(files[0], separator).ToArray();
         if (rows.Length == 0)
         {
             throw new PrivacyException($"The hierarchy {files[0]} is empty.");

@@ -39,17 +39,15 @@ internal static class TableAnonymization
         {
             throw new PrivacyException("k and l must be at least 1, the suppression limit and t between 0 and 1.");
         }
-        var lines = File.ReadAllLines(s.Input).Where(l => l.Length > 0).ToList();
+        var lines = Csv.Read(s.Input, s.Separator).ToList();
         if (lines.Count < 2)
         {
             throw new PrivacyException($"{s.Input} holds no records (a header line, then one line per record).");
         }
-        var header = lines[0].Split(s.Separator);
-        var records = lines.Skip(1).Select((l, i) =>
-        {
-            var fields = l.Split(s.Separator);
-            return fields.Length == header.Length ? fields : throw new PrivacyException($"Line {i + 2} has {fields.Length} fields; the header has {header.Length}.");
-        }).ToList();
+        var header = lines[0];
+        var records = lines.Skip(1).Select((fields, i) => fields.Length == header.Length
+            ? fields
+            : throw new PrivacyException($"Record {i + 1} has {fields.Length} fields; the header has {header.Length}.")).ToList();
         int Column(string name) => Array.IndexOf(header, name) is var c and >= 0 ? c : throw new PrivacyException($"No column '{name}' in {s.Input} (columns: {string.Join(", ", header)}).");
         var qi = s.QuasiIdentifiers.Select(Column).ToArray();
         var hierarchies = s.QuasiIdentifiers.Select(q => Hierarchy.Load(s.HierarchyFolder, q, s.Separator)).ToArray();
@@ -83,23 +81,14 @@ internal static class TableAnonymization
     {
         var suppressedTuples = anonymizer.Release(best.Levels, s.Model).Where(c => c.Suppressed).SelectMany(c => c.Tuples).ToHashSet();
         using var writer = new StreamWriter(s.Output, false, new UTF8Encoding(false));
-        writer.WriteLine(string.Join(s.Separator, header));
-        var line = new StringBuilder();
+        writer.WriteLine(Csv.Line(header, s.Separator));
         foreach (var r in records)
         {
             var leaves = qi.Select((c, q) => h[q].Leaf(r[c], 0)).ToArray();
             var suppressed = suppressedTuples.Contains(anonymizer.TupleOf(leaves));
-            line.Clear();
-            for (var c = 0; c < r.Length; c++)
-            {
-                if (c > 0)
-                {
-                    line.Append(s.Separator);
-                }
-                var q = Array.IndexOf(qi, c);
-                line.Append(q < 0 ? r[c] : suppressed ? "*" : h[q].Values[best.Levels[q]][h[q].Map[best.Levels[q]][leaves[q]]]);
-            }
-            writer.WriteLine(line);
+            writer.WriteLine(Csv.Line(r.Select((value, c) => Array.IndexOf(qi, c) is var q and >= 0
+                ? suppressed ? "*" : h[q].Values[best.Levels[q]][h[q].Map[best.Levels[q]][leaves[q]]]
+                : value), s.Separator));
         }
     }
 
