@@ -334,6 +334,9 @@ internal sealed class Anonymizer
         [ThreadStatic]
         private static int[]? _slotHistograms;
 
+        [ThreadStatic]
+        private static int[]? _usedSlots;
+
         public ReadOnlySpan<int> Histogram(int i) => Histograms.AsSpan(i * D, D);
 
         /// <summary>Merges equal keys, summing their counts (and histograms).</summary>
@@ -349,23 +352,21 @@ internal sealed class Anonymizer
         private static ClassTable Merge(int length, long[] keys, int[] counts, int[]? histograms, int d, int shift, long mask, int[]? up)
         {
             var capacity = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)Math.Max(16, length * 2));
+            // The buffers are left all zero after each use (only the slots used are reset), so no call clears them whole.
             if (_slotKeys is null || _slotKeys.Length < capacity)
             {
                 _slotKeys = new long[capacity];
                 _slotCounts = new int[capacity];
+                _usedSlots = new int[capacity];
             }
-            if (histograms is not null && (_slotHistograms is null || _slotHistograms.Length < capacity * d))
+            if (histograms is not null && (_slotHistograms is null || _slotHistograms.Length < _slotKeys.Length * d))
             {
-                _slotHistograms = new int[capacity * d];
+                _slotHistograms = new int[_slotKeys.Length * d];
             }
             var slotKeys = _slotKeys;
             var slotCounts = _slotCounts!;
+            var used = _usedSlots!;
             var slotHistograms = histograms is null ? null : _slotHistograms!;
-            Array.Clear(slotCounts, 0, capacity);
-            if (slotHistograms is not null)
-            {
-                Array.Clear(slotHistograms, 0, capacity * d);
-            }
             var slotMask = capacity - 1;
             var distinct = 0;
             for (var i = 0; i < length; i++)
@@ -384,7 +385,7 @@ internal sealed class Anonymizer
                 if (slotCounts[slot] == 0)
                 {
                     slotKeys[slot] = key;
-                    distinct++;
+                    used[distinct++] = slot;
                 }
                 slotCounts[slot] += counts[i];
                 if (slotHistograms is not null)
@@ -398,17 +399,16 @@ internal sealed class Anonymizer
             var outKeys = new long[distinct];
             var outCounts = new int[distinct];
             var outHistograms = slotHistograms is null ? null : new int[distinct * d];
-            for (int slot = 0, j = 0; slot < capacity; slot++)
+            for (var j = 0; j < distinct; j++)
             {
-                if (slotCounts[slot] != 0)
+                var slot = used[j];
+                outKeys[j] = slotKeys[slot];
+                outCounts[j] = slotCounts[slot];
+                slotCounts[slot] = 0;
+                if (outHistograms is not null)
                 {
-                    outKeys[j] = slotKeys[slot];
-                    outCounts[j] = slotCounts[slot];
-                    if (outHistograms is not null)
-                    {
-                        Array.Copy(slotHistograms!, slot * d, outHistograms, j * d, d);
-                    }
-                    j++;
+                    Array.Copy(slotHistograms!, slot * d, outHistograms, j * d, d);
+                    Array.Clear(slotHistograms!, slot * d, d);
                 }
             }
             return new ClassTable(outKeys, outCounts, outHistograms, d);

@@ -4,7 +4,7 @@ namespace Ward.Core.Privacy;
 
 /// <summary>
 /// CSV as RFC 4180 writes it, with any one-character separator: fields may be quoted, a quoted field may hold the
-/// separator, line breaks and doubled quotes. Written fields are quoted only when they need it.
+/// separator, line breaks (read back as <c>\n</c>) and doubled quotes. Written fields are quoted only when they need it.
 /// </summary>
 internal static class Csv
 {
@@ -12,69 +12,76 @@ internal static class Csv
     public static IEnumerable<string[]> Read(string path, char separator)
     {
         using var reader = new StreamReader(path, Encoding.UTF8);
+        var number = 0;
+        while (reader.ReadLine() is { } line)
+        {
+            number++;
+            if (line.Length == 0)
+            {
+                continue;
+            }
+            if (!line.Contains('"', StringComparison.Ordinal))
+            {
+                yield return line.Split(separator);
+                continue;
+            }
+            // A quoted field may go on over the next lines: an odd number of quotes means one is still open.
+            var start = number;
+            var text = new StringBuilder(line);
+            while (text.ToString().Count(c => c == '"') % 2 == 1)
+            {
+                var next = reader.ReadLine() ?? throw new PrivacyException($"{Path.GetFileName(path)}, line {start}: a quoted field is not closed.");
+                number++;
+                text.Append('\n').Append(next);
+            }
+            yield return Fields(text.ToString(), separator, Path.GetFileName(path), start);
+        }
+    }
+
+    private static string[] Fields(string text, char separator, string file, int line)
+    {
         var fields = new List<string>();
         var field = new StringBuilder();
-        var line = 1;
-        while (reader.Peek() >= 0)
+        var i = 0;
+        while (true)
         {
-            fields.Clear();
-            var start = line;
-            while (true)
+            field.Clear();
+            if (i < text.Length && text[i] == '"')
             {
-                field.Clear();
-                var c = reader.Read();
-                if (c == '"')
+                i++;
+                while (true)
                 {
-                    while (true)
+                    if (text[i] == '"')
                     {
-                        c = reader.Read();
-                        if (c < 0)
+                        if (i + 1 < text.Length && text[i + 1] == '"')
                         {
-                            throw new PrivacyException($"{Path.GetFileName(path)}, line {start}: a quoted field is not closed.");
+                            field.Append('"');
+                            i += 2;
+                            continue;
                         }
-                        if (c == '"')
-                        {
-                            if (reader.Peek() != '"')
-                            {
-                                break;
-                            }
-                            reader.Read();
-                        }
-                        else if (c == '\n')
-                        {
-                            line++;
-                        }
-                        field.Append((char)c);
+                        i++;
+                        break;
                     }
-                    c = reader.Read();
-                    if (c >= 0 && c != separator && c != '\n' && c != '\r')
-                    {
-                        throw new PrivacyException($"{Path.GetFileName(path)}, line {line}: text after a closing quote.");
-                    }
+                    field.Append(text[i++]);
                 }
-                else
+                if (i < text.Length && text[i] != separator)
                 {
-                    while (c >= 0 && c != separator && c != '\n' && c != '\r')
-                    {
-                        field.Append((char)c);
-                        c = reader.Read();
-                    }
-                }
-                fields.Add(field.ToString());
-                if (c == '\r' && reader.Peek() == '\n')
-                {
-                    c = reader.Read();
-                }
-                if (c != separator)
-                {
-                    line++;
-                    break;
+                    throw new PrivacyException($"{file}, line {line}: text after a closing quote.");
                 }
             }
-            if (fields.Count > 1 || fields[0].Length > 0)
+            else
             {
-                yield return [.. fields];
+                var end = text.IndexOf(separator, i);
+                end = end < 0 ? text.Length : end;
+                field.Append(text, i, end - i);
+                i = end;
             }
+            fields.Add(field.ToString());
+            if (i >= text.Length)
+            {
+                return [.. fields];
+            }
+            i++; // the separator
         }
     }
 
