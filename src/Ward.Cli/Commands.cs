@@ -73,6 +73,8 @@ internal static class Commands
             { input, sep, hierarchies, qi, k, l, t, sensitive, suppression, metric, output, report };
         kanon.SetAction(pr => Run(() =>
         {
+            // A batch computation: throughput over pause times (no background GC).
+            System.Runtime.GCSettings.LatencyMode = System.Runtime.GCLatencyMode.Batch;
             var settings = new Ward.Core.Privacy.TableSettings(pr.GetValue(input)!, pr.GetValue(sep)![0], pr.GetValue(hierarchies)!,
                 pr.GetValue(qi)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
                 new Ward.Core.Privacy.PrivacyModel(pr.GetValue(k), pr.GetValue(suppression), pr.GetValue(l), pr.GetValue(t)),
