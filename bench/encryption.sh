@@ -4,6 +4,7 @@
 # Usage: bench/encryption.sh [READ_SECONDS] [ROUNDS]   (needs zstd and wrk: apt-get install zstd wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 seconds=${1:-20}
 rounds=${2:-3}
 baseline_commit=e6e3a0d
@@ -28,7 +29,7 @@ declare -A ward=(
 
 mkdir -p "$work/synthea"
 tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
-echo "== machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
+echo "== machine: $(machine)"
 $bench crypto 2
 
 run() { # variant round
@@ -56,7 +57,6 @@ for r in $(seq "$rounds"); do
         echo "round $r $v: ingest $i resources/s, reads $q req/s"
     done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 for v in plain encrypted; do
     echo "$v: median ingest $(echo "${ingest[$v]}" | median) resources/s, median reads $(echo "${reads[$v]}" | median) req/s"
 done

@@ -6,6 +6,7 @@
 # databases; each round gets a database of its own, dropped afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 seconds=${1:-20}
 rounds=${2:-3}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-ward}
@@ -19,7 +20,7 @@ ward="dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll"
 bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
 mkdir -p "$work/synthea"
 tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
-echo "== machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB; $(psql -d postgres -tAc 'SELECT version()' | cut -d, -f1)"
+echo "== machine: $(machine); $(psql -d postgres -tAc 'SELECT version()' | cut -d, -f1)"
 
 run() { # engine round
     local node="$work/node-$1-$2" db="ward_bench_$$_$2"
@@ -55,7 +56,6 @@ for r in $(seq "$rounds"); do
         echo "round $r $e: ingest $i resources/s, reads $q req/s (p99 $p99), search median $sm ms (p99 $sp ms)"
     done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 for e in sqlite postgres; do
     echo "$e: median ingest $(echo "${ingest[$e]}" | median) resources/s, reads $(echo "${reads[$e]}" | median) req/s, search $(echo "${search[$e]}" | median) ms"
 done

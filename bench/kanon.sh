@@ -4,12 +4,13 @@
 # Usage: bench/kanon.sh [RUNS]   (needs hyperfine: apt-get install hyperfine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 runs=${1:-10}
 data=${WARD_SHARED_DATA:-../shared/data}/adult
 work=$(mktemp -d /tmp/ward-kanon.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 dotnet build -c Release -v q -nologo src/Ward.Cli >/dev/null
-echo "== machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
+echo "== machine: $(machine)"
 hyperfine --warmup 2 --runs "$runs" \
     "dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll deid kanon --input $data/adult.csv --sep ';' --hierarchies $data \
      --qi sex,age,race,marital-status,education,native-country,workclass,occupation,salary-class --k 5 --suppression 0 --metric loss \

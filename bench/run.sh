@@ -3,6 +3,7 @@
 # Usage: bench/run.sh [SECONDS_FOR_WRK]   (needs zstd and wrk: apt-get install zstd wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 seconds=${1:-30}
 data=${WARD_SHARED_DATA:-../shared/data}
 work=$(mktemp -d /tmp/ward-bench.XXXXXX)
@@ -19,7 +20,7 @@ $ward init --data "$work/node" >/dev/null
 $ward serve --data "$work/node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
 
-echo "== machine: $(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
+echo "== machine: $(machine)"
 $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4
 $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null
 WARD_IDS="$work/ids.txt" wrk -t1 -c16 -d5s -s bench/reads.lua "http://127.0.0.1:$port" >/dev/null   # warm-up

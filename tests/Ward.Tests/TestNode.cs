@@ -114,8 +114,7 @@ public class TestNode : IAsyncLifetime, IDisposable
             p.Value = value ?? DBNull.Value;
             cmd.Parameters.Add(p);
         }
-        var result = cmd.ExecuteScalar();
-        return result is int i ? (long)i : result;
+        return cmd.ExecuteScalar();
     }
 
     /// <summary>Removes what a configuration made outside its folder (its PostgreSQL database).</summary>

@@ -70,7 +70,6 @@ internal sealed class Anonymizer
         _sensitive = sens?.Select(s => s.ToArray()).ToArray();
         _sensitiveDomain = sensitiveDomain;
         _marginalLoss = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => MarginalLoss(q, level)).ToArray())]);
-        _marginalEntropy = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level => Entropy(q, level)).ToArray())]);
         _generalisedCounts = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height).Select(level =>
         {
             var counts = new double[h.Values[level].Length];
@@ -80,7 +79,9 @@ internal sealed class Anonymizer
             }
             return counts;
         }).ToArray())]);
-        _originalBits = new(() => [.. _h.Select((h, q) => -Enumerable.Range(0, _tuples.Length).Sum(t => _counts[t] * Math.Log2(_generalisedCounts.Value[q][0][_tuples[t][q]])))]);
+        _originalBits = new(() => [.. _generalisedCounts.Value.Select(levels => -levels[0].Sum(c => c > 0 ? c * Math.Log2(c) : 0d))]);
+        _marginalEntropy = new(() => [.. _h.Select((h, q) => Enumerable.Range(0, h.Height)
+            .Select(level => _originalBits.Value[q] + _generalisedCounts.Value[q][level].Sum(c => c > 0 ? c * Math.Log2(c) : 0d)).ToArray())]);
         _shift = new int[_h.Length];
         _mask = new long[_h.Length];
         var bits = 0;
@@ -151,6 +152,7 @@ internal sealed class Anonymizer
     /// </summary>
     public (NodeResult? Best, int Evaluated) Greedy(PrivacyModel model, LossMetric metric)
     {
+        RequireSensitive(model);
         var current = Evaluate([.. _h.Select(h => h.Height - 1)], model, metric);
         var evaluated = 1;
         if (!current.Anonymous)
@@ -180,11 +182,16 @@ internal sealed class Anonymizer
     /// <summary>Finds the transformation with the least information loss that satisfies the model; null when none does.</summary>
     public (NodeResult? Best, int Evaluated) Optimum(PrivacyModel model, LossMetric metric)
     {
+        RequireSensitive(model);
+        return (RollUp(model, metric), checked((int)LatticeSize));
+    }
+
+    private void RequireSensitive(PrivacyModel model)
+    {
         if (_globalDistribution is null && model.NeedsSensitive)
         {
             throw new PrivacyException("l-diversity and t-closeness need a sensitive column.");
         }
-        return (RollUp(model, metric), checked((int)LatticeSize));
     }
 
     /// <summary>
@@ -527,10 +534,11 @@ internal sealed class Anonymizer
     }
 
     /// <summary>
-    /// Non-uniform entropy of one attribute at a level: Σ over records of log2(|records sharing the generalised value| /
-    /// |records sharing the original value|); a suppressed record (in <paramref name="classes"/>) counts as '*', shared by all n.
+    /// Non-uniform entropy of one attribute at a level, counted record by record (the reference for the class-table
+    /// formula): Σ log2(|records sharing the generalised value| / |records sharing the original value|), a suppressed
+    /// record counting as '*', shared by all n.
     /// </summary>
-    private double Entropy(int q, int level, List<EquivalenceClass>? classes = null)
+    private double Entropy(int q, int level, List<EquivalenceClass> classes)
     {
         var h = _h[q];
         var original = new double[h.DomainSize];
@@ -541,12 +549,12 @@ internal sealed class Anonymizer
             generalised[h.Map[level][_tuples[t][q]]] += _counts[t];
         }
         var sum = 0d;
-        foreach (var (tuples, suppressed) in classes?.Select(c => ((IEnumerable<int>)c.Tuples, c.Suppressed)) ?? [(Enumerable.Range(0, _tuples.Length), false)])
+        foreach (var c in classes)
         {
-            foreach (var t in tuples)
+            foreach (var t in c.Tuples)
             {
                 var leaf = _tuples[t][q];
-                sum += _counts[t] * Math.Log2((suppressed ? _n : generalised[h.Map[level][leaf]]) / original[leaf]);
+                sum += _counts[t] * Math.Log2((c.Suppressed ? _n : generalised[h.Map[level][leaf]]) / original[leaf]);
             }
         }
         return sum;

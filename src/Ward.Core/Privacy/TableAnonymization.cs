@@ -71,22 +71,24 @@ internal static class TableAnonymization
                 + "allow more suppression, lower k, l or raise t, or give the hierarchies more levels.");
         }
         var before = anonymizer.Classes(new int[qi.Length]).Select(c => c.Count).ToArray();
-        Write(s, header, records, qi, hierarchies, anonymizer, best);
+        Write(s, header, records, rows, qi, hierarchies, anonymizer, best);
         var outcome = new Outcome(best, Risk.Of(before, s.RiskThreshold), Risk.Of(best.ClassSizes, s.RiskThreshold), evaluated, anonymizer.LatticeSize, optimal, s.QuasiIdentifiers);
         WriteReport(s, outcome, records.Count);
         return outcome;
     }
 
-    private static void Write(TableSettings s, string[] header, List<string[]> records, int[] qi, Hierarchy[] h, Anonymizer anonymizer, NodeResult best)
+    /// <param name="rows">Each record's quasi-identifiers as leaf codes, as the search read them.</param>
+    private static void Write(TableSettings s, string[] header, List<string[]> records, List<int[]> rows, int[] qi, Hierarchy[] h, Anonymizer anonymizer, NodeResult best)
     {
         var suppressedTuples = anonymizer.Release(best.Levels, s.Model).Where(c => c.Suppressed).SelectMany(c => c.Tuples).ToHashSet();
+        var qiOfColumn = Enumerable.Range(0, header.Length).Select(c => Array.IndexOf(qi, c)).ToArray();
         using var writer = new StreamWriter(s.Output, false, new UTF8Encoding(false));
         writer.WriteLine(Csv.Line(header, s.Separator));
-        foreach (var r in records)
+        for (var r = 0; r < records.Count; r++)
         {
-            var leaves = qi.Select((c, q) => h[q].Leaf(r[c], 0)).ToArray();
+            var leaves = rows[r];
             var suppressed = suppressedTuples.Contains(anonymizer.TupleOf(leaves));
-            writer.WriteLine(Csv.Line(r.Select((value, c) => Array.IndexOf(qi, c) is var q and >= 0
+            writer.WriteLine(Csv.Line(records[r].Select((value, c) => qiOfColumn[c] is var q and >= 0
                 ? suppressed ? "*" : h[q].Values[best.Levels[q]][h[q].Map[best.Levels[q]][leaves[q]]]
                 : value), s.Separator));
         }

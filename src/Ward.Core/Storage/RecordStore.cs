@@ -97,7 +97,7 @@ internal abstract partial class RecordStore : IDisposable
         try
         {
             using var session = OpenRead();
-            return Convert.ToInt32(session.Scalar("SELECT max(version) FROM schema_migration", []), CultureInfo.InvariantCulture);
+            return SchemaVersionOf(session);
         }
         catch (Exception e) when (IsTransient(e))
         {
@@ -106,7 +106,10 @@ internal abstract partial class RecordStore : IDisposable
         }
     }
 
-    public int SchemaVersion => Read(s => Convert.ToInt32(s.Scalar("SELECT max(version) FROM schema_migration", []), CultureInfo.InvariantCulture));
+    public int SchemaVersion => Read(SchemaVersionOf);
+
+    private static int SchemaVersionOf(StoreSession session) =>
+        Convert.ToInt32(session.Scalar("SELECT max(version) FROM schema_migration", []), CultureInfo.InvariantCulture);
 
     /// <summary>The id of the master key the database's data keys are wrapped under.</summary>
     public string MasterKeyId() => Read(s => (string)s.Scalar("SELECT master_kid FROM keyring", [])!);

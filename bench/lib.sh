@@ -1,0 +1,9 @@
+# Shared by the benchmark scripts (sourced, not run).
+
+# One line naming the machine the figures were measured on.
+machine() {
+    echo "$(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
+}
+
+# The median of the numbers on standard input (separated by spaces or lines).
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
