@@ -13,7 +13,7 @@ using Ward.Server;
 namespace Ward.Cli;
 
 /// <summary>The <c>ward</c> command line.</summary>
-internal static class Commands
+internal static partial class Commands
 {
     private static Option<string> DataOption(bool required = true) => new("--data", "-d")
     {
@@ -32,6 +32,9 @@ internal static class Commands
         root.Add(Keys());
         root.Add(Patient());
         root.Add(Deid());
+        root.Add(Users());
+        root.Add(Clients());
+        root.Add(Token());
         return root;
     }
 
@@ -138,6 +141,7 @@ internal static class Commands
             {
                 using var store = RecordStore.Open(config, create: true);
                 location = store.Location;
+                Ward.Server.Identity.OidcKeys.Load(config);
             }
             catch when (fresh)
             {
@@ -151,6 +155,8 @@ internal static class Commands
             AnsiConsole.MarkupLineInterpolated($"  master key     {config.MasterKeyPath}");
             AnsiConsole.MarkupLine("  [yellow]Keep an offline copy of the master key: without it the records cannot be read, even from backups.[/]");
             AnsiConsole.MarkupLineInterpolated($"  TLS            {config.Resolve(config.Tls.Certificate!)} (self-signed, for development)");
+            AnsiConsole.MarkupLineInterpolated($"  token keys     {config.Resolve("keys")}/oidc-signing.pem, oidc-encryption.key");
+            AnsiConsole.MarkupLine("Add people with 'ward users add' and applications with 'ward clients add'; every FHIR request needs an access token.");
             AnsiConsole.MarkupLineInterpolated($"Next: ward serve --data {pr.GetValue(data)}");
             return 0;
         }));

@@ -5,22 +5,32 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
+using Ward.Core.Access;
 using Ward.Core.Fhir;
+using Ward.Server.Identity;
 
 namespace Ward.Server;
 
 /// <summary>The HTTP face of the FHIR API: turns HTTP into <see cref="FhirRequest"/>s and responses back into HTTP.</summary>
-internal sealed partial class FhirEndpoint(FhirEngine engine, ILogger<FhirEndpoint> log)
+internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens tokens, ILogger<FhirEndpoint> log, bool requireTokens)
 {
     private const string FhirJsonType = "application/fhir+json; charset=utf-8";
     private const string FhirXmlType = "application/fhir+xml; charset=utf-8";
+
+    /// <summary>The caller of <c>/metadata</c>, the one FHIR route open without a token: it reaches no data.</summary>
+    private static readonly AccessGrant Anonymous = new("anonymous", null, null, SmartScopes.Parse(""), null, null);
 
     public async System.Threading.Tasks.Task HandleAsync(HttpContext http)
     {
         var xml = WantsXml(http.Request);
         try
         {
-            var request = await ReadAsync(http);
+            var caller = await AuthenticateAsync(http);
+            if (caller is null)
+            {
+                return;
+            }
+            var request = await ReadAsync(http, caller);
             var response = await engine.HandleAsync(request, http.RequestAborted);
             await WriteAsync(http, response, request, xml);
         }
@@ -44,7 +54,45 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, ILogger<FhirEndpoi
         }
     }
 
-    private static async Task<FhirRequest> ReadAsync(HttpContext http)
+    /// <summary>
+    /// The caller's grant from the bearer token; without a valid one, answers 401 with <c>WWW-Authenticate</c> (RFC 6750)
+    /// and an OperationOutcome, and returns null. Only <c>GET /metadata</c> needs no token.
+    /// </summary>
+    private async Task<AccessGrant?> AuthenticateAsync(HttpContext http)
+    {
+        if (!requireTokens)
+        {
+            return AccessGrant.Operator;
+        }
+        var header = http.Request.Headers.Authorization.ToString();
+        if (header.Length == 0 && http.Request.Method is "GET" or "HEAD" && (http.GetRouteValue("path") as string ?? "").Trim('/') == "metadata")
+        {
+            return Anonymous;
+        }
+        string? error = null;
+        if (header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) && header.Length > 7)
+        {
+            var (grant, refused) = await tokens.ValidateAsync(header[7..].Trim(), http.RequestAborted);
+            if (grant is not null)
+            {
+                return grant;
+            }
+            error = refused;
+        }
+        else if (header.Length > 0)
+        {
+            error = "The Authorization header must be 'Bearer <access token>'.";
+        }
+        http.Response.StatusCode = StatusCodes.Status401Unauthorized;
+        http.Response.Headers.WWWAuthenticate = error is null
+            ? "Bearer realm=\"ward\""
+            : $"Bearer realm=\"ward\", error=\"invalid_token\", error_description=\"{error}\"";
+        await WriteBodyAsync(http, FhirJson.Serialize(Outcomes.Error(OperationOutcome.IssueType.Login, error
+            ?? "This FHIR API needs an access token (Authorization: Bearer ...). Get one from the authorization server (see /.well-known/smart-configuration).")), WantsXml(http.Request));
+        return null;
+    }
+
+    private static async Task<FhirRequest> ReadAsync(HttpContext http, AccessGrant caller)
     {
         var req = http.Request;
         var path = (http.GetRouteValue("path") as string ?? "").Trim('/');
@@ -99,6 +147,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, ILogger<FhirEndpoi
             Return = prefer.Return,
             Strict = prefer.Strict,
             BaseUrl = $"{req.Scheme}://{req.Host}{req.PathBase}/fhir",
+            Caller = caller,
         };
     }
 

@@ -8,14 +8,19 @@ using Microsoft.Extensions.Logging;
 using Ward.Core.Fhir;
 using Ward.Core.Node;
 using Ward.Core.Storage;
+using Ward.Server.Identity;
 
 namespace Ward.Server;
 
 /// <summary>Builds the node's web host: Kestrel on the configured addresses, the FHIR API under <c>/fhir</c>.</summary>
 internal static class WardServer
 {
+    /// <summary>The CORS policy of the FHIR API and the token endpoint: origins of registered clients only.</summary>
+    public const string BrowserApps = "browser-apps";
+
     /// <param name="logging">Replaces the console log provider (tests capture logs); the levels stay those of production.</param>
-    public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null)
+    /// <param name="requireTokens">Only the read benchmark turns this off, to measure what token checks cost; no command or setting can.</param>
+    public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null, bool requireTokens = true)
     {
         var endpoints = ParseUrls(urls, config);
         var builder = WebApplication.CreateSlimBuilder();
@@ -52,13 +57,38 @@ internal static class WardServer
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton<FhirEngine>();
-        builder.Services.AddSingleton<FhirEndpoint>();
+        var keys = OidcKeys.Load(config);
+        builder.Services.AddSingleton(keys);
+        builder.Services.AddSingleton<AccessTokens>();
+        builder.Services.AddSingleton<ClientOrigins>();
+        builder.Services.AddSingleton(sp => new FhirEndpoint(sp.GetRequiredService<FhirEngine>(), sp.GetRequiredService<AccessTokens>(),
+            sp.GetRequiredService<ILogger<FhirEndpoint>>(), requireTokens));
+        IdentitySetup.AddServer(builder.Services, config, keys);
+        builder.Services.AddCors(o => o.AddPolicy(BrowserApps, policy => policy
+            .SetIsOriginAllowed(origin => false)
+            .AllowAnyHeader()
+            .AllowAnyMethod()
+            .WithExposedHeaders("Location", "Content-Location", "ETag", "Last-Modified", "WWW-Authenticate")));
+        builder.Services.AddOptions<Microsoft.AspNetCore.Cors.Infrastructure.CorsOptions>().Configure<ClientOrigins>((o, origins) =>
+            o.GetPolicy(BrowserApps)!.IsOriginAllowed = origins.IsAllowed);
         var app = builder.Build();
         store.Keys.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Crypto");
         store.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Storage");
+        var tokens = app.Services.GetRequiredService<AccessTokens>();
+        tokens.GrantIsValid = async (id, ct) =>
+        {
+            await using var scope = app.Services.CreateAsyncScope();
+            var authorizations = scope.ServiceProvider.GetRequiredService<OpenIddict.Abstractions.IOpenIddictAuthorizationManager>();
+            return await authorizations.FindByIdAsync(id, ct) is { } found && await authorizations.HasStatusAsync(found, OpenIddict.Abstractions.OpenIddictConstants.Statuses.Valid, ct);
+        };
+        app.UseCors();
+        app.UseRateLimiter();
+        app.UseAuthentication();
         var fhir = app.Services.GetRequiredService<FhirEndpoint>();
-        app.Map("/fhir/{**path}", fhir.HandleAsync);
-        app.Map("/fhir", fhir.HandleAsync);
+        app.Map("/fhir/{**path}", fhir.HandleAsync).RequireCors(BrowserApps);
+        app.Map("/fhir", fhir.HandleAsync).RequireCors(BrowserApps);
+        SmartEndpoints.Map(app);
+        LoginPages.Map(app);
         app.MapGet("/health", () => store.TryGetSchemaVersion() is { } schema
             ? Results.Json(new HealthReport("ok", CapabilityStatementBuilder.SoftwareVersion, schema, store.Engine.ToString().ToLowerInvariant()), HealthJson.Default.HealthReport)
             : Results.Json(new HealthReport("database unavailable", CapabilityStatementBuilder.SoftwareVersion, null, store.Engine.ToString().ToLowerInvariant()),

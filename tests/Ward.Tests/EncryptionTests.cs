@@ -226,6 +226,7 @@ public abstract class EncryptionTests(TestNode node)
             Query = [],
             Resource = resource,
             BaseUrl = "http://localhost/fhir",
+            Caller = Ward.Core.Access.AccessGrant.Operator,
         }, CancellationToken.None);
         Assert.True(response.Status is 200 or 201);
         return resource.Id!;

@@ -12,7 +12,7 @@ public abstract class JavaScriptClientTests(TestNode node)
         var folder = Path.Combine(TestData.RepoRoot, "tests", "js");
         Assert.True(Directory.Exists(Path.Combine(folder, "node_modules", "fhir-kit-client")),
             "fhir-kit-client is not installed: run 'npm ci --prefix tests/js' (.ci/run does).");
-        var start = new ProcessStartInfo("node", ["smoke.mjs", node.BaseUrl])
+        var start = new ProcessStartInfo("node", ["smoke.mjs", node.BaseUrl, node.Token(TestNode.AdminGrant)])
         {
             WorkingDirectory = folder,
             RedirectStandardOutput = true,

@@ -6,9 +6,11 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Ward.Core.Access;
 using Ward.Core.Node;
 using Ward.Core.Storage;
 using Ward.Server;
+using Ward.Server.Identity;
 
 namespace Ward.Tests;
 
@@ -57,7 +59,30 @@ public class TestNode : IAsyncLifetime, IDisposable
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         BaseUrl = address.TrimEnd('/') + "/fhir";
+        Origin = address.TrimEnd('/');
         Http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.None }) { Timeout = TimeSpan.FromMinutes(5) };
+        Http.DefaultRequestHeaders.Authorization = new("Bearer", Token(AdminGrant));
+    }
+
+    /// <summary>The server's origin (scheme, host, port): the authorization server's base.</summary>
+    public string Origin { get; private set; } = "";
+
+    /// <summary>What the default client of the tests may do: everything, as a backend service of the operator.</summary>
+    internal static readonly AccessGrant AdminGrant = new("test-operator", "test-operator", "service", SmartScopes.Parse("system/*.cruds"), null, null);
+
+    /// <summary>An access token of this node for a grant, made with its signing key (as <c>ward token</c> does).</summary>
+    internal string Token(AccessGrant grant, TimeSpan? lifetime = null, DateTimeOffset? at = null) =>
+        _app!.Services.GetRequiredService<AccessTokens>().Issue(grant, lifetime ?? TimeSpan.FromMinutes(60), "urn:ward:test", at);
+
+    /// <summary>A new HTTP client with its own token (or none).</summary>
+    internal HttpClient NewHttp(string? token)
+    {
+        var http = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.None }) { Timeout = TimeSpan.FromMinutes(5) };
+        if (token is not null)
+        {
+            http.DefaultRequestHeaders.Authorization = new("Bearer", token);
+        }
+        return http;
     }
 
     /// <summary>

@@ -1,8 +1,12 @@
-// Smoke test with fhir-kit-client against a running Ward node: node smoke.mjs <fhir-base-url>
+// Smoke test with fhir-kit-client against a running Ward node: node smoke.mjs <fhir-base-url> <access-token>
 import Client from 'fhir-kit-client';
 import assert from 'node:assert/strict';
 
-const client = new Client({ baseUrl: process.argv[2] });
+const anonymous = new Client({ baseUrl: process.argv[2] });
+await assert.rejects(anonymous.search({ resourceType: 'Patient' }), (e) => e.response.status === 401
+  && e.response.data.resourceType === 'OperationOutcome', 'without a token, 401 with an OperationOutcome');
+
+const client = new Client({ baseUrl: process.argv[2], bearerToken: process.argv[3] });
 
 const meta = await client.capabilityStatement();
 assert.equal(meta.resourceType, 'CapabilityStatement');

@@ -62,6 +62,7 @@ internal sealed partial class FhirEngine
             Return = outer.Return,
             Strict = outer.Strict,
             BaseUrl = outer.BaseUrl,
+            Caller = outer.Caller,
         };
     }
 
@@ -120,7 +121,7 @@ internal sealed partial class FhirEngine
                 var e = entries[i];
                 try
                 {
-                    done[i] = plan.Creates[i] is { } prepared ? Apply(session, prepared) : Dispatch(e, session);
+                    done[i] = plan.Creates[i] is { } prepared ? Apply(session, prepared, e.Caller) : Dispatch(e, session);
                 }
                 catch (FhirException f)
                 {
@@ -161,6 +162,7 @@ internal sealed partial class FhirEngine
                         throw FhirException.PreconditionFailed($"Entry {i}: ifNoneExist '{e.IfNoneExist}' matches more than one {e.Path}.");
                     }
                     var existing = s.LoadCurrent(found)[0];
+                    PermitRead(s, e.Caller, existing.Type, existing.Id);
                     id = existing.Id;
                     plan.Responses[i] = Ok(existing);
                 }

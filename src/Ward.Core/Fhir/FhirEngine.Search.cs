@@ -29,7 +29,7 @@ internal sealed partial class FhirEngine
                 : Convert.ToInt64(session.Scalar($"SELECT count(*) FROM resource r WHERE {where}", sql.Args), CultureInfo.InvariantCulture);
         }
         var included = query.Includes.Count + query.RevIncludes.Count > 0 && matches.Count > 0
-            ? session.LoadCurrent(SqlSearch.Includes(session, query, matches))
+            ? session.LoadCurrent(SqlSearch.Includes(session, query, matches)).Where(v => Visible(session, request.Caller, v)).ToList()
             : [];
 
         var path = query.CompartmentPatient is { } pid ? $"Patient/{pid}/{query.Type}" : query.Type;
@@ -221,6 +221,11 @@ internal sealed partial class FhirEngine
                     $"SELECT DISTINCT t.rid FROM ix_reference x JOIN resource t ON t.type = x.target_type AND t.id = x.target_id WHERE t.deleted = 0 AND x.rid IN ({string.Join(',', chunk)})", []));
             }
             referenced.Sort();
+            if (request.Caller.ReachOf("*", Access.Interaction.Read) == Access.Reach.Patient)
+            {
+                // What the compartment refers to may belong to another patient (a linked or related person's record).
+                referenced = session.LoadCurrent(referenced).Where(v => Visible(session, request.Caller, v)).Select(v => v.Rid).ToList();
+            }
             all.AddRange(referenced.Where(seen.Add));
         }
         var filtered = all;

@@ -3,6 +3,7 @@ using System.Net;
 using System.Text.Json.Nodes;
 using Hl7.Fhir.Model;
 using Hl7.Fhir.Rest;
+using Ward.Core.Access;
 using Ward.Core.Search;
 using Ward.Core.Storage;
 
@@ -31,7 +32,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             // A plain create depends on nothing stored: serialise and index it before taking the write lock.
             create = Prepare(request.Path, NewId(), RequireResource(request, request.Path), null, "POST");
         }
-        return await store.WriteAsync(s => create is null ? Dispatch(request, s) : Apply(s, create), ct);
+        return await store.WriteAsync(s => create is null ? Dispatch(request, s) : Apply(s, create, request.Caller), ct);
     }
 
     /// <summary>Routes one interaction within a session (the writer's, for writes).</summary>
@@ -43,6 +44,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             case ("GET", 1) when segments[0] == "metadata":
                 return FhirResponse.Of(200, CapabilityStatementBuilder.Bytes);
             case ("GET", 1) when segments[0] == "_history":
+                PermitHistory(request.Caller, null);
                 return History(s, request, null, null);
             case ("POST", 0):
                 throw FhirException.BadRequest("A batch or transaction cannot be nested in another.");
@@ -57,35 +59,45 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported, $"'{type}' is not a FHIR R4 resource type.");
         }
         CheckId(segments);
+        var caller = request.Caller;
         switch (request.Method, segments.Length)
         {
             case ("GET", 1):
-                return Search(s, request, SearchQuery.Parse(type, request.Query, request.Strict));
             case ("POST", 2) when segments[1] == "_search":
-                return Search(s, request, SearchQuery.Parse(type, request.Query, request.Strict));
+                return Search(s, request, SearchQuery.Parse(type, request.Query, request.Strict, SearchCompartment(caller, type, null)));
             case ("POST", 1):
+                Permit(caller, type, Interaction.Create);
                 return Create(s, type, RequireResource(request, type), request.IfNoneExist, request);
             case ("PUT", 1):
+                Permit(caller, type, Interaction.Update);
                 return ConditionalUpdate(s, type, request);
             case ("DELETE", 1):
+                Permit(caller, type, Interaction.Delete);
                 return ConditionalDelete(s, type, request);
             case ("GET", 2) when segments[1] == "_history":
+                PermitHistory(caller, type);
                 return History(s, request, type, null);
             case ("GET", 2):
+                PermitRead(s, caller, type, segments[1]);
                 return Read(s, request, type, segments[1]);
             case ("PUT", 2):
+                Permit(caller, type, Interaction.Update);
                 return Update(s, type, segments[1], RequireResource(request, type), request.IfMatch, request);
             case ("PATCH", 2):
+                Permit(caller, type, Interaction.Update);
                 return Patch(s, type, segments[1], request);
             case ("DELETE", 2):
-                return Delete(s, type, segments[1]);
+                return Delete(s, type, segments[1], caller);
             case ("GET", 3) when segments[2] == "_history":
+                PermitRead(s, caller, type, segments[1]);
                 return History(s, request, type, segments[1]);
             case ("GET", 3) when type == "Patient" && segments[2] == "$everything":
+                PermitEverything(caller, segments[1]);
                 return Everything(s, request, segments[1]);
             case ("GET", 3) when type == "Patient" && SearchParameters.IsKnownType(segments[2]):
-                return Search(s, request, SearchQuery.Parse(segments[2], request.Query, request.Strict, segments[1]));
+                return Search(s, request, SearchQuery.Parse(segments[2], request.Query, request.Strict, SearchCompartment(caller, segments[2], segments[1])));
             case ("GET", 4) when segments[2] == "_history":
+                PermitRead(s, caller, type, segments[1]);
                 return VRead(s, type, segments[1], segments[3]);
         }
         throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported,
@@ -173,6 +185,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             if (existing.Count == 1)
             {
                 var found = s.LoadCurrent(existing)[0];
+                PermitRead(s, request.Caller, found.Type, found.Id);
                 return Ok(found);
             }
             if (existing.Count > 1)
@@ -181,7 +194,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             }
         }
         var id = assignedId ?? NewId();
-        return Store(s, type, id, resource, null, "POST");
+        return Store(s, type, id, resource, null, "POST", request.Caller);
     }
 
     private FhirResponse Update(StoreSession s, string type, string id, Resource resource, string? ifMatch, FhirRequest request)
@@ -196,7 +209,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         }
         var current = s.GetCurrent(type, id);
         CheckIfMatch(type, id, ifMatch, current);
-        return Store(s, type, id, resource, current, "PUT");
+        return Store(s, type, id, resource, current, "PUT", request.Caller);
     }
 
     private static void CheckIfMatch(string type, string id, string? ifMatch, CurrentInfo? current)
@@ -217,8 +230,8 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         }
     }
 
-    private FhirResponse Store(StoreSession s, string type, string id, Resource resource, CurrentInfo? current, string method) =>
-        Apply(s, Prepare(type, id, resource, current, method));
+    private FhirResponse Store(StoreSession s, string type, string id, Resource resource, CurrentInfo? current, string method, AccessGrant caller) =>
+        Apply(s, Prepare(type, id, resource, current, method), caller);
 
     /// <summary>A version ready to be written: the CPU-heavy part (serialisation, indexing), done outside the write lock where possible.</summary>
     private sealed record PreparedVersion(string Type, string Id, CurrentInfo? Current, int Version, long Ticks, string Method, byte[] Bytes, IndexSet Index);
@@ -234,8 +247,9 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         return new PreparedVersion(type, id, current, version, now, method, FhirJson.Serialize(resource), Indexer.Index(resource, store.Keys.Blind));
     }
 
-    private static FhirResponse Apply(StoreSession s, PreparedVersion p)
+    private static FhirResponse Apply(StoreSession s, PreparedVersion p, AccessGrant caller)
     {
+        PermitWrite(s, caller, p.Type, p.Id, p.Current, p.Method == "POST" ? Interaction.Create : Interaction.Update, p.Index);
         s.Put(p.Type, p.Id, p.Current, p.Version, p.Ticks, p.Method, p.Bytes, p.Index);
         return new FhirResponse
         {
@@ -247,9 +261,10 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         };
     }
 
-    private FhirResponse Delete(StoreSession s, string type, string id)
+    private FhirResponse Delete(StoreSession s, string type, string id, AccessGrant caller)
     {
         var current = s.GetCurrent(type, id);
+        PermitWrite(s, caller, type, id, current, Interaction.Delete, null);
         if (current is null)
         {
             throw FhirException.NotFound($"{type}/{id} does not exist.");
@@ -279,7 +294,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
                 {
                     throw FhirException.Conflict($"No {type} matches the criteria, but {type}/{resource.Id} named in the body exists.");
                 }
-                return Store(s, type, resource.Id ?? NewId(), resource, null, "PUT");
+                return Store(s, type, resource.Id ?? NewId(), resource, null, "PUT", request.Caller);
             case 1:
                 var current = s.LoadCurrent(matches)[0];
                 if (resource.Id is not null && resource.Id != current.Id)
@@ -288,7 +303,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
                 }
                 var info = s.GetCurrent(type, current.Id);
                 CheckIfMatch(type, current.Id, request.IfMatch, info);
-                return Store(s, type, current.Id, resource, info, "PUT");
+                return Store(s, type, current.Id, resource, info, "PUT", request.Caller);
             default:
                 throw FhirException.PreconditionFailed($"The conditional update criteria match {matches.Count} {type} resources; they must match at most one.");
         }
@@ -304,7 +319,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         return matches.Count switch
         {
             0 => new FhirResponse { Status = 204 },
-            1 => Delete(s, type, s.LoadCurrent(matches)[0].Id),
+            1 => Delete(s, type, s.LoadCurrent(matches)[0].Id, request.Caller),
             _ => throw FhirException.PreconditionFailed($"The conditional delete criteria match {matches.Count} {type} resources; this server deletes one at a time."),
         };
     }
@@ -331,7 +346,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             throw new FhirException(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.Processing,
                 "The patch must not change the resource type or id.");
         }
-        return Store(s, type, id, resource, info, "PATCH");
+        return Store(s, type, id, resource, info, "PATCH", request.Caller);
     }
 
     private static string NewId() => Guid.NewGuid().ToString();

@@ -30,6 +30,9 @@ internal sealed class FhirException(HttpStatusCode status, OperationOutcome.Issu
     public static FhirException PreconditionFailed(string message) =>
         new(HttpStatusCode.PreconditionFailed, OperationOutcome.IssueType.Conflict, message);
 
+    public static FhirException Forbidden(string message) =>
+        new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);
+
     public static FhirException NotSupported(string message) =>
         new(HttpStatusCode.BadRequest, OperationOutcome.IssueType.NotSupported, message);
 }

@@ -20,6 +20,8 @@ internal sealed class FhirRequest
     public DateTimeOffset? IfModifiedSince { get; init; }
     public ReturnPreference Return { get; init; } = ReturnPreference.Representation;
     public bool Strict { get; init; }
+    /// <summary>Who asks, and what their token grants: checked for every interaction, batch and transaction entries included.</summary>
+    public required Access.AccessGrant Caller { get; init; }
     /// <summary>The absolute FHIR base URL the client used, for fullUrl and paging links.</summary>
     public required string BaseUrl { get; init; }
 

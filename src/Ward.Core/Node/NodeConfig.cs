@@ -17,6 +17,7 @@ internal sealed class NodeConfig
     public string Urls { get; set; } = "http://127.0.0.1:8080";
     public long MaxRequestBodyBytes { get; set; } = 64L * 1024 * 1024;
     public TlsConfig Tls { get; set; } = new();
+    public RateLimitConfig RateLimits { get; set; } = new();
 
     /// <summary>The master key file; the environment variable <c>WARD_MASTER_KEY_FILE</c> overrides it.</summary>
     public string MasterKeyFile { get; set; } = "keys/master.key";
@@ -142,6 +143,13 @@ internal sealed class TlsConfig
     /// <summary>PEM certificate file; TLS is configured when both files are named and exist.</summary>
     public string? Certificate { get; set; }
     public string? Key { get; set; }
+}
+
+/// <summary>Requests per minute and client address on the sign-in pages and the token endpoint (429 beyond).</summary>
+internal sealed class RateLimitConfig
+{
+    public int LoginPerMinute { get; set; } = 20;
+    public int TokenPerMinute { get; set; } = 120;
 }
 
 /// <summary>A node-level failure the operator must fix (missing node, bad configuration): printed, never a stack trace.</summary>

@@ -108,6 +108,7 @@ internal sealed class Importer(FhirEngine engine)
                         Resource = bundle,
                         Return = ReturnPreference.Minimal,
                         BaseUrl = ImportBase,
+                        Caller = Access.AccessGrant.Operator,
                     }, ct);
                     CountResponses(bundle, response.Body!, summary, file);
                 }

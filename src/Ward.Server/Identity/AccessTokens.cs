@@ -1,0 +1,170 @@
+using System.Collections.Concurrent;
+using System.Security.Claims;
+using System.Text.Json;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
+using Ward.Core.Access;
+
+namespace Ward.Server.Identity;
+
+/// <summary>
+/// Access tokens: JWTs (<c>typ: at+jwt</c>, RS256) signed with the node's key, issued by the authorization server or by
+/// <c>ward token</c>, and checked here for every FHIR request. The signature is the trust anchor (no other issuer's token
+/// can verify with the node's key). A token once verified is remembered until it expires, so that the hot path is one
+/// dictionary lookup; tokens bound to a grant (an OpenIddict authorization) are re-checked against the database at
+/// most every <see cref="RecheckEvery"/>, so that a revoked grant stops working within that time.
+/// </summary>
+internal sealed class AccessTokens
+{
+    public static readonly TimeSpan RecheckEvery = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan Skew = TimeSpan.FromSeconds(30);
+    private const int MaxCached = 50_000;
+
+    private readonly JsonWebTokenHandler _handler = new() { MapInboundClaims = false };
+    private readonly TokenValidationParameters _parameters;
+    private readonly OidcKeys _keys;
+    private readonly TimeProvider _clock;
+    private readonly ConcurrentDictionary<string, Verified> _verified = new(StringComparer.Ordinal);
+
+    public AccessTokens(OidcKeys keys, TimeProvider clock)
+    {
+        _keys = keys;
+        _clock = clock;
+        _parameters = new TokenValidationParameters
+        {
+            IssuerSigningKey = keys.Signing,
+            ValidAlgorithms = [SecurityAlgorithms.RsaSha256],
+            ValidTypes = ["at+jwt", "application/at+jwt"],
+            ValidateIssuer = false,
+            ValidateAudience = false,
+            // Lifetime is checked below against the node's TimeProvider.
+            ValidateLifetime = false,
+            RequireExpirationTime = true,
+            RequireSignedTokens = true,
+        };
+    }
+
+    /// <summary>Whether a grant (OpenIddict authorization id) is still valid; set by the server, null where there is none.</summary>
+    public Func<string, CancellationToken, Task<bool>>? GrantIsValid { get; set; }
+
+    private sealed record Verified(AccessGrant Grant, DateTimeOffset Expires, DateTimeOffset NotBefore, string? GrantId, DateTimeOffset RecheckAt);
+
+    /// <summary>The grant a token carries, or the reason it is refused (for the WWW-Authenticate error_description).</summary>
+    public async ValueTask<(AccessGrant? Grant, string? Error)> ValidateAsync(string token, CancellationToken ct)
+    {
+        var now = _clock.GetUtcNow();
+        if (_verified.TryGetValue(token, out var known))
+        {
+            if (now >= known.Expires + Skew)
+            {
+                _verified.TryRemove(token, out _);
+                return (null, "The access token expired.");
+            }
+            if (known.GrantId is null || now < known.RecheckAt)
+            {
+                return (known.Grant, null);
+            }
+        }
+        Verified verified;
+        if (known is null)
+        {
+            var result = await _handler.ValidateTokenAsync(token, _parameters);
+            if (!result.IsValid || result.SecurityToken is not JsonWebToken jwt)
+            {
+                return (null, "The access token is not valid: it is malformed, of another type, or not signed by this node.");
+            }
+            var expires = new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero);
+            var notBefore = jwt.ValidFrom == DateTime.MinValue ? DateTimeOffset.MinValue : new DateTimeOffset(jwt.ValidFrom, TimeSpan.Zero);
+            if (now >= expires + Skew)
+            {
+                return (null, "The access token expired.");
+            }
+            if (now + Skew < notBefore)
+            {
+                return (null, "The access token is not valid yet.");
+            }
+            if (Grant(result.ClaimsIdentity) is not { } grant)
+            {
+                return (null, "The access token lacks a subject or carries scopes this node does not know.");
+            }
+            var grantId = result.ClaimsIdentity.FindFirst("oi_au_id")?.Value;
+            verified = new Verified(grant, expires, notBefore, grantId, now);
+        }
+        else
+        {
+            verified = known;
+        }
+        if (verified.GrantId is { } id && GrantIsValid is { } check && !await check(id, ct))
+        {
+            _verified.TryRemove(token, out _);
+            return (null, "The access token's grant was revoked.");
+        }
+        if (_verified.Count >= MaxCached)
+        {
+            _verified.Clear();
+        }
+        _verified[token] = verified with { RecheckAt = now + RecheckEvery };
+        return (verified.Grant, null);
+    }
+
+    private static AccessGrant? Grant(ClaimsIdentity identity)
+    {
+        var subject = identity.FindFirst("sub")?.Value;
+        var scopes = string.Join(' ', identity.FindAll("scope").Select(c => c.Value));
+        if (subject is null || !SmartScopes.TryParse(scopes, out var parsed, out _))
+        {
+            return null;
+        }
+        return new AccessGrant(subject, identity.FindFirst("client_id")?.Value, identity.FindFirst(Claims.Role)?.Value, parsed,
+            identity.FindFirst(Claims.Patient)?.Value, identity.FindFirst(Claims.FhirUser)?.Value);
+    }
+
+    /// <summary>
+    /// A token made on the node itself (<c>ward token</c>, tests and benchmarks): the same format and key as the
+    /// authorization server's, but bound to no grant.
+    /// </summary>
+    public string Issue(AccessGrant grant, TimeSpan lifetime, string issuer, DateTimeOffset? at = null)
+    {
+        var now = at ?? _clock.GetUtcNow();
+        var claims = new Dictionary<string, object>
+        {
+            ["sub"] = grant.Subject,
+            ["scope"] = grant.Scopes.ToString(),
+            ["jti"] = Guid.NewGuid().ToString("N"),
+        };
+        if (grant.ClientId is { } client)
+        {
+            claims["client_id"] = client;
+        }
+        if (grant.Role is { } role)
+        {
+            claims[Claims.Role] = role;
+        }
+        if (grant.Patient is { } patient)
+        {
+            claims[Claims.Patient] = patient;
+        }
+        if (grant.FhirUser is { } fhirUser)
+        {
+            claims[Claims.FhirUser] = fhirUser;
+        }
+        return _handler.CreateToken(new SecurityTokenDescriptor
+        {
+            TokenType = "at+jwt",
+            Issuer = issuer,
+            Claims = claims,
+            IssuedAt = now.UtcDateTime,
+            NotBefore = now.UtcDateTime,
+            Expires = (now + lifetime).UtcDateTime,
+            SigningCredentials = new SigningCredentials(_keys.Signing, SecurityAlgorithms.RsaSha256),
+        });
+    }
+
+    /// <summary>The claims Ward adds to tokens besides the registered ones.</summary>
+    public static class Claims
+    {
+        public const string Role = "ward_role";
+        public const string Patient = "patient";
+        public const string FhirUser = "fhirUser";
+    }
+}

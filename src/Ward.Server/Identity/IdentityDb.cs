@@ -1,0 +1,110 @@
+using Microsoft.AspNetCore.Identity;
+using Microsoft.AspNetCore.Identity.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore;
+using Ward.Core.Node;
+
+namespace Ward.Server.Identity;
+
+/// <summary>A person who signs in: staff (with a role and usually a Practitioner) or a patient (with their Patient).</summary>
+internal sealed class WardUser : IdentityUser
+{
+    /// <summary>One of <see cref="Roles.All"/>.</summary>
+    public string Role { get; set; } = "";
+
+    /// <summary>The FHIR resource the user is (<c>Practitioner/ID</c>, <c>Patient/ID</c>), the SMART <c>fhirUser</c>.</summary>
+    public string? FhirUser { get; set; }
+
+    /// <summary>A disabled account cannot sign in nor obtain tokens; it is kept for the audit trail.</summary>
+    public bool Disabled { get; set; }
+}
+
+/// <summary>A client assertion (<c>private_key_jwt</c>) already used: its <c>jti</c> may not come back before it expires.</summary>
+internal sealed class UsedAssertion
+{
+    /// <summary>Client id and jti, hashed (SHA-256, hex) so that the key length is bounded whatever the client sends.</summary>
+    public string Id { get; set; } = "";
+    public DateTime ExpiresUtc { get; set; }
+}
+
+/// <summary>
+/// Identity data in the node's own database (SQLite file or PostgreSQL): ASP.NET Core Identity's users, OpenIddict's
+/// applications, authorizations, scopes and tokens, and the used client assertions. Its tables are created by the
+/// node's numbered migrations (never by EF), whose SQL a test keeps equal to this model.
+/// </summary>
+internal sealed class IdentityDb(DbContextOptions<IdentityDb> options) : IdentityDbContext<WardUser>(options)
+{
+    public DbSet<UsedAssertion> UsedAssertions => Set<UsedAssertion>();
+
+    protected override void OnModelCreating(ModelBuilder builder)
+    {
+        base.OnModelCreating(builder);
+        builder.UseOpenIddict();
+        builder.Entity<UsedAssertion>(e =>
+        {
+            e.ToTable("WardUsedAssertions");
+            e.HasKey(a => a.Id);
+            e.Property(a => a.Id).HasMaxLength(64);
+            e.HasIndex(a => a.ExpiresUtc);
+        });
+    }
+
+    /// <summary>Points EF at the node's database.</summary>
+    public static void Configure(DbContextOptionsBuilder options, NodeConfig config)
+    {
+        if (config.IsPostgres)
+        {
+            options.UseNpgsql(config.Database);
+        }
+        else
+        {
+            options.UseSqlite($"Data Source={config.DatabasePath};Default Timeout=30");
+        }
+        options.UseOpenIddict();
+    }
+
+    /// <summary>The DDL that EF would create for this model on an engine (what migration 3 must equal).</summary>
+    public static string CreateScript(bool postgres)
+    {
+        var options = new DbContextOptionsBuilder<IdentityDb>();
+        if (postgres)
+        {
+            options.UseNpgsql("Host=localhost");
+        }
+        else
+        {
+            options.UseSqlite("Data Source=:memory:");
+        }
+        options.UseOpenIddict();
+        using var db = new IdentityDb(options.Options);
+        return db.Database.GenerateCreateScript();
+    }
+
+    /// <summary>A context for commands that run outside the web host (<c>ward users</c>, <c>ward clients</c>).</summary>
+    public static IdentityDb Open(NodeConfig config)
+    {
+        var options = new DbContextOptionsBuilder<IdentityDb>();
+        Configure(options, config);
+        return new IdentityDb(options.Options);
+    }
+}
+
+/// <summary>The roles of the node (the policy engine gives them their meaning).</summary>
+internal static class Roles
+{
+    public const string Patient = "patient";
+    public const string Service = "service";
+
+    public static readonly IReadOnlyList<string> All =
+        ["clinician", "nurse", "management", "public-health", "researcher", "patient", "security-officer", "dpo", "admin", "service"];
+
+    /// <summary>Staff must sign in with a second factor (TOTP); patients may choose to.</summary>
+    public static bool IsStaff(string role) => role is not (Patient or Service);
+
+    public static void Check(string role)
+    {
+        if (!All.Contains(role))
+        {
+            throw new NodeException($"'{role}' is not a role of this node: {string.Join(", ", All)}.");
+        }
+    }
+}
