@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.IdentityModel.JsonWebTokens;
+using OpenIddict.Abstractions;
 using OpenIddict.Server;
 using static OpenIddict.Abstractions.OpenIddictConstants;
 
@@ -52,6 +53,54 @@ internal sealed class ClientAssertionRules(IdentityDb db, TimeProvider clock) : 
         catch (DbUpdateException)
         {
             context.Reject(Errors.InvalidClient, "The client assertion was already used (jti replay).");
+        }
+    }
+}
+
+/// <summary>
+/// SMART Backend Services fixes the client assertion's header to <c>typ: JWT</c>, while OpenIddict expects the newer
+/// <c>client-authentication+jwt</c> (and takes a <c>JWT</c> for an identity token). For the client assertion only, and only
+/// when the header says <c>JWT</c>, this lets Microsoft.IdentityModel accept that type (signature, issuer, audience and
+/// lifetime checks all stay), and <see cref="RestoreType"/> then gives the principal back its client assertion type.
+/// SMART also names the token endpoint as the assertion's audience, which is added to the audiences OpenIddict accepts.
+/// </summary>
+internal static class SmartAssertionType
+{
+    private const string Marker = "ward:smart-jwt-assertion";
+
+    internal sealed class Accept : IOpenIddictServerHandler<OpenIddictServerEvents.ValidateTokenContext>
+    {
+        public ValueTask HandleAsync(OpenIddictServerEvents.ValidateTokenContext context)
+        {
+            if (context.TokenValidationParameters is not { ValidTypes: { } types } parameters || !types.Contains(JsonWebTokenTypes.ClientAuthentication)
+                || !context.ValidTokenTypes.Contains(TokenTypeIdentifiers.Private.ClientAssertion))
+            {
+                return ValueTask.CompletedTask;
+            }
+            // SMART: "aud: the FHIR authorization server's token URL" (OpenIddict accepts its issuer identifier).
+            if (context.Transaction.BaseUri is { } baseUri && context.ValidAudiences.Count > 0)
+            {
+                context.ValidAudiences.Add(new Uri(baseUri, "connect/token").AbsoluteUri);
+            }
+            if (context.Token is { Length: > 0 } token && new JsonWebTokenHandler().CanReadToken(token) && new JsonWebToken(token).Typ == "JWT")
+            {
+                parameters.ValidTypes = ["JWT"];
+                context.Transaction.Properties[Marker] = true;
+            }
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    internal sealed class RestoreType : IOpenIddictServerHandler<OpenIddictServerEvents.ValidateTokenContext>
+    {
+        public ValueTask HandleAsync(OpenIddictServerEvents.ValidateTokenContext context)
+        {
+            if (context.Principal is { } principal && context.ValidTokenTypes.Contains(TokenTypeIdentifiers.Private.ClientAssertion)
+                && context.Transaction.Properties.Remove(Marker))
+            {
+                principal.SetTokenType(TokenTypeIdentifiers.Private.ClientAssertion);
+            }
+            return ValueTask.CompletedTask;
         }
     }
 }

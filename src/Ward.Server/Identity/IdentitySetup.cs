@@ -106,6 +106,10 @@ internal static class IdentitySetup
             // SMART scopes are open-ended (every resource type): Ward checks them itself against each client's registration.
             o.DisableScopeValidation();
             o.IgnoreScopePermissions();
+            o.AddEventHandler<OpenIddictServerEvents.ValidateTokenContext>(h => h.UseSingletonHandler<SmartAssertionType.Accept>()
+                .SetOrder(OpenIddictServerHandlers.Protection.ValidateIdentityModelToken.Descriptor.Order - 500));
+            o.AddEventHandler<OpenIddictServerEvents.ValidateTokenContext>(h => h.UseSingletonHandler<SmartAssertionType.RestoreType>()
+                .SetOrder(OpenIddictServerHandlers.Protection.ValidatePrincipal.Descriptor.Order - 500));
             o.AddEventHandler<OpenIddictServerEvents.ProcessAuthenticationContext>(h =>
                 h.UseScopedHandler<ClientAssertionRules>().SetOrder(OpenIddictServerHandlers.ValidateClientAssertionWellknownClaims.Descriptor.Order + 500));
             o.UseAspNetCore()

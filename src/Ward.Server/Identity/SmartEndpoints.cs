@@ -324,7 +324,10 @@ internal static class SmartEndpoints
             identity.SetDestinations(_ => [Destinations.AccessToken]);
             var principal = new ClaimsPrincipal(identity);
             principal.SetAccessTokenLifetime(BackendTokenLifetime);
-            return Results.SignIn(principal, properties: null, OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
+            // SMART Backend Services: the token response always names the granted scopes.
+            var granted = new AuthenticationProperties();
+            granted.Parameters[Parameters.Scope] = scopes.ToString();
+            return Results.SignIn(principal, granted, OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
         }
         if (request.IsAuthorizationCodeGrantType() || request.IsRefreshTokenGrantType())
         {
