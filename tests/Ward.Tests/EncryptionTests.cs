@@ -106,6 +106,35 @@ public abstract class EncryptionTests(TestNode node)
     }
 
     [Fact]
+    public async Task A_data_key_made_by_a_rolled_back_transaction_never_seals_or_opens_another_patients_records()
+    {
+        // The first transaction makes a new patient's key, then fails: its key id may be given to the next key (SQLite
+        // reuses it), so nothing remembered about the discarded key may be used for the next one.
+        var failing = new
+        {
+            resourceType = "Bundle",
+            type = "transaction",
+            entry = new object[]
+            {
+                new { request = new { method = "POST", url = "Patient" }, resource = new { resourceType = "Patient", gender = "female" } },
+                new { request = new { method = "PUT", url = "Observation/x" }, resource = new { resourceType = "Patient", gender = "male" } },
+            },
+        };
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, (await node.Http.PostAsync(node.BaseUrl, JsonContent(failing))).StatusCode);
+        for (var i = 0; i < 3; i++)
+        {
+            var created = await node.Http.PostAsync(node.BaseUrl + "/Patient", JsonContent(new { resourceType = "Patient", gender = "other" }));
+            Assert.Equal(System.Net.HttpStatusCode.Created, created.StatusCode);
+            var read = await node.Http.GetAsync(created.Headers.Location!);
+            Assert.Equal(System.Net.HttpStatusCode.OK, read.StatusCode);
+            Assert.Equal(System.Net.HttpStatusCode.OK, (await node.Http.GetAsync(node.BaseUrl + "/Patient?_count=1&_sort=-_lastUpdated")).StatusCode);
+        }
+    }
+
+    private static StringContent JsonContent(object value) =>
+        new(System.Text.Json.JsonSerializer.Serialize(value), Encoding.UTF8, "application/fhir+json");
+
+    [Fact]
     public async Task Same_content_twice_gives_different_ciphertexts_bound_to_their_patients_keys()
     {
         var a = await Create("""{"resourceType":"Patient","gender":"other"}""");

@@ -22,10 +22,12 @@ internal sealed partial class KeyRing
     private const byte EnvelopeVersion = 1;
 
     private readonly ConcurrentDictionary<string, byte[]> _masters = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<long, byte[]> _dataKeys = new();
+    // Unwrapped keys and ciphers are remembered by key id *and* wrapped key: a key id can name another key later (SQLite
+    // reuses the id of a key whose transaction rolled back), and the wrapped key, with its random nonce, never repeats.
+    private readonly ConcurrentDictionary<long, (byte[] Wrapped, byte[] Key)> _dataKeys = new();
     // AesGcm instances are not thread-safe and cost about a microsecond to set up: each thread keeps its own per key.
     // Reads never reach an erased key's cipher: the store checks the key row on every read.
-    private readonly ThreadLocal<Dictionary<long, AesGcm>> _ciphers = new(() => []);
+    private readonly ThreadLocal<Dictionary<long, (byte[] Wrapped, AesGcm Cipher)>> _ciphers = new(() => []);
     private const int MaxCiphersPerThread = 4096;
     private readonly Lock _reload = new();
 
@@ -113,12 +115,12 @@ internal sealed partial class KeyRing
     /// <summary>The data key of <paramref name="kid"/>, unwrapped once and then kept in memory.</summary>
     public byte[] DataKey(long kid, string masterKid, string kind, string owner, byte[] wrapped)
     {
-        if (_dataKeys.TryGetValue(kid, out var key))
+        if (_dataKeys.TryGetValue(kid, out var known) && known.Wrapped.AsSpan().SequenceEqual(wrapped))
         {
-            return key;
+            return known.Key;
         }
-        key = Unwrap(masterKid, kid, kind, owner, wrapped);
-        _dataKeys[kid] = key;
+        var key = Unwrap(masterKid, kid, kind, owner, wrapped);
+        _dataKeys[kid] = (wrapped, key);
         return key;
     }
 
@@ -143,34 +145,48 @@ internal sealed partial class KeyRing
     }
 
     /// <summary>The cipher of an already unwrapped data key, if this thread has one.</summary>
-    public bool TryGetCipher(long kid, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out AesGcm? cipher) => _ciphers.Value!.TryGetValue(kid, out cipher);
+    public bool TryGetCipher(long kid, ReadOnlySpan<byte> wrapped, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out AesGcm? cipher)
+    {
+        if (_ciphers.Value!.TryGetValue(kid, out var known) && known.Wrapped.AsSpan().SequenceEqual(wrapped))
+        {
+            cipher = known.Cipher;
+            return true;
+        }
+        cipher = null;
+        return false;
+    }
 
-    /// <summary>This thread's cipher for a data key (from <see cref="DataKey"/>).</summary>
-    public AesGcm Cipher(long kid, byte[] key)
+    /// <summary>This thread's cipher for a data key (from <see cref="DataKey"/>, or just created with its wrapped form).</summary>
+    public AesGcm Cipher(long kid, byte[] key, byte[] wrapped)
     {
         var ciphers = _ciphers.Value!;
-        if (!ciphers.TryGetValue(kid, out var cipher))
+        if (ciphers.TryGetValue(kid, out var known))
         {
-            if (ciphers.Count >= MaxCiphersPerThread)
+            if (known.Wrapped.AsSpan().SequenceEqual(wrapped))
             {
-                foreach (var c in ciphers.Values)
-                {
-                    c.Dispose();
-                }
-                ciphers.Clear();
+                return known.Cipher;
             }
-            cipher = new AesGcm(key, TagSize);
-            ciphers[kid] = cipher;
+            known.Cipher.Dispose();
         }
+        else if (ciphers.Count >= MaxCiphersPerThread)
+        {
+            foreach (var c in ciphers.Values)
+            {
+                c.Cipher.Dispose();
+            }
+            ciphers.Clear();
+        }
+        var cipher = new AesGcm(key, TagSize);
+        ciphers[kid] = (wrapped, cipher);
         return cipher;
     }
 
     /// <summary>Forgets an unwrapped key (after its erasure).</summary>
     public void Forget(long kid)
     {
-        if (_dataKeys.TryRemove(kid, out var key))
+        if (_dataKeys.TryRemove(kid, out var known))
         {
-            CryptographicOperations.ZeroMemory(key);
+            CryptographicOperations.ZeroMemory(known.Key);
         }
     }
 

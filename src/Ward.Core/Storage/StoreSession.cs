@@ -166,11 +166,12 @@ internal sealed class StoreSession : IDisposable
         {
             throw new RecordErasedException(type, id);
         }
-        if (!Keys.TryGetCipher(kid, out var cipher))
+        var wrapped = (byte[])r.GetValue(9);
+        if (!Keys.TryGetCipher(kid, wrapped, out var cipher))
         {
             try
             {
-                cipher = Keys.Cipher(kid, Keys.DataKey(kid, r.IsDBNull(10) ? "" : r.GetString(10), r.GetString(11), r.GetString(12), (byte[])r.GetValue(9)));
+                cipher = Keys.Cipher(kid, Keys.DataKey(kid, r.IsDBNull(10) ? "" : r.GetString(10), r.GetString(11), r.GetString(12), wrapped), wrapped);
             }
             catch (KeyIntegrityException)
             {
@@ -276,9 +277,9 @@ internal sealed class StoreSession : IDisposable
         if (data is not null)
         {
             var owner = index?.Owner;
-            var (k, key) = WriteKey(owner is null ? SharedKind : PatientKind, owner ?? "", lastUpdatedTicks);
+            var (k, key, wrapped) = WriteKey(owner is null ? SharedKind : PatientKind, owner ?? "", lastUpdatedTicks);
             kid = k;
-            envelope = KeyRing.Seal(Keys.Cipher(k, key), k, type, id, version, data);
+            envelope = KeyRing.Seal(Keys.Cipher(k, key, wrapped), k, type, id, version, data);
         }
         var deleted = index is null;
         if (_pending is not null)
@@ -384,7 +385,7 @@ internal sealed class StoreSession : IDisposable
     // ------------------------------------------------------------------ keys
 
     /// <summary>The live data key of (kind, owner), created and wrapped under the current master key on first use.</summary>
-    private (long Kid, byte[] Key) WriteKey(string kind, string owner, long ticks)
+    private (long Kid, byte[] Key, byte[] Wrapped) WriteKey(string kind, string owner, long ticks)
     {
         // Remembered for this transaction only: a bundle's resources mostly share one patient, and batched writes stay batched.
         _writeKeys ??= [];
@@ -395,30 +396,33 @@ internal sealed class StoreSession : IDisposable
         return _writeKeys[(kind, owner)] = LoadOrCreateKey(kind, owner, ticks);
     }
 
-    private Dictionary<(string Kind, string Owner), (long Kid, byte[] Key)>? _writeKeys;
+    private Dictionary<(string Kind, string Owner), (long Kid, byte[] Key, byte[] Wrapped)>? _writeKeys;
 
-    private (long Kid, byte[] Key) LoadOrCreateKey(string kind, string owner, long ticks)
+    private (long Kid, byte[] Key, byte[] Wrapped) LoadOrCreateKey(string kind, string owner, long ticks)
     {
         using (var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = @k AND owner = @o AND wrapped IS NOT NULL", ("@k", kind), ("@o", owner)).ExecuteReader())
         {
             if (reader.Read())
             {
                 var kid = reader.GetInt64(0);
-                return (kid, Keys.DataKey(kid, reader.GetString(1), kind, owner, (byte[])reader.GetValue(2)));
+                var wrapped = (byte[])reader.GetValue(2);
+                return (kid, Keys.DataKey(kid, reader.GetString(1), kind, owner, wrapped), wrapped);
             }
         }
         var key = KeyRing.NewDataKey();
-        return (CreateKey(kind, owner, key, ticks), key);
+        var (created, wrappedKey) = CreateKey(kind, owner, key, ticks);
+        return (created, key, wrappedKey);
     }
 
-    private long CreateKey(string kind, string owner, byte[] key, long ticks)
+    private (long Kid, byte[] Wrapped) CreateKey(string kind, string owner, byte[] key, long ticks)
     {
         // Read under the write lock: a rotation that committed before this transaction has already switched it.
         var masterKid = (string)Cmd("SELECT master_kid FROM keyring", []).ExecuteScalar()!;
         var kid = Convert.ToInt64(Cmd("INSERT INTO data_key (kind, owner, wrapped, master_kid, created) VALUES (@k, @o, @w, @m, @c) RETURNING kid",
             ("@k", kind), ("@o", owner), ("@w", Array.Empty<byte>()), ("@m", masterKid), ("@c", ticks)).ExecuteScalar(), CultureInfo.InvariantCulture);
-        Cmd("UPDATE data_key SET wrapped = @w WHERE kid = @i", ("@w", Keys.Wrap(masterKid, kid, kind, owner, key)), ("@i", kid)).ExecuteNonQuery();
-        return kid;
+        var wrapped = Keys.Wrap(masterKid, kid, kind, owner, key);
+        Cmd("UPDATE data_key SET wrapped = @w WHERE kid = @i", ("@w", wrapped), ("@i", kid)).ExecuteNonQuery();
+        return (kid, wrapped);
     }
 
     /// <summary>
