@@ -9,6 +9,7 @@ using Ward.Core.Node;
 using Ward.Core.Storage;
 using Ward.Core.Transfer;
 using Ward.Server;
+using Ward.Server.Identity;
 
 namespace Ward.Cli;
 
@@ -281,33 +282,44 @@ internal static partial class Commands
             var fresh = !File.Exists(Path.Combine(dir, NodeConfig.FileName));
             var config = fresh ? NodeConfig.Init(dir, "ward-demo") : NodeConfig.Load(dir);
             using var store = RecordStore.Open(config);
+            List<DemoIdentity.Credential> credentials;
             if (fresh)
             {
                 var samples = Path.Combine(AppContext.BaseDirectory, "samples", "synthea");
                 AnsiConsole.MarkupLineInterpolated($"Created demo node in {config.DataDir}; loading the Synthea sample patients from {samples}");
                 await ImportAsync(store, [samples], ct);
+                credentials = await DemoIdentity.CreateAsync(config, store, ct);
             }
             else
             {
                 AnsiConsole.MarkupLineInterpolated($"Reusing the demo node in {config.DataDir}");
+                credentials = DemoIdentity.Load(config);
             }
             var listen = pr.GetValue(urls) ?? config.Urls;
             var @base = WardServer.ParseUrls(listen, config)[0];
             var url = $"{(@base.Https ? "https" : "http")}://{(@base.Address.ToString() == "0.0.0.0" ? "127.0.0.1" : @base.Address)}:{@base.Port}/fhir";
+            string token;
+            await using (var accounts = Ward.Server.Identity.Accounts.Open(config))
+            {
+                token = await accounts.IssueTokenAsync("demo-clinician", null, "user/*.rs", Ward.Server.Identity.Accounts.MaxTokenMinutes, ct);
+            }
             // Plain lines, not a panel: the example requests must stay copyable at any terminal width.
             Console.WriteLine($"""
 
                 Ward demo node: FHIR R4 at {url}
                 Data folder: {config.DataDir} (run 'ward demo' again to reuse it; delete it to start afresh)
-
-                Try:
+                """);
+            DemoIdentity.Print(config, credentials, url, token);
+            Console.WriteLine($"""
+                Try (every request but /metadata needs the token):
                   curl -s {url}/metadata | head -c 300
-                  curl -s '{url}/Patient?_summary=true&_count=5'
-                  curl -s '{url}/Patient?family=shanahan'
-                  curl -s '{url}/Observation?code=http://loinc.org|8302-2&_sort=-date&_count=3'
-                  curl -s '{url}/Encounter?patient.family=bartell&_include=Encounter:participant'
-                  curl -s '{url}/Patient?_has:Condition:patient:code=http://snomed.info/sct|444814009'
-                  curl -s '{url}/Patient/<id>/$everything'
+                  curl -s -H "Authorization: Bearer $TOKEN" '{url}/Patient?_summary=true&_count=5'
+                  curl -s -H "Authorization: Bearer $TOKEN" '{url}/Patient?family=shanahan'
+                  curl -s -H "Authorization: Bearer $TOKEN" '{url}/Observation?code=http://loinc.org|8302-2&_sort=-date&_count=3'
+                  curl -s -H "Authorization: Bearer $TOKEN" '{url}/Encounter?patient.family=bartell&_include=Encounter:participant'
+                  curl -s -H "Authorization: Bearer $TOKEN" '{url}/Patient?_has:Condition:patient:code=http://snomed.info/sct|444814009'
+                  curl -s -H "Authorization: Bearer $TOKEN" '{url}/Patient/<id>/$everything'
+                  curl -s '{url}/Patient'     (401: no token)
 
                 """);
             await ServeAsync(config, store, listen, ct);

@@ -150,3 +150,98 @@ internal static partial class Commands
         return cmd;
     }
 }
+
+/// <summary>
+/// The demo node's people and app: one user per role (staff with an authenticator already enrolled, so that the printed
+/// key works at once), the patient linked to a sample patient, and a public SMART client. Their credentials are written
+/// once to <c>demo-credentials.txt</c> (0600) in the demo folder and printed at every start.
+/// </summary>
+internal static class DemoIdentity
+{
+    public const string FileName = "demo-credentials.txt";
+    public const string ClientId = "demo-app";
+    public const string RedirectUri = "http://127.0.0.1:9090/callback";
+
+    internal sealed record Credential(string User, string Role, string Password, string? Totp);
+
+    public static async Task<List<Credential>> CreateAsync(NodeConfig config, Ward.Core.Storage.RecordStore store, CancellationToken ct)
+    {
+        var engine = new Ward.Core.Fhir.FhirEngine(store, TimeProvider.System);
+        var patient = await FirstAsync(engine, "Patient", ct);
+        var practitioner = await FirstAsync(engine, "Practitioner", ct);
+        var list = new List<Credential>();
+        await using var accounts = Accounts.Open(config);
+        foreach (var role in Roles.All.Where(r => r != Roles.Service))
+        {
+            var user = "demo-" + role;
+            var password = Microsoft.IdentityModel.Tokens.Base64UrlEncoder.Encode(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12));
+            var fhirUser = role == Roles.Patient ? patient : role is "clinician" or "nurse" ? practitioner : null;
+            await accounts.AddUserAsync(user, role, fhirUser, password, ct);
+            list.Add(new Credential(user, role, password, Roles.IsStaff(role) ? await accounts.EnrolAuthenticatorAsync(user) : null));
+        }
+        await accounts.AddClientAsync(ClientId, ClientKind.Public, [RedirectUri],
+            "openid fhirUser launch/patient offline_access patient/*.rs user/*.rs", null, "Ward demo app", ct);
+        var lines = list.Select(c => $"{c.User}\t{c.Role}\t{c.Password}\t{c.Totp ?? "-"}");
+        NodeConfig.WritePrivate(Path.Combine(config.DataDir, FileName), "# user\trole\tpassword\tTOTP key (base32)\n" + string.Join('\n', lines) + "\n");
+        return list;
+    }
+
+    public static List<Credential> Load(NodeConfig config)
+    {
+        var path = Path.Combine(config.DataDir, FileName);
+        if (!File.Exists(path))
+        {
+            return [];
+        }
+        return File.ReadAllLines(path).Where(l => l.Length > 0 && l[0] != '#').Select(l => l.Split('\t'))
+            .Select(f => new Credential(f[0], f[1], f[2], f[3] == "-" ? null : f[3])).ToList();
+    }
+
+    private static async Task<string?> FirstAsync(Ward.Core.Fhir.FhirEngine engine, string type, CancellationToken ct)
+    {
+        var response = await engine.HandleAsync(new Ward.Core.Fhir.FhirRequest
+        {
+            Method = "GET",
+            Path = type,
+            Query = [new("_count", "1"), new("_sort", "_id")],
+            BaseUrl = "http://localhost/fhir",
+            Caller = Ward.Core.Access.AccessGrant.Operator,
+        }, ct);
+        using var bundle = System.Text.Json.JsonDocument.Parse(response.Body);
+        return bundle.RootElement.TryGetProperty("entry", out var entries) && entries.GetArrayLength() > 0
+            ? $"{type}/{entries[0].GetProperty("resource").GetProperty("id").GetString()}"
+            : null;
+    }
+
+    /// <summary>What a newcomer needs to sign in: every account, the clinician's key as a QR code, a token for curl.</summary>
+    public static void Print(NodeConfig config, List<Credential> credentials, string fhirBase, string token)
+    {
+        if (credentials.Count == 0)
+        {
+            return;
+        }
+        var origin = fhirBase[..^"/fhir".Length];
+        Console.WriteLine($"""
+            Sign in at {origin}/account/login (every staff account has an authenticator already: add its key to an app such as
+            FreeOTP, Aegis or Google Authenticator, then enter the 6-digit code it shows). Credentials are in {Path.Combine(config.DataDir, FileName)}.
+
+            """);
+        foreach (var c in credentials)
+        {
+            Console.WriteLine($"  {c.User,-24} password {c.Password}   {(c.Totp is null ? "(no second factor)" : "TOTP key " + Totp.Group(c.Totp))}");
+        }
+        if (credentials.FirstOrDefault(c => c.Role == "clinician") is { Totp: { } key } clinician)
+        {
+            Console.WriteLine($"\nTOTP key of {clinician.User}, for your authenticator app:\n");
+            Console.WriteLine(Totp.QrText(Totp.Uri(clinician.User, key)));
+        }
+        Console.WriteLine($"""
+            SMART app: client_id {ClientId} (public, PKCE S256), redirect URI {RedirectUri}
+              {origin}/.well-known/smart-configuration
+              {origin}/connect/authorize?response_type=code&client_id={ClientId}&redirect_uri={Uri.EscapeDataString(RedirectUri)}&scope=openid%20fhirUser%20launch%2Fpatient%20patient%2F*.rs&aud={Uri.EscapeDataString(fhirBase)}&state=demo&code_challenge=...&code_challenge_method=S256
+
+            An access token for curl (demo-clinician, user/*.rs, 60 minutes; 'ward token' makes more):
+              export TOKEN={token}
+            """);
+    }
+}

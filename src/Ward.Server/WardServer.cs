@@ -28,6 +28,8 @@ internal static class WardServer
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Logging.AddFilter("Ward", LogLevel.Information);
+        // Its key ring lives in keys/ (0700) beside the master key, unencrypted like it (docs/SECURITY.md): no warning each start.
+        builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
         if (logging is null)
         {
             builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
@@ -81,6 +83,20 @@ internal static class WardServer
             var authorizations = scope.ServiceProvider.GetRequiredService<OpenIddict.Abstractions.IOpenIddictAuthorizationManager>();
             return await authorizations.FindByIdAsync(id, ct) is { } found && await authorizations.HasStatusAsync(found, OpenIddict.Abstractions.OpenIddictConstants.Statuses.Valid, ct);
         };
+        app.Use((http, next) =>
+        {
+            // The sign-in and approval pages: never framed (clickjacking of "Allow"), never cached, no referrer.
+            if (http.Request.Path.StartsWithSegments("/account") || http.Request.Path.StartsWithSegments("/connect"))
+            {
+                var headers = http.Response.Headers;
+                headers.ContentSecurityPolicy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'; base-uri 'none'";
+                headers.XFrameOptions = "DENY";
+                headers.CacheControl = "no-store";
+                headers["Referrer-Policy"] = "no-referrer";
+                headers.XContentTypeOptions = "nosniff";
+            }
+            return next(http);
+        });
         app.UseCors();
         app.UseRateLimiter();
         app.UseAuthentication();

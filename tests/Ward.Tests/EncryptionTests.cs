@@ -311,24 +311,11 @@ public abstract class EncryptionTests(TestNode node)
         }
     }
 
-    /// <summary>Runs the built <c>ward</c> executable as a child process.</summary>
+    /// <summary>Runs the built <c>ward</c> executable as a child process (output and errors together).</summary>
     internal static async Task<(int Code, string Output)> RunWard(string[] args, params (string Name, string Value)[] env)
     {
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ward.dll"));
-        foreach (var a in args)
-        {
-            start.ArgumentList.Add(a);
-        }
-        foreach (var (name, value) in env)
-        {
-            start.Environment[name] = value;
-        }
-        using var process = System.Diagnostics.Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        return (process.ExitCode, await stdout + await stderr);
+        var (code, stdout, stderr) = await WardProcess.RunAsync(args, null, env);
+        return (code, stdout + stderr);
     }
 }
 

@@ -262,3 +262,36 @@ internal static class TestData
         }
     }
 }
+
+/// <summary>The built <c>ward</c> executable, run as a child process.</summary>
+internal static class WardProcess
+{
+    public static async Task<(int Code, string Stdout, string Stderr)> RunAsync(string[] args, string? stdin = null, params (string Name, string Value)[] env)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = stdin is not null,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ward.dll"));
+        foreach (var a in args)
+        {
+            start.ArgumentList.Add(a);
+        }
+        foreach (var (name, value) in env)
+        {
+            start.Environment[name] = value;
+        }
+        using var process = System.Diagnostics.Process.Start(start)!;
+        if (stdin is not null)
+        {
+            await process.StandardInput.WriteAsync(stdin);
+            process.StandardInput.Close();
+        }
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return (process.ExitCode, await stdout, await stderr);
+    }
+}
