@@ -7,3 +7,10 @@ machine() {
 
 # The median of the numbers on standard input (separated by spaces or lines).
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+# An access token for the load generators: a user made for the run on the node, with every user/ scope, for 60 minutes.
+# Usage: bench_token "<ward command>" NODE_DIR
+bench_token() {
+    echo "bench-password-$RANDOM-$RANDOM" | $1 users add --data "$2" --username bench --role admin --password-stdin >/dev/null
+    $1 token --data "$2" --user bench --scope "user/*.cruds" --minutes 60
+}

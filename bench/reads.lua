@@ -1,7 +1,9 @@
--- wrk script: GET /fhir/Patient/{id} over random ids read from ids.txt (one per line).
+-- wrk script: GET /fhir/Patient/{id} over random ids read from ids.txt (one per line), with the token in WARD_TOKEN if set.
 local ids = {}
 for line in io.lines(os.getenv("WARD_IDS") or "ids.txt") do ids[#ids + 1] = line end
 math.randomseed(42)
+local token = os.getenv("WARD_TOKEN")
+if token and #token > 0 then wrk.headers["Authorization"] = "Bearer " .. token end
 request = function()
   return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)])
 end

@@ -7,10 +7,18 @@ using System.Text.Json;
 //   ids URL TYPE OUT         write the ids of TYPE to OUT (one per line) for wrk
 //   search URL N             Observation?patient=X&code=Y latency over N requests (median, p99)
 //   crypto SECONDS           AES-256-GCM and HMAC-SHA-256 throughput of this machine, through Ward's own envelope code
+//   serve DATA URL [--no-auth]  host the node's web server (as 'ward serve'); --no-auth skips token checks, for bench/auth.sh only
+// The HTTP modes send the access token in WARD_TOKEN, if set.
 var mode = args.ElementAtOrDefault(0);
 using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64 }) { Timeout = TimeSpan.FromMinutes(10) };
+if (Environment.GetEnvironmentVariable("WARD_TOKEN") is { Length: > 0 } token)
+{
+    http.DefaultRequestHeaders.Authorization = new("Bearer", token);
+}
 switch (mode)
 {
+    case "serve":
+        return await Serve(args[1], args[2], args.Contains("--no-auth"));
     case "ingest":
         return await Ingest(http, args[1].TrimEnd('/'), args[2], int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture));
     case "ids":
@@ -22,8 +30,17 @@ switch (mode)
     case "crypto":
         return Crypto(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
     default:
-        Console.Error.WriteLine("usage: ingest URL DIR CLIENTS | ids URL TYPE OUT | search URL N | crypto SECONDS");
+        Console.Error.WriteLine("usage: ingest URL DIR CLIENTS | ids URL TYPE OUT | search URL N | crypto SECONDS | serve DATA URL [--no-auth]");
         return 2;
+}
+
+static async Task<int> Serve(string data, string urls, bool noAuth)
+{
+    var config = Ward.Core.Node.NodeConfig.Load(data);
+    using var store = Ward.Core.Storage.RecordStore.Open(config);
+    var app = Ward.Server.WardServer.Build(config, urls, store, requireTokens: !noAuth);
+    await app.RunAsync();
+    return 0;
 }
 
 static async Task<int> Ingest(HttpClient http, string url, string dir, int clients)

@@ -72,7 +72,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         string? error = null;
         if (header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) && header.Length > 7)
         {
-            var (grant, refused) = await tokens.ValidateAsync(header[7..].Trim(), http.RequestAborted);
+            var (grant, refused) = await tokens.ValidateAsync(header.AsSpan(7).Trim(), http.RequestAborted);
             if (grant is not null)
             {
                 return grant;

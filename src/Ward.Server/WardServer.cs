@@ -99,7 +99,9 @@ internal static class WardServer
         });
         app.UseCors();
         app.UseRateLimiter();
-        app.UseAuthentication();
+        // Cookies and the OpenID Connect server are for the sign-in pages and the OAuth endpoints; the FHIR API checks its
+        // bearer tokens itself (AccessTokens) and does not pay for OpenIddict's per-request dispatch.
+        app.UseWhen(http => !http.Request.Path.StartsWithSegments("/fhir"), branch => branch.UseAuthentication());
         var fhir = app.Services.GetRequiredService<FhirEndpoint>();
         app.Map("/fhir/{**path}", fhir.HandleAsync).RequireCors(BrowserApps);
         app.Map("/fhir", fhir.HandleAsync).RequireCors(BrowserApps);

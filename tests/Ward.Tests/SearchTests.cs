@@ -132,6 +132,7 @@ public abstract class SearchTests(TestNode node)
         var resource = elements.GetProperty("entry")[0].GetProperty("resource");
         Assert.True(resource.TryGetProperty("birthDate", out _));
         Assert.False(resource.TryGetProperty("name", out _));
+        Assert.Equal(dupont, resource.GetProperty("id").GetString());
         Assert.Contains("SUBSETTED", resource.GetProperty("meta").GetRawText());
     }
 

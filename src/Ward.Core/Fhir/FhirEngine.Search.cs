@@ -96,7 +96,8 @@ internal sealed partial class FhirEngine
         }
         // Firely's serializer marks the output with the SUBSETTED tag itself.
         var resource = FhirJson.Parse(data);
-        var elements = query.Elements?.Append("meta").ToArray();
+        // The id and meta always come along: a client must be able to tell which resource it got.
+        var elements = query.Elements?.Append("id").Append("meta").Distinct().ToArray();
         return FhirJson.Serialize(resource, query.Elements is null ? query.Summary : SummaryType.False, elements);
     }
 

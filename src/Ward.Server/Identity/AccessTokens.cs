@@ -25,11 +25,14 @@ internal sealed class AccessTokens
     private readonly OidcKeys _keys;
     private readonly TimeProvider _clock;
     private readonly ConcurrentDictionary<string, Verified> _verified = new(StringComparer.Ordinal);
+    // Looked up by the span of the Authorization header, so that a known token costs no allocation.
+    private readonly ConcurrentDictionary<string, Verified>.AlternateLookup<ReadOnlySpan<char>> _bySpan;
 
     public AccessTokens(OidcKeys keys, TimeProvider clock)
     {
         _keys = keys;
         _clock = clock;
+        _bySpan = _verified.GetAlternateLookup<ReadOnlySpan<char>>();
         _parameters = new TokenValidationParameters
         {
             IssuerSigningKey = keys.Signing,
@@ -50,20 +53,22 @@ internal sealed class AccessTokens
     private sealed record Verified(AccessGrant Grant, DateTimeOffset Expires, DateTimeOffset NotBefore, string? GrantId, DateTimeOffset RecheckAt);
 
     /// <summary>The grant a token carries, or the reason it is refused (for the WWW-Authenticate error_description).</summary>
-    public async ValueTask<(AccessGrant? Grant, string? Error)> ValidateAsync(string token, CancellationToken ct)
+    public ValueTask<(AccessGrant? Grant, string? Error)> ValidateAsync(ReadOnlySpan<char> token, CancellationToken ct)
     {
         var now = _clock.GetUtcNow();
-        if (_verified.TryGetValue(token, out var known))
+        if (_bySpan.TryGetValue(token, out var known) && now < known.Expires + Skew && (known.GrantId is null || now < known.RecheckAt))
         {
-            if (now >= known.Expires + Skew)
-            {
-                _verified.TryRemove(token, out _);
-                return (null, "The access token expired.");
-            }
-            if (known.GrantId is null || now < known.RecheckAt)
-            {
-                return (known.Grant, null);
-            }
+            return ValueTask.FromResult<(AccessGrant?, string?)>((known.Grant, null));
+        }
+        return ValidateAsync(token.ToString(), known, now, ct);
+    }
+
+    private async ValueTask<(AccessGrant? Grant, string? Error)> ValidateAsync(string token, Verified? known, DateTimeOffset now, CancellationToken ct)
+    {
+        if (known is not null && now >= known.Expires + Skew)
+        {
+            _verified.TryRemove(token, out _);
+            return (null, "The access token expired.");
         }
         Verified verified;
         if (known is null)
