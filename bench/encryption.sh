@@ -32,9 +32,16 @@ tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synth
 echo "== machine: $(machine)"
 $bench crypto 2
 
+${ward[encrypted]} init --data "$work/token-node" >/dev/null
+filler=$(bench_token "${ward[encrypted]}" "$work/token-node")
+
 run() { # variant round
     local node="$work/node-$1-$2"
     ${ward[$1]} init --data "$node" >/dev/null
+    # The plaintext baseline predates tokens and ignores the header; it gets one of the same size, so that both variants
+    # carry the same bytes.
+    if [ "$1" = encrypted ]; then WARD_TOKEN=$(bench_token "${ward[encrypted]}" "$node"); else WARD_TOKEN=$filler; fi
+    export WARD_TOKEN
     ${ward[$1]} serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
     local pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done

@@ -30,6 +30,8 @@ run() { # engine round
     else
         $ward init --data "$node" >/dev/null
     fi
+    WARD_TOKEN=$(bench_token "$ward" "$node")
+    export WARD_TOKEN
     $ward serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
     local pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done

@@ -17,6 +17,8 @@ bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
 mkdir -p "$work/synthea"
 tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
 $ward init --data "$work/node" >/dev/null
+WARD_TOKEN=$(bench_token "$ward" "$work/node")
+export WARD_TOKEN
 $ward serve --data "$work/node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
 

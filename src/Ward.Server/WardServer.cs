@@ -102,6 +102,9 @@ internal static class WardServer
         // Cookies and the OpenID Connect server are for the sign-in pages and the OAuth endpoints; the FHIR API checks its
         // bearer tokens itself (AccessTokens) and does not pay for OpenIddict's per-request dispatch.
         app.UseWhen(http => !http.Request.Path.StartsWithSegments("/fhir"), branch => branch.UseAuthentication());
+        // UseAuthentication marks the builder it is called on; in a branch the mark does not reach the application, which
+        // would then add its own UseAuthentication at the very start, for every request and before the rate limiter.
+        ((IApplicationBuilder)app).Properties["__AuthenticationMiddlewareSet"] = true;
         var fhir = app.Services.GetRequiredService<FhirEndpoint>();
         app.Map("/fhir/{**path}", fhir.HandleAsync).RequireCors(BrowserApps);
         app.Map("/fhir", fhir.HandleAsync).RequireCors(BrowserApps);

@@ -60,7 +60,9 @@ public abstract class BackendServicesTests(TestNode node)
             ["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
             ["client_assertion"] = assertion,
         }));
-        return (response.StatusCode, JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone());
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(body.Length > 0, $"{response.StatusCode} {response.Headers} {string.Join("\n", node.Logs.Lines.TakeLast(5))}");
+        return (response.StatusCode, JsonDocument.Parse(body).RootElement.Clone());
     }
 
     [Theory]

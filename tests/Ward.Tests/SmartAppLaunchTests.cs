@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Ward.Core.Node;
 using Task = System.Threading.Tasks.Task;
 
 namespace Ward.Tests;
@@ -96,6 +97,8 @@ public abstract class SmartAppLaunchTests(TestNode node)
     {
         var (agent, token, _, client) = await LaunchAsync();
         using var dispose = agent;
+        // The access token names its grant, so that revoking the grant reaches it (AccessTokenTests).
+        Assert.True(new Microsoft.IdentityModel.JsonWebTokens.JsonWebToken(token.GetProperty("access_token").GetString()).TryGetClaim(Ward.Server.Identity.AccessTokens.GrantClaim, out _));
         var first = token.GetProperty("refresh_token").GetString()!;
         var refreshed = await agent.TokenAsync(("grant_type", "refresh_token"), ("refresh_token", first), ("client_id", client));
         var second = refreshed.GetProperty("refresh_token").GetString()!;
@@ -208,6 +211,50 @@ public abstract class SmartAppLaunchTests(TestNode node)
         Assert.Equal(patient, token.GetProperty("patient").GetString());
         var idToken = new Microsoft.IdentityModel.JsonWebTokens.JsonWebToken(token.GetProperty("id_token").GetString());
         Assert.Equal($"{node.BaseUrl}/Patient/{patient}", idToken.GetClaim("fhirUser").Value);
+    }
+
+    [Fact]
+    public async Task Sign_in_and_token_requests_beyond_the_rate_limit_get_429_with_retry_after()
+    {
+        var limited = new TestNode(node.IsPostgres) { Limits = new() { LoginPerMinute = 3, TokenPerMinute = 3 } };
+        await limited.InitializeAsync();
+        try
+        {
+            await ExceedLimitsAsync(limited);
+        }
+        finally
+        {
+            await limited.DisposeAsync();
+        }
+    }
+
+    private static async Task ExceedLimitsAsync(TestNode limited)
+    {
+        using var agent = new SmartAgent(limited);
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 4; i++)
+        {
+            statuses.Add((await agent.SubmitAsync(await agent.GetAsync("/account/login"), ("username", "nobody"), ("password", "not a password at all"))).StatusCode);
+        }
+        Assert.Equal([HttpStatusCode.Unauthorized, HttpStatusCode.Unauthorized, HttpStatusCode.Unauthorized, HttpStatusCode.TooManyRequests], statuses);
+        using var http = limited.NewHttp(null);
+        HttpResponseMessage last = null!;
+        for (var i = 0; i < 4; i++)
+        {
+            last = await http.PostAsync(limited.Origin + "/connect/token", new FormUrlEncodedContent(new Dictionary<string, string> { ["grant_type"] = "client_credentials" }));
+        }
+        Assert.Equal(HttpStatusCode.TooManyRequests, last.StatusCode);
+        Assert.Equal("60", last.Headers.GetValues("Retry-After").Single());
+    }
+
+    [Fact]
+    public async Task Sign_in_pages_cannot_be_framed_or_cached()
+    {
+        using var agent = new SmartAgent(node);
+        var page = await agent.GetAsync("/account/login");
+        Assert.Contains("frame-ancestors 'none'", page.Headers.GetValues("Content-Security-Policy").Single());
+        Assert.Equal("DENY", page.Headers.GetValues("X-Frame-Options").Single());
+        Assert.Contains("no-store", page.Headers.CacheControl!.ToString());
     }
 
     [Fact]

@@ -26,9 +26,12 @@ public class TestNode : IAsyncLifetime, IDisposable
     {
     }
 
-    protected TestNode(bool postgres) => IsPostgres = postgres;
+    protected internal TestNode(bool postgres) => IsPostgres = postgres;
 
     public bool IsPostgres { get; }
+
+    /// <summary>Rate limits of the sign-in pages and token endpoint (default: high enough for the whole suite).</summary>
+    internal RateLimitConfig? Limits { get; init; }
 
     /// <summary>A new, not yet started node on the same engine.</summary>
     public TestNode Sibling() => new(IsPostgres);
@@ -53,6 +56,8 @@ public class TestNode : IAsyncLifetime, IDisposable
     {
         Config = NewConfig(DataDir, "test");
         Config.MaxRequestBodyBytes = 8 * 1024 * 1024;
+        // The whole suite signs in and asks for tokens from one address, far beyond a person's pace.
+        Config.RateLimits = Limits ?? new RateLimitConfig { LoginPerMinute = 100_000, TokenPerMinute = 100_000 };
         Config.Save();
         Store = RecordStore.Open(Config);
         _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => logging.AddProvider(Logs));

@@ -50,7 +50,7 @@ internal sealed class AccessTokens
     /// <summary>Whether a grant (OpenIddict authorization id) is still valid; set by the server, null where there is none.</summary>
     public Func<string, CancellationToken, Task<bool>>? GrantIsValid { get; set; }
 
-    private sealed record Verified(AccessGrant Grant, DateTimeOffset Expires, DateTimeOffset NotBefore, string? GrantId, DateTimeOffset RecheckAt);
+    private sealed record Verified(AccessGrant Grant, DateTimeOffset Expires, string? GrantId, DateTimeOffset RecheckAt);
 
     /// <summary>The grant a token carries, or the reason it is refused (for the WWW-Authenticate error_description).</summary>
     public ValueTask<(AccessGrant? Grant, string? Error)> ValidateAsync(ReadOnlySpan<char> token, CancellationToken ct)
@@ -92,8 +92,8 @@ internal sealed class AccessTokens
             {
                 return (null, "The access token lacks a subject or carries scopes this node does not know.");
             }
-            var grantId = result.ClaimsIdentity.FindFirst("oi_au_id")?.Value;
-            verified = new Verified(grant, expires, notBefore, grantId, now);
+            var grantId = result.ClaimsIdentity.FindFirst(GrantClaim)?.Value;
+            verified = new Verified(grant, expires, grantId, now);
         }
         else
         {
@@ -111,6 +111,9 @@ internal sealed class AccessTokens
         _verified[token] = verified with { RecheckAt = now + RecheckEvery };
         return (verified.Grant, null);
     }
+
+    /// <summary>OpenIddict's claim naming the grant (authorization) a token belongs to.</summary>
+    public const string GrantClaim = "oi_au_id";
 
     private static AccessGrant? Grant(ClaimsIdentity identity)
     {

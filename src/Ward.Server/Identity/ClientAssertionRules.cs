@@ -17,10 +17,12 @@ namespace Ward.Server.Identity;
 internal sealed class ClientAssertionRules(IdentityDb db, TimeProvider clock) : IOpenIddictServerHandler<OpenIddictServerEvents.ProcessAuthenticationContext>
 {
     public static readonly TimeSpan MaxLifetime = TimeSpan.FromMinutes(5);
+    private const string Checked = "ward:client-assertion-checked";
 
     public async ValueTask HandleAsync(OpenIddictServerEvents.ProcessAuthenticationContext context)
     {
-        if (context.ClientAssertionPrincipal is null || context.ClientAssertion is not { } assertion)
+        // Authentication can be processed more than once in a request: the assertion is spent once.
+        if (context.ClientAssertionPrincipal is null || context.ClientAssertion is not { } assertion || !context.Transaction.Properties.TryAdd(Checked, true))
         {
             return;
         }
