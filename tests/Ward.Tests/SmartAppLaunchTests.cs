@@ -265,6 +265,8 @@ public abstract class SmartAppLaunchTests(TestNode node)
         Assert.Equal(["S256"], config.GetProperty("code_challenge_methods_supported").EnumerateArray().Select(e => e.GetString()!).ToArray());
         Assert.Equal(node.Origin + "/connect/token", config.GetProperty("token_endpoint").GetString());
         Assert.Contains("permission-v2", config.GetProperty("capabilities").EnumerateArray().Select(e => e.GetString()));
+        var metadata = await http.GetFromJsonAsync<JsonElement>(node.BaseUrl + "/metadata");
+        Assert.Equal("SMART-on-FHIR", metadata.GetProperty("rest")[0].GetProperty("security").GetProperty("service")[0].GetProperty("coding")[0].GetProperty("code").GetString());
         var discovery = await http.GetFromJsonAsync<JsonElement>(node.Origin + "/.well-known/openid-configuration");
         Assert.Equal(node.Origin + "/connect/authorize", discovery.GetProperty("authorization_endpoint").GetString());
     }

@@ -84,6 +84,13 @@ internal static class CapabilityStatementBuilder
                 {
                     Mode = CapabilityStatement.RestfulCapabilityMode.Server,
                     Documentation = "FHIR R4 REST API of a Ward node. Unknown search parameters are ignored with a warning unless Prefer: handling=strict is sent.",
+                    Security = new CapabilityStatement.SecurityComponent
+                    {
+                        Cors = true,
+                        Service = [new CodeableConcept("http://terminology.hl7.org/CodeSystem/restful-security-service", "SMART-on-FHIR", "SMART-on-FHIR")],
+                        Description = "Every interaction but GET /metadata needs an OAuth 2 bearer token from this node's authorization server; "
+                            + "SMART App Launch 2 and Backend Services, endpoints in [base]/.well-known/smart-configuration. Scopes are enforced per interaction.",
+                    },
                     Resource = resources,
                     Interaction =
                     [
