@@ -9,16 +9,12 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 seconds=${1:-20}
 rounds=${2:-3}
-data=${WARD_SHARED_DATA:-../shared/data}
 work=$(mktemp -d /tmp/ward-auth.XXXXXX)
 port=8193
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-dotnet build -c Release -v q -nologo Ward.slnx >/dev/null
-ward="dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll"
-bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
-mkdir -p "$work/synthea"
-tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
+build_tree
+unpack_synthea "$work/synthea"
 echo "== machine: $(machine)"
 $ward init --data "$work/node" >/dev/null
 $ward import --data "$work/node" "$work/synthea" >/dev/null

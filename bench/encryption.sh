@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 rounds=${2:-3}
 baseline_commit=e6e3a0d
-data=${WARD_SHARED_DATA:-../shared/data}
 work=$(mktemp -d /tmp/ward-enc-bench.XXXXXX)
 port=8191
 cleanup() {
@@ -27,8 +26,7 @@ declare -A ward=(
     [encrypted]="dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll"
 )
 
-mkdir -p "$work/synthea"
-tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
+unpack_synthea "$work/synthea"
 echo "== machine: $(machine)"
 $bench crypto 2
 

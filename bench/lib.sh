@@ -14,3 +14,16 @@ bench_token() {
     echo "bench-password-$RANDOM-$RANDOM" | $1 users add --data "$2" --username bench --role admin --password-stdin >/dev/null
     $1 token --data "$2" --user bench --scope "user/*.cruds" --minutes 60
 }
+
+# Builds this tree (Release) and names its commands: $ward (the CLI) and $bench (the load generator).
+build_tree() {
+    dotnet build -c Release -v q -nologo Ward.slnx >/dev/null
+    ward="dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll"
+    bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
+}
+
+# Unpacks the 100-patient Synthea set (shared test data) into the folder $1.
+unpack_synthea() {
+    mkdir -p "$1"
+    tar --zstd -xf "${WARD_SHARED_DATA:-../shared/data}/synthea/synthea-r4-small-blaze100.tar.zst" -C "$1"
+}

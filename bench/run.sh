@@ -5,17 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 seconds=${1:-30}
-data=${WARD_SHARED_DATA:-../shared/data}
 work=$(mktemp -d /tmp/ward-bench.XXXXXX)
 port=8190
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-dotnet build -c Release -v q -nologo Ward.slnx >/dev/null
-ward="dotnet src/Ward.Cli/bin/Release/net10.0/ward.dll"
-bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
-
-mkdir -p "$work/synthea"
-tar --zstd -xf "$data/synthea/synthea-r4-small-blaze100.tar.zst" -C "$work/synthea"
+build_tree
+unpack_synthea "$work/synthea"
 $ward init --data "$work/node" >/dev/null
 WARD_TOKEN=$(bench_token "$ward" "$work/node")
 export WARD_TOKEN

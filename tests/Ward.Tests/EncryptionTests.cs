@@ -300,7 +300,7 @@ public abstract class EncryptionTests(TestNode node)
             // The key may live elsewhere: the environment variable names it (checked in a child process).
             File.Delete(keyFile);
             File.Move(keyFile + ".away", Path.Combine(dir, "elsewhere.key"));
-            var (code, output) = await RunWard(["export", "--data", dir, "--out", Path.Combine(dir, "out")], ("WARD_MASTER_KEY_FILE", Path.Combine(dir, "elsewhere.key")));
+            var (code, output) = await WardProcess.OutputAsync(["export", "--data", dir, "--out", Path.Combine(dir, "out")], ("WARD_MASTER_KEY_FILE", Path.Combine(dir, "elsewhere.key")));
             Assert.True(code == 0, output);
             Assert.Contains("\"mk1\"", File.ReadAllText(Path.Combine(dir, "out", "Patient.ndjson")));
         }
@@ -309,13 +309,6 @@ public abstract class EncryptionTests(TestNode node)
             TestNode.Drop(config);
             Directory.Delete(dir, recursive: true);
         }
-    }
-
-    /// <summary>Runs the built <c>ward</c> executable as a child process (output and errors together).</summary>
-    internal static async Task<(int Code, string Output)> RunWard(string[] args, params (string Name, string Value)[] env)
-    {
-        var (code, stdout, stderr) = await WardProcess.RunAsync(args, null, env);
-        return (code, stdout + stderr);
     }
 }
 

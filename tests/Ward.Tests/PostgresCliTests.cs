@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Ward.Cli;
 using Ward.Core.Node;
 using Ward.Core.Storage;
@@ -73,18 +72,9 @@ public sealed class PostgresCliTests
         try
         {
             // In a child process, so that the environment variable is its own.
-            var ward = Path.Combine(AppContext.BaseDirectory, "ward.dll");
             var builder = new Npgsql.NpgsqlConnectionStringBuilder(database) { Username = "ward_no_such_role" };
-            var start = new ProcessStartInfo("dotnet", [ward, "init", "--data", dir, "--database", builder.ConnectionString])
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            start.Environment["PGPASSWORD"] = "not-the-password";
-            using var process = Process.Start(start)!;
-            var output = await process.StandardOutput.ReadToEndAsync() + await process.StandardError.ReadToEndAsync();
-            await process.WaitForExitAsync();
-            Assert.True(process.ExitCode == 2, output);
+            var (code, output) = await WardProcess.OutputAsync(["init", "--data", dir, "--database", builder.ConnectionString], ("PGPASSWORD", "not-the-password"));
+            Assert.True(code == 2, output);
             Assert.Contains("refused the node", output);
             Assert.Contains("PGPASSWORD", output);
             Assert.False(Directory.Exists(dir));

@@ -137,13 +137,7 @@ public class TestNode : IAsyncLifetime, IDisposable
     {
         using var cmd = db.CreateCommand();
         cmd.CommandText = sql;
-        foreach (var (name, value) in args)
-        {
-            var p = cmd.CreateParameter();
-            p.ParameterName = name;
-            p.Value = value ?? DBNull.Value;
-            cmd.Parameters.Add(p);
-        }
+        StoreSession.Bind(cmd, args);
         return cmd.ExecuteScalar();
     }
 
@@ -271,6 +265,13 @@ internal static class TestData
 /// <summary>The built <c>ward</c> executable, run as a child process.</summary>
 internal static class WardProcess
 {
+    /// <summary>Output and errors together, for tests that read what the operator sees.</summary>
+    public static async Task<(int Code, string Output)> OutputAsync(string[] args, params (string Name, string Value)[] env)
+    {
+        var (code, stdout, stderr) = await RunAsync(args, null, env);
+        return (code, stdout + stderr);
+    }
+
     public static async Task<(int Code, string Stdout, string Stderr)> RunAsync(string[] args, string? stdin = null, params (string Name, string Value)[] env)
     {
         var start = new System.Diagnostics.ProcessStartInfo("dotnet")

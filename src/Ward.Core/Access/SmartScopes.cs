@@ -58,7 +58,7 @@ internal sealed class SmartScopes
 
     public IReadOnlyList<ResourceScope> Resources => _resources;
 
-    public bool Has(string scope) => Array.IndexOf((string[])All, scope) >= 0;
+    public bool Has(string scope) => All.Contains(scope);
 
     /// <summary>Whether any scope is bound to the patient in context (so that the token needs one).</summary>
     public bool NeedsPatient => _resources.Any(r => r.Context == "patient");

@@ -147,14 +147,7 @@ internal static class Merkle
             if ((fn & 1) == 1 || fn == sn)
             {
                 r = NodeHash(p, r);
-                if ((fn & 1) == 0)
-                {
-                    while ((fn & 1) == 0 && fn != 0)
-                    {
-                        fn >>= 1;
-                        sn >>= 1;
-                    }
-                }
+                ClimbRightEdge(ref fn, ref sn);
             }
             else
             {
@@ -164,6 +157,16 @@ internal static class Merkle
             sn >>= 1;
         }
         return sn == 0 && r.AsSpan().SequenceEqual(root);
+    }
+
+    /// <summary>Both verifications: on the right edge of a subtree, right-shift until LSB(fn) is set or fn is 0.</summary>
+    private static void ClimbRightEdge(ref long fn, ref long sn)
+    {
+        while ((fn & 1) == 0 && fn != 0)
+        {
+            fn >>= 1;
+            sn >>= 1;
+        }
     }
 
     /// <summary>RFC 9162 section 2.1.4.2: whether <paramref name="proof"/> shows the tree of root2 extends the tree of root1.</summary>
@@ -201,14 +204,7 @@ internal static class Merkle
             {
                 fr = NodeHash(c, fr);
                 sr = NodeHash(c, sr);
-                if ((fn & 1) == 0)
-                {
-                    while ((fn & 1) == 0 && fn != 0)
-                    {
-                        fn >>= 1;
-                        sn >>= 1;
-                    }
-                }
+                ClimbRightEdge(ref fn, ref sn);
             }
             else
             {

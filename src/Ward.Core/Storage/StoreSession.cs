@@ -80,6 +80,13 @@ internal sealed class StoreSession : IDisposable
         var cmd = Lease.Connection.CreateCommand();
         cmd.Transaction = _tx;
         cmd.CommandText = sql;
+        Bind(cmd, args);
+        return cmd;
+    }
+
+    /// <summary>Binds named values (null as SQL NULL) to a command of either engine.</summary>
+    internal static void Bind(DbCommand cmd, IEnumerable<(string Name, object? Value)> args)
+    {
         foreach (var (name, value) in args)
         {
             var p = cmd.CreateParameter();
@@ -87,7 +94,6 @@ internal sealed class StoreSession : IDisposable
             p.Value = value ?? DBNull.Value;
             cmd.Parameters.Add(p);
         }
-        return cmd;
     }
 
     private void Flush()

@@ -17,12 +17,10 @@ namespace Ward.Server.Identity;
 internal sealed class ClientAssertionRules(IdentityDb db, TimeProvider clock) : IOpenIddictServerHandler<OpenIddictServerEvents.ProcessAuthenticationContext>
 {
     public static readonly TimeSpan MaxLifetime = TimeSpan.FromMinutes(5);
-    private const string Checked = "ward:client-assertion-checked";
 
     public async ValueTask HandleAsync(OpenIddictServerEvents.ProcessAuthenticationContext context)
     {
-        // Authentication can be processed more than once in a request: the assertion is spent once.
-        if (context.ClientAssertionPrincipal is null || context.ClientAssertion is not { } assertion || !context.Transaction.Properties.TryAdd(Checked, true))
+        if (context.ClientAssertionPrincipal is null || context.ClientAssertion is not { } assertion)
         {
             return;
         }

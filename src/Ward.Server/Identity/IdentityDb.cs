@@ -78,14 +78,6 @@ internal sealed class IdentityDb(DbContextOptions<IdentityDb> options) : Identit
         using var db = new IdentityDb(options.Options);
         return db.Database.GenerateCreateScript();
     }
-
-    /// <summary>A context for commands that run outside the web host (<c>ward users</c>, <c>ward clients</c>).</summary>
-    public static IdentityDb Open(NodeConfig config)
-    {
-        var options = new DbContextOptionsBuilder<IdentityDb>();
-        Configure(options, config);
-        return new IdentityDb(options.Options);
-    }
 }
 
 /// <summary>The roles of the node (the policy engine gives them their meaning).</summary>

@@ -5,7 +5,7 @@ namespace Ward.Server.Identity;
 /// <summary>How an authenticator app learns a TOTP key (RFC 6238, SHA-1, 6 digits, 30 s: what every app supports).</summary>
 internal static class Totp
 {
-    public const string Issuer = "Ward";
+    private const string Issuer = "Ward";
 
     /// <summary>The key-uri of Google Authenticator's format, understood by every authenticator app.</summary>
     public static string Uri(string userName, string base32Key) =>
