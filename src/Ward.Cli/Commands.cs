@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Spectre.Console;
+using Ward.Core.Audit;
 using Ward.Core.Crypto;
 using Ward.Core.Fhir;
 using Ward.Core.Search;
@@ -205,14 +206,15 @@ internal static partial class Commands
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
             using var store = RecordStore.Open(config);
-            var summary = await ImportAsync(store, pr.GetValue(paths)!, ct);
+            var summary = await ImportAsync(config, store, pr.GetValue(paths)!, ct);
             return summary.Errors.Count == 0 ? 0 : 1;
         }));
         return cmd;
     }
 
-    internal static async Task<ImportSummary> ImportAsync(RecordStore store, IEnumerable<string> paths, CancellationToken ct)
+    internal static async Task<ImportSummary> ImportAsync(NodeConfig config, RecordStore store, IEnumerable<string> paths, CancellationToken ct)
     {
+        await using var audit = AuditLog.Open(config, store);
         var files = Importer.Expand(paths);
         ImportSummary summary = null!;
         await AnsiConsole.Progress()
@@ -227,7 +229,8 @@ internal static partial class Commands
                     var rate = p.Resources / Math.Max(0.001, watch.Elapsed.TotalSeconds);
                     task.Description = $"{p.Resources:N0} resources, {rate:N0}/s";
                 });
-                summary = await new Importer(new FhirEngine(store, TimeProvider.System)).ImportAsync(files, progress, ct);
+                summary = await new Importer(new FhirEngine(store, audit, TimeProvider.System)).ImportAsync(files, progress, ct);
+                await audit.CheckpointAsync(ct);
                 task.Value = task.MaxValue;
             });
         var table = new Table().AddColumns("Resource type", "Created", "Updated", "Failed");
@@ -287,7 +290,7 @@ internal static partial class Commands
             {
                 var samples = Path.Combine(AppContext.BaseDirectory, "samples", "synthea");
                 AnsiConsole.MarkupLineInterpolated($"Created demo node in {config.DataDir}; loading the Synthea sample patients from {samples}");
-                await ImportAsync(store, [samples], ct);
+                await ImportAsync(config, store, [samples], ct);
                 credentials = await DemoIdentity.CreateAsync(config, store, ct);
             }
             else

@@ -166,7 +166,8 @@ internal static class DemoIdentity
 
     public static async Task<List<Credential>> CreateAsync(NodeConfig config, Ward.Core.Storage.RecordStore store, CancellationToken ct)
     {
-        var engine = new Ward.Core.Fhir.FhirEngine(store, TimeProvider.System);
+        await using var audit = Ward.Core.Audit.AuditLog.Open(config, store);
+        var engine = new Ward.Core.Fhir.FhirEngine(store, audit, TimeProvider.System);
         var patient = await FirstAsync(engine, "Patient", ct);
         var practitioner = await FirstAsync(engine, "Practitioner", ct);
         var list = new List<Credential>();

@@ -6,13 +6,14 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Ward.Core.Access;
+using Ward.Core.Audit;
 using Ward.Core.Fhir;
 using Ward.Server.Identity;
 
 namespace Ward.Server;
 
 /// <summary>The HTTP face of the FHIR API: turns HTTP into <see cref="FhirRequest"/>s and responses back into HTTP.</summary>
-internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens tokens, ILogger<FhirEndpoint> log, bool requireTokens)
+internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens tokens, AuditLog audit, ILogger<FhirEndpoint> log, bool requireTokens)
 {
     private const string FhirJsonType = "application/fhir+json; charset=utf-8";
     private const string FhirXmlType = "application/fhir+xml; charset=utf-8";
@@ -83,6 +84,15 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         {
             error = "The Authorization header must be 'Bearer <access token>'.";
         }
+        await audit.RecordAsync([new AuditRecord
+        {
+            Kind = AuditKind.Login,
+            Subtype = "token-refused",
+            Action = 'E',
+            Status = StatusCodes.Status401Unauthorized,
+            RecordedTicks = audit.NowTicks,
+            Address = http.Connection.RemoteIpAddress?.ToString(),
+        }]);
         http.Response.StatusCode = StatusCodes.Status401Unauthorized;
         http.Response.Headers.WWWAuthenticate = error is null
             ? "Bearer realm=\"ward\""
@@ -148,6 +158,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             Strict = prefer.Strict,
             BaseUrl = $"{req.Scheme}://{req.Host}{req.PathBase}/fhir",
             Caller = caller,
+            Address = http.Connection.RemoteIpAddress?.ToString(),
         };
     }
 

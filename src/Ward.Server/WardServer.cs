@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Ward.Core.Audit;
 using Ward.Core.Fhir;
 using Ward.Core.Node;
 using Ward.Core.Storage;
@@ -58,13 +59,15 @@ internal static class WardServer
         builder.Services.AddSingleton(store);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(config);
+        builder.Services.AddSingleton(sp => AuditLog.Open(config, store, sp.GetRequiredService<TimeProvider>()));
+        builder.Services.AddHostedService<AuditCheckpoints>();
         builder.Services.AddSingleton<FhirEngine>();
         var keys = OidcKeys.Load(config);
         builder.Services.AddSingleton(keys);
         builder.Services.AddSingleton<AccessTokens>();
         builder.Services.AddSingleton<ClientOrigins>();
         builder.Services.AddSingleton(sp => new FhirEndpoint(sp.GetRequiredService<FhirEngine>(), sp.GetRequiredService<AccessTokens>(),
-            sp.GetRequiredService<ILogger<FhirEndpoint>>(), requireTokens));
+            sp.GetRequiredService<AuditLog>(), sp.GetRequiredService<ILogger<FhirEndpoint>>(), requireTokens));
         IdentitySetup.AddServer(builder.Services, config, keys);
         builder.Services.AddCors(o => o.AddPolicy(BrowserApps, policy => policy
             .SetIsOriginAllowed(origin => false)
@@ -76,6 +79,7 @@ internal static class WardServer
         var app = builder.Build();
         store.Keys.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Crypto");
         store.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Storage");
+        app.Services.GetRequiredService<AuditLog>().Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Audit");
         var tokens = app.Services.GetRequiredService<AccessTokens>();
         tokens.GrantIsValid = async (id, ct) =>
         {

@@ -64,7 +64,7 @@ public abstract class CliTests(TestNode node)
             ImportSummary summary;
             try
             {
-                summary = await Commands.ImportAsync(second, [samples], CancellationToken.None);
+                summary = await Commands.ImportAsync(node.Config, second, [samples], CancellationToken.None);
             }
             finally
             {

@@ -247,7 +247,8 @@ public abstract class EncryptionTests(TestNode node)
     internal static async Task<string> Put(RecordStore store, string json)
     {
         var resource = Ward.Core.Fhir.FhirJson.Parse(Encoding.UTF8.GetBytes(json));
-        var engine = new Ward.Core.Fhir.FhirEngine(store, TimeProvider.System);
+        await using var audit = new Ward.Core.Audit.AuditLog(store, Ward.Core.Audit.SignedNote.Signer.Create("ward/test"), TimeProvider.System);
+        var engine = new Ward.Core.Fhir.FhirEngine(store, audit, TimeProvider.System);
         var response = await engine.HandleAsync(new Ward.Core.Fhir.FhirRequest
         {
             Method = "PUT",

@@ -284,7 +284,6 @@ public abstract class SyntheaTests(SyntheaNode synthea)
             CollectIdentifying(bundle.RootElement, needles);
         }
         Assert.True(needles.Count > 2000, $"only {needles.Count} identifying values collected");
-        needles.Add("\"resourceType\"");
         // Files are searched as Latin-1 so that one byte is one char; needles become their UTF-8 bytes the same way.
         var latin1 = Encoding.Latin1;
         var search = System.Buffers.SearchValues.Create(needles.Select(n => latin1.GetString(Encoding.UTF8.GetBytes(n))).ToArray(), StringComparison.Ordinal);
@@ -298,13 +297,22 @@ public abstract class SyntheaTests(SyntheaNode synthea)
             Assert.Contains(files, f => f.EndsWith("ward.db-wal", StringComparison.Ordinal));
         }
         long scanned = 0;
+        var audits = 0;
         foreach (var file in files)
         {
             var text = latin1.GetString(File.ReadAllBytes(file));
             scanned += text.Length;
             var at = text.AsSpan().IndexOfAny(search);
             Assert.True(at < 0, $"{Path.GetFileName(file)} holds identifying text in clear at byte {at}: '{(at < 0 ? "" : text.Substring(Math.Max(0, at - 20), Math.Min(80, text.Length - Math.Max(0, at - 20))))}'");
+            // No FHIR resource in clear, but the audit log's entries (AuditEvents of identifiers only, hashed into the Merkle tree).
+            for (var json = text.IndexOf("\"resourceType\"", StringComparison.Ordinal); json >= 0; json = text.IndexOf("\"resourceType\"", json + 1, StringComparison.Ordinal))
+            {
+                Assert.True(string.CompareOrdinal(text, json, "\"resourceType\":\"AuditEvent\"", 0, 27) == 0,
+                    $"{Path.GetFileName(file)} holds a FHIR resource in clear at byte {json}: '{text.Substring(json, Math.Min(60, text.Length - json))}'");
+                audits++;
+            }
         }
+        Assert.True(audits > 0, "the audit log's entries were not found in the node's files");
         Assert.True(scanned > 10_000_000, $"only {scanned} bytes scanned");
         var logs = string.Join("\n", Node.Logs.Lines);
         var inLogs = logs.AsSpan().IndexOfAny(search);

@@ -10,6 +10,17 @@ internal sealed record AccessGrant(string Subject, string? ClientId, string? Rol
     /// <summary>The node's operator acting through the command line on the data folder (<c>ward import</c>).</summary>
     public static readonly AccessGrant Operator = new("operator", null, "admin", SmartScopes.Parse("system/*.cruds"), null, null);
 
+    /// <summary>The purpose of use (HL7 v3 PurposeOfUse) the role acts for by default.</summary>
+    public string? Purpose => Role switch
+    {
+        "clinician" or "nurse" or "service" => "TREAT",
+        "management" or "admin" or "security-officer" or "dpo" => "HOPERAT",
+        "public-health" => "PUBHLTH",
+        "researcher" => "HRESCH",
+        "patient" => "PATRQT",
+        _ => null,
+    };
+
     /// <summary>The reach for one interaction on one type; a <c>patient/</c> scope reaches nothing without a patient in context.</summary>
     public Reach ReachOf(string type, Interaction interaction)
     {

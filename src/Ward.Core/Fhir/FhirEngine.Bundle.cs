@@ -18,6 +18,7 @@ internal sealed partial class FhirEngine
             throw FhirException.BadRequest("POST to the server base takes a Bundle of type batch or transaction.");
         }
         var entries = bundle.Entry.Select((e, i) => ToRequest(e, i, request)).ToList();
+        request.Trail!.Subtype = bundle.Type == Bundle.BundleType.Transaction ? "transaction" : "batch";
         return bundle.Type switch
         {
             Bundle.BundleType.Transaction => await TransactionAsync(bundle, entries, request, ct),
@@ -63,6 +64,7 @@ internal sealed partial class FhirEngine
             Strict = outer.Strict,
             BaseUrl = outer.BaseUrl,
             Caller = outer.Caller,
+            Address = outer.Address,
         };
     }
 
@@ -103,8 +105,11 @@ internal sealed partial class FhirEngine
             return Plan(entries, fullUrls, reader, assumptions);
         }, ct);
         var attempt = 0;
+        var trail = outer.Trail!;
+        entries.ForEach(e => e.Trail = trail);
         var responses = await store.WriteAsync(session =>
         {
+            trail.Restart();
             // A second attempt (the first met a conflict or a lost connection) plans again inside its own transaction.
             if (attempt++ > 0 || !assumptions.All(a => Match(session, a.Type, a.Criteria, outer, "A lookup").SequenceEqual(a.Rids)))
             {
@@ -121,13 +126,14 @@ internal sealed partial class FhirEngine
                 var e = entries[i];
                 try
                 {
-                    done[i] = plan.Creates[i] is { } prepared ? Apply(session, prepared, e.Caller) : Dispatch(e, session);
+                    done[i] = plan.Creates[i] is { } prepared ? Apply(session, prepared, e) : Dispatch(e, session);
                 }
                 catch (FhirException f)
                 {
                     throw new FhirException(f.Status, f.Code, $"Transaction entry {i} ({e.Method} {e.Path}) failed, so nothing was changed: {f.Message}");
                 }
             }
+            audit.Append(session, trail.Records(200, Now()));
             return done;
         }, ct);
         return FhirResponse.Of(200, ResponseBundle("transaction-response", bundle, responses!, outer));

@@ -32,6 +32,8 @@ internal sealed partial class FhirEngine
             ? session.LoadCurrent(SqlSearch.Includes(session, query, matches)).Where(v => Visible(session, request.Caller, v)).ToList()
             : [];
 
+        request.Trail?.Touched(matches);
+        request.Trail?.Touched(included);
         var path = query.CompartmentPatient is { } pid ? $"Patient/{pid}/{query.Type}" : query.Type;
         using var bundle = new BundleWriter("searchset", NewId(), clock.GetUtcNow());
         if (total is { } t)
@@ -141,6 +143,7 @@ internal sealed partial class FhirEngine
         }
         var total = session.HistoryCount(type, id, since);
         var versions = session.History(type, id, since, count, offset);
+        request.Trail?.Touched(versions);
         var path = type is null ? "_history" : id is null ? $"{type}/_history" : $"{type}/{id}/_history";
         using var bundle = new BundleWriter("history", NewId(), clock.GetUtcNow());
         bundle.Total(total);
@@ -240,6 +243,7 @@ internal sealed partial class FhirEngine
             }
         }
         var page = session.LoadCurrent(filtered.Skip(offset).Take(count).ToList());
+        request.Trail?.Touched(page);
         using var bundle = new BundleWriter("searchset", NewId(), clock.GetUtcNow());
         bundle.Total(filtered.Count);
         var self = $"{request.BaseUrl}/Patient/{patientId}/$everything?";

@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using Hl7.Fhir.Model;
 using Hl7.Fhir.Rest;
 using Ward.Core.Access;
+using Ward.Core.Audit;
 using Ward.Core.Search;
 using Ward.Core.Storage;
 
@@ -13,9 +14,32 @@ namespace Ward.Core.Fhir;
 /// The FHIR R4 interactions over the record store. HTTP requests and batch/transaction entries both arrive here as
 /// <see cref="FhirRequest"/>s, so a transaction entry behaves exactly like the same request sent alone.
 /// </summary>
-internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
+internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, TimeProvider clock)
 {
+    /// <summary>
+    /// Runs one interaction and records it in the audit log: a write's records commit in its own transaction, a read's
+    /// are durable before it returns, and a refusal or failure is recorded before the error goes back. If the audit log
+    /// cannot be written, the interaction fails and keeps nothing.
+    /// </summary>
     public async Task<FhirResponse> HandleAsync(FhirRequest request, CancellationToken ct)
+    {
+        var trail = request.Trail = new AuditTrail(request, store.Keys.Blind);
+        try
+        {
+            return await RunAsync(request, trail, ct);
+        }
+        catch (Exception e) when (e is not AuditUnavailableException and not OperationCanceledException)
+        {
+            var (status, _) = Outcomes.FromException(e);
+            var owner = trail.Target is var (type, id) && SearchParameters.IsKnownType(type) && ReferenceParser.IsValidId(id)
+                ? await store.ReadAsync(s => s.OwnerOf(type, id), ct)
+                : null;
+            await audit.RecordAsync(trail.Records((int)status, Now(), owner));
+            throw;
+        }
+    }
+
+    private async Task<FhirResponse> RunAsync(FhirRequest request, AuditTrail trail, CancellationToken ct)
     {
         if (request.Method == "POST" && request.Path.Length == 0)
         {
@@ -24,7 +48,9 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         var write = request.Method is "PUT" or "PATCH" or "DELETE" || (request.Method == "POST" && !request.Path.EndsWith("/_search", StringComparison.Ordinal));
         if (!write)
         {
-            return await store.ReadAsync(s => Dispatch(request, s), ct);
+            var response = await store.ReadAsync(s => Dispatch(request, s), ct);
+            await audit.RecordAsync(trail.Records(response.Status, Now()));
+            return response;
         }
         PreparedVersion? create = null;
         if (request.Method == "POST" && request.IfNoneExist is null && request.Path.Length > 0 && !request.Path.Contains('/'))
@@ -32,7 +58,13 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             // A plain create depends on nothing stored: serialise and index it before taking the write lock.
             create = Prepare(request.Path, NewId(), RequireResource(request, request.Path), null, "POST");
         }
-        return await store.WriteAsync(s => create is null ? Dispatch(request, s) : Apply(s, create, request.Caller), ct);
+        return await store.WriteAsync(s =>
+        {
+            trail.Restart();
+            var response = create is null ? Dispatch(request, s) : Apply(s, create, request);
+            audit.Append(s, trail.Records(response.Status, Now()));
+            return response;
+        }, ct);
     }
 
     /// <summary>Routes one interaction within a session (the writer's, for writes).</summary>
@@ -59,6 +91,10 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported, $"'{type}' is not a FHIR R4 resource type.");
         }
         CheckId(segments);
+        if (segments.Length >= 2 && !segments[1].StartsWith('_'))
+        {
+            request.Trail?.Target = (type, segments[1]);
+        }
         var caller = request.Caller;
         switch (request.Method, segments.Length)
         {
@@ -87,18 +123,20 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
                 Permit(caller, type, Interaction.Update);
                 return Patch(s, type, segments[1], request);
             case ("DELETE", 2):
-                return Delete(s, type, segments[1], caller);
+                return Delete(s, type, segments[1], request);
             case ("GET", 3) when segments[2] == "_history":
                 PermitRead(s, caller, type, segments[1]);
                 return History(s, request, type, segments[1]);
             case ("GET", 3) when type == "Patient" && segments[2] == "$everything":
                 PermitEverything(caller, segments[1]);
+                request.Trail?.Patient(segments[1]);
                 return Everything(s, request, segments[1]);
             case ("GET", 3) when type == "Patient" && SearchParameters.IsKnownType(segments[2]):
+                request.Trail?.Patient(segments[1]);
                 return Search(s, request, SearchQuery.Parse(segments[2], request.Query, request.Strict, SearchCompartment(caller, segments[2], segments[1])));
             case ("GET", 4) when segments[2] == "_history":
                 PermitRead(s, caller, type, segments[1]);
-                return VRead(s, type, segments[1], segments[3]);
+                return VRead(s, request, type, segments[1], segments[3]);
         }
         throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported,
             $"{request.Method} {request.Path} is not a supported FHIR interaction.");
@@ -128,6 +166,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
     private static FhirResponse Read(StoreSession session, FhirRequest request, string type, string id)
     {
         var v = session.Read(type, id) ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
+        request.Trail?.Saw(v);
         if (v.Deleted)
         {
             throw FhirException.Gone($"{type}/{id} was deleted (version {v.Version}).");
@@ -143,7 +182,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         return Ok(v);
     }
 
-    private static FhirResponse VRead(StoreSession session, string type, string id, string vid)
+    private static FhirResponse VRead(StoreSession session, FhirRequest request, string type, string id, string vid)
     {
         if (!int.TryParse(vid, NumberStyles.None, CultureInfo.InvariantCulture, out var version))
         {
@@ -151,6 +190,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         }
         var v = session.ReadVersion(type, id, version)
             ?? throw FhirException.NotFound(session.GetCurrent(type, id) is null ? $"{type}/{id} does not exist." : $"{type}/{id} has no version {version}.");
+        request.Trail?.Saw(v);
         if (v.Deleted)
         {
             throw FhirException.Gone($"Version {version} of {type}/{id} is a deletion.");
@@ -186,6 +226,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             {
                 var found = s.LoadCurrent(existing)[0];
                 PermitRead(s, request.Caller, found.Type, found.Id);
+                request.Trail?.Saw(found);
                 return Ok(found);
             }
             if (existing.Count > 1)
@@ -194,7 +235,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             }
         }
         var id = assignedId ?? NewId();
-        return Store(s, type, id, resource, null, "POST", request.Caller);
+        return Store(s, type, id, resource, null, "POST", request);
     }
 
     private FhirResponse Update(StoreSession s, string type, string id, Resource resource, string? ifMatch, FhirRequest request)
@@ -209,7 +250,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         }
         var current = s.GetCurrent(type, id);
         CheckIfMatch(type, id, ifMatch, current);
-        return Store(s, type, id, resource, current, "PUT", request.Caller);
+        return Store(s, type, id, resource, current, "PUT", request);
     }
 
     private static void CheckIfMatch(string type, string id, string? ifMatch, CurrentInfo? current)
@@ -230,8 +271,8 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         }
     }
 
-    private FhirResponse Store(StoreSession s, string type, string id, Resource resource, CurrentInfo? current, string method, AccessGrant caller) =>
-        Apply(s, Prepare(type, id, resource, current, method), caller);
+    private FhirResponse Store(StoreSession s, string type, string id, Resource resource, CurrentInfo? current, string method, FhirRequest request) =>
+        Apply(s, Prepare(type, id, resource, current, method), request);
 
     /// <summary>A version ready to be written: the CPU-heavy part (serialisation, indexing), done outside the write lock where possible.</summary>
     private sealed record PreparedVersion(string Type, string Id, CurrentInfo? Current, int Version, long Ticks, string Method, byte[] Bytes, IndexSet Index);
@@ -247,10 +288,11 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         return new PreparedVersion(type, id, current, version, now, method, FhirJson.Serialize(resource), Indexer.Index(resource, store.Keys.Blind));
     }
 
-    private static FhirResponse Apply(StoreSession s, PreparedVersion p, AccessGrant caller)
+    private static FhirResponse Apply(StoreSession s, PreparedVersion p, FhirRequest request)
     {
-        PermitWrite(s, caller, p.Type, p.Id, p.Current, p.Method == "POST" ? Interaction.Create : Interaction.Update, p.Index);
-        s.Put(p.Type, p.Id, p.Current, p.Version, p.Ticks, p.Method, p.Bytes, p.Index);
+        PermitWrite(s, request.Caller, p.Type, p.Id, p.Current, p.Method == "POST" ? Interaction.Create : Interaction.Update, p.Index);
+        var (_, digest) = s.Put(p.Type, p.Id, p.Current, p.Version, p.Ticks, p.Method, p.Bytes, p.Index);
+        request.Trail?.Wrote(p.Type, p.Id, p.Version, digest, p.Index.Owner);
         return new FhirResponse
         {
             Status = p.Current is { Deleted: false } ? 200 : 201,
@@ -261,10 +303,10 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         };
     }
 
-    private FhirResponse Delete(StoreSession s, string type, string id, AccessGrant caller)
+    private FhirResponse Delete(StoreSession s, string type, string id, FhirRequest request)
     {
         var current = s.GetCurrent(type, id);
-        PermitWrite(s, caller, type, id, current, Interaction.Delete, null);
+        PermitWrite(s, request.Caller, type, id, current, Interaction.Delete, null);
         if (current is null)
         {
             throw FhirException.NotFound($"{type}/{id} does not exist.");
@@ -275,7 +317,9 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         }
         var version = current.Value.Version + 1;
         var now = Math.Max(Now(), current.Value.LastUpdatedTicks + TimeSpan.TicksPerMillisecond);
-        s.Put(type, id, current, version, now, "DELETE", null, null);
+        var owner = s.OwnerOf(type, id);
+        var (_, digest) = s.Put(type, id, current, version, now, "DELETE", null, null);
+        request.Trail?.Wrote(type, id, version, digest, owner);
         return new FhirResponse { Status = 204, ETag = ETag(version), LastModified = new DateTimeOffset(now, TimeSpan.Zero) };
     }
 
@@ -294,7 +338,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
                 {
                     throw FhirException.Conflict($"No {type} matches the criteria, but {type}/{resource.Id} named in the body exists.");
                 }
-                return Store(s, type, resource.Id ?? NewId(), resource, null, "PUT", request.Caller);
+                return Store(s, type, resource.Id ?? NewId(), resource, null, "PUT", request);
             case 1:
                 var current = s.LoadCurrent(matches)[0];
                 if (resource.Id is not null && resource.Id != current.Id)
@@ -303,7 +347,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
                 }
                 var info = s.GetCurrent(type, current.Id);
                 CheckIfMatch(type, current.Id, request.IfMatch, info);
-                return Store(s, type, current.Id, resource, info, "PUT", request.Caller);
+                return Store(s, type, current.Id, resource, info, "PUT", request);
             default:
                 throw FhirException.PreconditionFailed($"The conditional update criteria match {matches.Count} {type} resources; they must match at most one.");
         }
@@ -319,7 +363,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
         return matches.Count switch
         {
             0 => new FhirResponse { Status = 204 },
-            1 => Delete(s, type, s.LoadCurrent(matches)[0].Id, request.Caller),
+            1 => Delete(s, type, s.LoadCurrent(matches)[0].Id, request),
             _ => throw FhirException.PreconditionFailed($"The conditional delete criteria match {matches.Count} {type} resources; this server deletes one at a time."),
         };
     }
@@ -346,7 +390,7 @@ internal sealed partial class FhirEngine(RecordStore store, TimeProvider clock)
             throw new FhirException(HttpStatusCode.UnprocessableEntity, OperationOutcome.IssueType.Processing,
                 "The patch must not change the resource type or id.");
         }
-        return Store(s, type, id, resource, info, "PATCH", request.Caller);
+        return Store(s, type, id, resource, info, "PATCH", request);
     }
 
     private static string NewId() => Guid.NewGuid().ToString();

@@ -72,6 +72,7 @@ internal static class Outcomes
             $"{e.Type}/{e.Id} version {e.Version} failed its integrity check: the stored record was altered or swapped outside this node. "
             + "It is not served. The event was logged for the security officer.")),
         Storage.StoreUnavailableException e => (HttpStatusCode.ServiceUnavailable, Error(OperationOutcome.IssueType.Transient, e.Message)),
+        Audit.AuditUnavailableException e => (HttpStatusCode.ServiceUnavailable, Error(OperationOutcome.IssueType.Transient, e.Message)),
         OperationCanceledException => ((HttpStatusCode)499, Error(OperationOutcome.IssueType.Timeout, "The request was cancelled.")),
         _ => (HttpStatusCode.InternalServerError, Error(OperationOutcome.IssueType.Exception,
             "The server failed to process the request. The error was logged; nothing was changed.")),

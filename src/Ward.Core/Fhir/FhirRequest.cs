@@ -22,6 +22,10 @@ internal sealed class FhirRequest
     public bool Strict { get; init; }
     /// <summary>Who asks, and what their token grants: checked for every interaction, batch and transaction entries included.</summary>
     public required Access.AccessGrant Caller { get; init; }
+    /// <summary>The client's network address, for the audit trail.</summary>
+    public string? Address { get; init; }
+    /// <summary>What this interaction touched, for its audit records (a transaction's entries share the transaction's).</summary>
+    public AuditTrail? Trail { get; set; }
     /// <summary>The absolute FHIR base URL the client used, for fullUrl and paging links.</summary>
     public required string BaseUrl { get; init; }
 

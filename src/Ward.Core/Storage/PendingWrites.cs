@@ -15,8 +15,17 @@ internal sealed class PendingWrites(PostgresStore store)
     private readonly List<(PendingVersion Version, bool Exists)> _versions = [];
     private readonly List<(long Rid, IndexSet Index)> _indexes = [];
     private readonly HashSet<long> _rids = [];
+    private readonly List<AuditRow> _auditRows = [];
+    private readonly List<(int Level, long Index, byte[] Hash)> _auditNodes = [];
 
-    public bool IsEmpty => _rids.Count == 0;
+    public bool IsEmpty => _rids.Count == 0 && _auditRows.Count == 0;
+
+    /// <summary>Audit entries and subtree hashes, sent with the session's other writes.</summary>
+    public void AddAudit(IReadOnlyList<AuditRow> rows, IReadOnlyList<(int Level, long Index, byte[] Hash)> nodes)
+    {
+        _auditRows.AddRange(rows);
+        _auditNodes.AddRange(nodes);
+    }
 
     /// <summary>Whether a row of this resource is waiting (a second write of it must follow the first).</summary>
     public bool Touches(long rid) => _rids.Contains(rid);
@@ -66,7 +75,21 @@ internal sealed class PendingWrites(PostgresStore store)
             versions.Select(v => v.Rid).ToArray(), versions.Select(v => v.Version).ToArray(), versions.Select(v => v.LastUpdatedTicks).ToArray(),
             versions.Select(v => v.Method).ToArray(), versions.Select(v => v.Deleted ? 1 : 0).ToArray(), versions.Select(v => v.Envelope).ToArray(), versions.Select(v => v.Kid).ToArray());
         AddIndexes(batch);
+        if (_auditRows.Count > 0)
+        {
+            Add(batch, """
+                INSERT INTO audit_entry (idx, recorded, patient, agent, agent_ref, subtype, outcome, data)
+                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
+                """,
+                _auditRows.Select(r => r.Index).ToArray(), _auditRows.Select(r => r.Recorded).ToArray(), _auditRows.Select(r => r.Patient).ToArray(),
+                _auditRows.Select(r => r.Agent).ToArray(), _auditRows.Select(r => r.AgentRef).ToArray(), _auditRows.Select(r => r.Subtype).ToArray(),
+                _auditRows.Select(r => r.Outcome).ToArray(), _auditRows.Select(r => r.Data).ToArray());
+            Add(batch, "INSERT INTO audit_tree (level, idx, hash) SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bytea[])",
+                _auditNodes.Select(n => n.Level).ToArray(), _auditNodes.Select(n => n.Index).ToArray(), _auditNodes.Select(n => n.Hash).ToArray());
+        }
         batch.ExecuteNonQuery();
+        _auditRows.Clear();
+        _auditNodes.Clear();
         _versions.Clear();
         _indexes.Clear();
         _rids.Clear();

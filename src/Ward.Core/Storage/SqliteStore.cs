@@ -5,7 +5,8 @@ using Ward.Core.Crypto;
 
 namespace Ward.Core.Storage;
 
-internal sealed record StoredVersion(long Rid, string Type, string Id, int Version, long LastUpdatedTicks, bool Deleted, string Method, byte[]? Data)
+/// <param name="Owner">The patient whose data key seals the version (null for shared data and deletions).</param>
+internal sealed record StoredVersion(long Rid, string Type, string Id, int Version, long LastUpdatedTicks, bool Deleted, string Method, byte[]? Data, string? Owner = null)
 {
     public DateTimeOffset LastUpdated => new(LastUpdatedTicks, TimeSpan.Zero);
 }

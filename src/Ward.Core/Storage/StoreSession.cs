@@ -13,7 +13,7 @@ internal sealed record ErasureResult(long Kid, int Resources, long Versions);
 /// One connection borrowed from the store: a reader, or the single writer with its open transaction.
 /// Versions go in sealed (AES-256-GCM under their patient's data key) and come out opened; nothing else sees plaintext.
 /// </summary>
-internal sealed class StoreSession : IDisposable
+internal sealed partial class StoreSession : IDisposable
 {
     private const string VersionColumns = "r.rid, r.type, r.id, r.version, v.last_updated, v.deleted, v.method, v.data, v.kid, k.wrapped, k.master_kid, k.kind, k.owner";
     private const string CurrentFrom = "resource r JOIN version v ON v.rid = r.rid AND v.version = r.version LEFT JOIN data_key k ON k.kid = v.kid";
@@ -157,7 +157,8 @@ internal sealed class StoreSession : IDisposable
     private StoredVersion Row(DbDataReader r)
     {
         var (type, id, version) = (r.GetString(1), r.GetString(2), r.GetInt32(3));
-        return new(r.GetInt64(0), type, id, version, r.GetInt64(4), r.GetInt32(5) != 0, r.GetString(6), r.IsDBNull(7) ? null : Open(r, type, id, version));
+        var owner = !r.IsDBNull(11) && r.GetString(11) == PatientKind ? r.GetString(12) : null;
+        return new(r.GetInt64(0), type, id, version, r.GetInt64(4), r.GetInt32(5) != 0, r.GetString(6), r.IsDBNull(7) ? null : Open(r, type, id, version), owner);
     }
 
     /// <summary>Opens the envelope in column 7 with the key named in column 8 (wrapped key and its binding in 9 to 12).</summary>
@@ -274,8 +275,9 @@ internal sealed class StoreSession : IDisposable
     /// <summary>
     /// Stores a new version, sealed under the data key of the patient the index names as owner (or the shared key),
     /// and, unless it is a deletion, replaces the resource's search index (already blinded by the indexer).
+    /// Returns the row id and the version's digest (<see cref="VersionDigest"/>), which the audit entry of the write commits.
     /// </summary>
-    public long Put(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, byte[]? data, IndexSet? index)
+    public (long Rid, byte[] Digest) Put(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, byte[]? data, IndexSet? index)
     {
         EnsureWriter();
         long? kid = null;
@@ -288,6 +290,7 @@ internal sealed class StoreSession : IDisposable
             envelope = KeyRing.Seal(Keys.Cipher(k, key, wrapped), k, type, id, version, data);
         }
         var deleted = index is null;
+        var digest = VersionDigest.Of(type, id, version, lastUpdatedTicks, method, deleted, envelope);
         if (_pending is not null)
         {
             if (current is { } known && _pending.Touches(known.Rid))
@@ -296,7 +299,7 @@ internal sealed class StoreSession : IDisposable
             }
             var newRid = current?.Rid ?? _pending.NewRid(this);
             _pending.Add(current is not null, new PendingVersion(newRid, type, id, version, lastUpdatedTicks, method, deleted, envelope, kid), index);
-            return newRid;
+            return (newRid, digest);
         }
         long rid;
         if (current is { } cur)
@@ -320,7 +323,15 @@ internal sealed class StoreSession : IDisposable
         {
             WriteIndex(rid, index);
         }
-        return rid;
+        return (rid, digest);
+    }
+
+    /// <summary>The patient whose data key seals the current version of a resource (null: shared data, or no such resource).</summary>
+    public string? OwnerOf(string type, string id)
+    {
+        using var reader = Cmd("SELECT k.owner FROM resource r JOIN version v ON v.rid = r.rid AND v.version = r.version JOIN data_key k ON k.kid = v.kid WHERE r.type = @t AND r.id = @i AND k.kind = @k",
+            ("@t", type), ("@i", id), ("@k", PatientKind)).ExecuteReader();
+        return reader.Read() ? reader.GetString(0) : null;
     }
 
     /// <summary>The search index tables, each keyed by the resource's row id.</summary>
@@ -546,7 +557,13 @@ internal sealed class StoreSession : IDisposable
         _tx!.Commit();
         _tx.Dispose();
         _tx = null;
+        _committed?.Invoke();
     }
+
+    private Action? _committed;
+
+    /// <summary>Runs once the transaction has committed (never after a rollback): for in-memory state that must follow the database.</summary>
+    public void OnCommitted(Action action) => _committed += action;
 
     private void EnsureWriter()
     {

@@ -1,0 +1,239 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Ward.Core.Node;
+using Ward.Core.Storage;
+
+namespace Ward.Core.Audit;
+
+/// <summary>The audit log cannot be written: the request fails (503) and nothing it changed is kept.</summary>
+internal sealed class AuditUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// The node's tamper-evident audit log: AuditEvents appended as leaves of an RFC 9162 Merkle tree, with every complete
+/// subtree hash stored (so that roots and proofs cost O(log n) reads) and C2SP checkpoints signed by the node key.
+/// <para>
+/// Writes append their events inside their own transaction (<see cref="Append"/>): the change and its trail commit
+/// together or not at all. Reads and refusals go through <see cref="RecordAsync"/>, a group commit: concurrent requests'
+/// events share one transaction, and each request waits until its events are durable before it answers.
+/// </para>
+/// </summary>
+internal sealed partial class AuditLog : IAsyncDisposable
+{
+    /// <summary>Entries per group commit at most.</summary>
+    private const int MaxBatch = 4096;
+
+    private readonly RecordStore _store;
+    private readonly SignedNote.Signer _signer;
+    private readonly TimeProvider _clock;
+    private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Task _writer;
+
+    /// <summary>The committed right edge of the tree; replaced only after a commit, under the store's write lock.</summary>
+    private volatile Frontier? _committed;
+
+    public AuditLog(RecordStore store, SignedNote.Signer signer, TimeProvider clock)
+    {
+        _store = store;
+        _signer = signer;
+        _clock = clock;
+        _writer = Task.Run(WriteLoopAsync);
+    }
+
+    /// <summary>The log's origin line, <c>ward/&lt;node name&gt;</c>, also the name of the node key that signs its checkpoints.</summary>
+    public string Origin => _signer.Verifier.Name;
+
+    public SignedNote.Verifier Verifier => _signer.Verifier;
+
+    public RecordStore Store => _store;
+
+    public ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+
+    public long NowTicks => _clock.GetUtcNow().UtcTicks;
+
+    /// <summary>The node's audit log, with the node key (created with the node; refused if missing once checkpoints exist).</summary>
+    public static AuditLog Open(NodeConfig config, RecordStore store, TimeProvider? clock = null) =>
+        new(store, NodeKey.LoadOrCreate(config, store), clock ?? TimeProvider.System);
+
+    /// <summary>Appends events inside a write transaction; the in-memory tree follows only if the transaction commits.</summary>
+    public void Append(StoreSession session, IReadOnlyList<AuditRecord> records)
+    {
+        if (records.Count == 0)
+        {
+            return;
+        }
+        var start = session.AuditReserve(records.Count);
+        var frontier = _committed is { } known && known.Size == start ? known.Clone() : Frontier.Load(session, start);
+        var rows = new List<AuditRow>(records.Count);
+        var nodes = new List<(int Level, long Index, byte[] Hash)>(records.Count * 2);
+        foreach (var r in records)
+        {
+            var index = frontier.Size;
+            var data = r.ToJson(index, Origin);
+            frontier.Append(Merkle.LeafHash(data), nodes);
+            rows.Add(new AuditRow(index, r.RecordedTicks, r.Patient, r.Subject, r.FhirUser, r.Subtype, r.Outcome, data));
+        }
+        session.AuditInsert(rows, nodes);
+        session.OnCommitted(() => _committed = frontier);
+    }
+
+    /// <summary>Makes events durable (group commit) and returns when they are; fails with <see cref="AuditUnavailableException"/> otherwise.</summary>
+    public Task RecordAsync(IReadOnlyList<AuditRecord> records)
+    {
+        if (records.Count == 0)
+        {
+            return Task.CompletedTask;
+        }
+        var pending = new Pending(records, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        if (!_queue.Writer.TryWrite(pending))
+        {
+            throw new AuditUnavailableException("The node is shutting down: the audit log takes no more entries, so the request is refused.");
+        }
+        return pending.Done.Task;
+    }
+
+    private sealed record Pending(IReadOnlyList<AuditRecord> Records, TaskCompletionSource Done);
+
+    private async Task WriteLoopAsync()
+    {
+        var reader = _queue.Reader;
+        var batch = new List<Pending>();
+        var records = new List<AuditRecord>();
+        while (await reader.WaitToReadAsync())
+        {
+            batch.Clear();
+            records.Clear();
+            while (records.Count < MaxBatch && reader.TryRead(out var p))
+            {
+                batch.Add(p);
+                records.AddRange(p.Records);
+            }
+            try
+            {
+                await _store.WriteAsync(s =>
+                {
+                    Append(s, records);
+                    return 0;
+                }, CancellationToken.None);
+                foreach (var p in batch)
+                {
+                    p.Done.SetResult();
+                }
+            }
+            catch (Exception e)
+            {
+                LogAppendFailed(Logger, e.GetType().Name, e);
+                var failure = new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
+                foreach (var p in batch)
+                {
+                    p.Done.SetException(failure);
+                }
+            }
+        }
+    }
+
+    /// <summary>Signs and stores a checkpoint of the committed log if it grew since the last one; returns the latest checkpoint note.</summary>
+    public async Task<string> CheckpointAsync(CancellationToken ct)
+    {
+        var current = await _store.ReadAsync(s => s.AuditLatestCheckpoint() is { } latest && latest.Size == s.AuditSize() ? latest.Note : null, ct);
+        return current ?? await _store.WriteAsync(Checkpoint, ct);
+    }
+
+    private string Checkpoint(StoreSession s)
+    {
+        var size = s.AuditSize();
+        if (s.AuditLatestCheckpoint() is { } latest && latest.Size == size)
+        {
+            return latest.Note;
+        }
+        var frontier = _committed is { } known && known.Size == size ? known : Frontier.Load(s, size);
+        var note = SignedNote.Sign(new Checkpoint(Origin, size, frontier.Root()).Text, _signer);
+        s.AuditInsertCheckpoint(size, NowTicks, note);
+        s.OnCommitted(() => _committed = frontier);
+        return note;
+    }
+
+    /// <summary>The latest stored checkpoint (made now if the log has none yet).</summary>
+    public async Task<string> LatestCheckpointAsync(CancellationToken ct) =>
+        await _store.ReadAsync(s => s.AuditLatestCheckpoint()?.Note, ct) ?? await CheckpointAsync(ct);
+
+    /// <summary>A subtree reader over a session: a missing hash is damage to the log, never a silent zero.</summary>
+    public static Merkle.Subtree Subtrees(StoreSession s) => (level, index) =>
+        s.AuditHash(level, index) ?? throw new AuditIntegrityException($"The audit log has no stored hash for subtree {index} at level {level}: its tables were damaged.");
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _writer;
+        _signer.Dispose();
+    }
+
+    /// <summary>
+    /// The right edge of a tree of <see cref="Size"/> leaves: for every set bit l of the size, the hash of the complete
+    /// subtree of 2^l leaves that ends the prefix. Appending a leaf merges equal-sized subtrees as a binary counter carries.
+    /// </summary>
+    private sealed class Frontier
+    {
+        private readonly byte[]?[] _edge = new byte[]?[64];
+
+        public long Size { get; private set; }
+
+        public static Frontier Load(StoreSession s, long size)
+        {
+            var f = new Frontier { Size = size };
+            var subtree = Subtrees(s);
+            for (var level = 0; level < 63; level++)
+            {
+                if ((size >> level & 1) == 1)
+                {
+                    f._edge[level] = subtree(level, (size >> level) - 1);
+                }
+            }
+            return f;
+        }
+
+        public Frontier Clone()
+        {
+            var f = new Frontier { Size = Size };
+            Array.Copy(_edge, f._edge, _edge.Length);
+            return f;
+        }
+
+        /// <summary>Adds a leaf, collecting every complete subtree it closes (the leaf itself first).</summary>
+        public void Append(byte[] leafHash, List<(int Level, long Index, byte[] Hash)> closed)
+        {
+            var hash = leafHash;
+            var index = Size;
+            var level = 0;
+            closed.Add((0, index, hash));
+            while ((index & 1) == 1)
+            {
+                hash = Merkle.NodeHash(_edge[level]!, hash);
+                _edge[level] = null;
+                index >>= 1;
+                level++;
+                closed.Add((level, index, hash));
+            }
+            _edge[level] = hash;
+            Size++;
+        }
+
+        public byte[] Root()
+        {
+            byte[]? root = null;
+            for (var level = 0; level < 64; level++)
+            {
+                if (_edge[level] is { } h)
+                {
+                    root = root is null ? h : Merkle.NodeHash(h, root);
+                }
+            }
+            return root ?? Merkle.EmptyRoot();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "The audit log could not be written ({ExceptionType}); the requests waiting on it are refused.")]
+    private static partial void LogAppendFailed(ILogger logger, string exceptionType, Exception exception);
+}
+
+/// <summary>The audit log's stored structure is damaged (a missing subtree hash): it is reported, never papered over.</summary>
+internal sealed class AuditIntegrityException(string message) : Exception(message);
