@@ -59,7 +59,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
     /// The caller's grant from the bearer token; without a valid one, answers 401 with <c>WWW-Authenticate</c> (RFC 6750)
     /// and an OperationOutcome, and returns null. Only <c>GET /metadata</c> needs no token.
     /// </summary>
-    private async Task<AccessGrant?> AuthenticateAsync(HttpContext http)
+    internal async Task<AccessGrant?> AuthenticateAsync(HttpContext http)
     {
         if (!requireTokens)
         {
@@ -107,7 +107,9 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         var req = http.Request;
         var path = (http.GetRouteValue("path") as string ?? "").Trim('/');
         // Check the URL before reading a body, so that a client learns about a bad id or type without sending it.
-        FhirEngine.CheckId(path.Split('/'));
+        var segments = path.Split('/');
+        FhirEngine.CheckId(segments);
+        FhirEngine.CheckAuditWrite(req.Method.ToUpperInvariant(), segments);
         var query = new List<KeyValuePair<string, string>>();
         foreach (var (key, values) in req.Query)
         {

@@ -114,6 +114,7 @@ internal static class WardServer
         app.Map("/fhir", fhir.HandleAsync).RequireCors(BrowserApps);
         SmartEndpoints.Map(app);
         LoginPages.Map(app);
+        AuditEndpoints.Map(app, fhir, app.Services.GetRequiredService<AuditLog>(), store);
         app.MapGet("/health", () => store.TryGetSchemaVersion() is { } schema
             ? Results.Json(new HealthReport("ok", CapabilityStatementBuilder.SoftwareVersion, schema, store.Engine.ToString().ToLowerInvariant()), HealthJson.Default.HealthReport)
             : Results.Json(new HealthReport("database unavailable", CapabilityStatementBuilder.SoftwareVersion, null, store.Engine.ToString().ToLowerInvariant()),

@@ -75,7 +75,12 @@ internal sealed record AuditRecord
     /// <summary>BALP outcome: 0 success, 4 minor failure (refused, not found, bad request), 8 serious failure (the server failed).</summary>
     public string Outcome => Status < 400 ? "0" : Status < 500 ? "4" : "8";
 
-    private static readonly JsonWriterOptions Options = new() { Indented = false, SkipValidation = true };
+    private static readonly JsonWriterOptions Options = new()
+    {
+        Indented = false,
+        SkipValidation = true,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    };
 
     /// <summary>The AuditEvent JSON: deterministic for a given record and index, the exact bytes hashed into the log.</summary>
     public byte[] ToJson(long index, string origin)

@@ -154,7 +154,7 @@ internal sealed class AuditTrail
             }
             sb.Append(Uri.EscapeDataString(key)).Append('=');
             var code = key.Split(':')[0];
-            var clear = key.StartsWith('_') && code is not "_has" and not "_id" and not "_content" and not "_text" and not "_filter"
+            var clear = key.StartsWith('_') && code is not "_has" and not "_content" and not "_text" and not "_filter"
                 || (!key.Contains('.') && SearchParameters.IsKnownType(type) && SearchParameters.Find(type, code) is { } sp && !IdentifyingParams.IsIdentifying(sp));
             sb.Append(clear ? Uri.EscapeDataString(value) : "blind:" + _blind.Hash('a', key, value));
         }

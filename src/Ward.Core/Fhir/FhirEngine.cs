@@ -48,6 +48,11 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         var write = request.Method is "PUT" or "PATCH" or "DELETE" || (request.Method == "POST" && !request.Path.EndsWith("/_search", StringComparison.Ordinal));
         if (!write)
         {
+            if (request.Path.EndsWith("/" + AccessLog, StringComparison.Ordinal))
+            {
+                // Proofs against a checkpoint that covers every entry committed so far.
+                await audit.CheckpointAsync(ct);
+            }
             var response = await store.ReadAsync(s => Dispatch(request, s), ct);
             await audit.RecordAsync(trail.Records(response.Status, Now()));
             return response;
@@ -95,6 +100,10 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         {
             request.Trail?.Target = (type, segments[1]);
         }
+        if (type == "AuditEvent")
+        {
+            return AuditEvents(s, request, segments);
+        }
         var caller = request.Caller;
         switch (request.Method, segments.Length)
         {
@@ -127,6 +136,8 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             case ("GET", 3) when segments[2] == "_history":
                 PermitRead(s, caller, type, segments[1]);
                 return History(s, request, type, segments[1]);
+            case ("GET", 3) when type == "Patient" && segments[2] == AccessLog:
+                return AccessLogOf(s, request, segments[1]);
             case ("GET", 3) when type == "Patient" && segments[2] == "$everything":
                 PermitEverything(caller, segments[1]);
                 request.Trail?.Patient(segments[1]);

@@ -1,0 +1,151 @@
+using System.Globalization;
+using System.Text.Json.Serialization;
+using Hl7.Fhir.Model;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Ward.Core.Access;
+using Ward.Core.Audit;
+using Ward.Core.Fhir;
+using Ward.Core.Storage;
+
+namespace Ward.Server;
+
+/// <summary>
+/// The audit log for verifiers, under <c>/audit</c>: the latest signed checkpoint (C2SP signed note), inclusion and
+/// consistency proofs (RFC 9162, hashes in base64), the stored entries (the exact leaf bytes), and the node's verifier
+/// key. The security officer and the data protection officer see everything; a patient sees their own entries and the
+/// checkpoints and consistency proofs (which name nobody).
+/// </summary>
+internal static class AuditEndpoints
+{
+    public static void Map(WebApplication app, FhirEndpoint fhir, AuditLog audit, RecordStore store)
+    {
+        app.MapGet("/audit/key", () => Results.Text(audit.Verifier.VKey + "\n", "text/plain; charset=utf-8"));
+        app.MapGet("/audit/checkpoint", http => RunAsync(http, fhir, async (caller, ct) =>
+            Results.Text(await audit.LatestCheckpointAsync(ct), "text/plain; charset=utf-8")));
+        app.MapGet("/audit/proof/inclusion", http => RunAsync(http, fhir, async (caller, ct) =>
+        {
+            var index = Number(http, "index");
+            var size = Number(http, "size");
+            var response = await store.ReadAsync(s =>
+            {
+                CheckSize(s, size, "size");
+                if (index < 0 || index >= size)
+                {
+                    throw FhirException.BadRequest($"index must be at least 0 and below size ({size}).");
+                }
+                var (data, patient) = Entry(s, index);
+                CheckOwn(caller, patient, index);
+                return new InclusionProof(index, size, Convert.ToBase64String(Merkle.LeafHash(data)),
+                    [.. Merkle.InclusionProof(index, size, AuditLog.Subtrees(s)).Select(Convert.ToBase64String)]);
+            }, ct);
+            return Results.Json(response, AuditJson.Default.InclusionProof);
+        }));
+        app.MapGet("/audit/proof/consistency", http => RunAsync(http, fhir, async (caller, ct) =>
+        {
+            var from = Number(http, "from");
+            var to = Number(http, "to");
+            var response = await store.ReadAsync(s =>
+            {
+                CheckSize(s, to, "to");
+                if (from < 1 || from > to)
+                {
+                    throw FhirException.BadRequest($"from must be at least 1 and at most to ({to}).");
+                }
+                return new ConsistencyProof(from, to, [.. Merkle.ConsistencyProof(from, to, AuditLog.Subtrees(s)).Select(Convert.ToBase64String)]);
+            }, ct);
+            return Results.Json(response, AuditJson.Default.ConsistencyProof);
+        }));
+        app.MapGet("/audit/entries/{index}", http => RunAsync(http, fhir, async (caller, ct) =>
+        {
+            if (!long.TryParse(http.GetRouteValue("index") as string, NumberStyles.None, CultureInfo.InvariantCulture, out var index))
+            {
+                throw FhirException.BadRequest("The entry index is a whole number.");
+            }
+            var (data, patient) = await store.ReadAsync(s => Entry(s, index), ct);
+            CheckOwn(caller, patient, index);
+            await audit.RecordAsync([new AuditRecord
+            {
+                Kind = AuditKind.Admin,
+                Subtype = "audit-entry-read",
+                Action = 'R',
+                Status = 200,
+                RecordedTicks = audit.NowTicks,
+                Subject = caller.Subject,
+                Role = caller.Role,
+                FhirUser = caller.FhirUser,
+                ClientId = caller.ClientId,
+                Address = http.Connection.RemoteIpAddress?.ToString(),
+                Purpose = caller.Purpose,
+                Patient = patient,
+                Entities = [new AuditEntity($"AuditEvent/{index.ToString(CultureInfo.InvariantCulture)}")],
+            }]);
+            return Results.Bytes(data, "application/fhir+json; charset=utf-8");
+        }));
+    }
+
+    private static async System.Threading.Tasks.Task RunAsync(HttpContext http, FhirEndpoint fhir, Func<AccessGrant, CancellationToken, Task<IResult>> work)
+    {
+        http.Response.Headers.CacheControl = "no-store";
+        IResult result;
+        try
+        {
+            var caller = await fhir.AuthenticateAsync(http);
+            if (caller is null)
+            {
+                return;
+            }
+            if (!FhirEngine.ReadsAudit(caller) && !(caller.Role == "patient" && caller.Patient is not null))
+            {
+                throw FhirException.Forbidden("The audit log is open to the security officer and the data protection officer, and to each patient for their own entries.");
+            }
+            result = await work(caller, http.RequestAborted);
+        }
+        catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException or AuditIntegrityException)
+        {
+            var (status, outcome) = Outcomes.FromException(e);
+            http.Response.StatusCode = (int)status;
+            result = Results.Bytes(FhirJson.Serialize(outcome), "application/fhir+json; charset=utf-8");
+        }
+        await result.ExecuteAsync(http);
+    }
+
+    private static long Number(HttpContext http, string name) =>
+        long.TryParse(http.Request.Query[name].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var value)
+            ? value
+            : throw FhirException.BadRequest($"The query needs {name}, a whole number.");
+
+    /// <summary>Proofs are served for tree sizes up to the latest signed checkpoint, so that the root they lead to is one the node signed.</summary>
+    private static void CheckSize(StoreSession s, long size, string name)
+    {
+        var signed = s.AuditLatestCheckpoint()?.Size ?? 0;
+        if (size < 1 || size > signed)
+        {
+            throw FhirException.BadRequest($"{name} must be between 1 and the size of the latest checkpoint ({signed}).");
+        }
+    }
+
+    private static (byte[] Data, string? Patient) Entry(StoreSession s, long index)
+    {
+        var data = s.AuditEntry(index) ?? throw FhirException.NotFound($"The audit log has no entry {index}.");
+        return (data, s.Scalar("SELECT patient FROM audit_entry WHERE idx = @i", [("@i", index)]) as string);
+    }
+
+    private static void CheckOwn(AccessGrant caller, string? patient, long index)
+    {
+        if (!FhirEngine.ReadsAudit(caller) && patient != caller.Patient)
+        {
+            throw FhirException.NotFound($"The audit log has no entry {index} among your entries.");
+        }
+    }
+}
+
+internal sealed record InclusionProof(long Index, long Size, string LeafHash, string[] Hashes);
+
+internal sealed record ConsistencyProof(long From, long To, string[] Hashes);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(InclusionProof))]
+[JsonSerializable(typeof(ConsistencyProof))]
+internal sealed partial class AuditJson : JsonSerializerContext;
