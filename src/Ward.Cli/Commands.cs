@@ -37,6 +37,8 @@ internal static partial class Commands
         root.Add(Users());
         root.Add(Clients());
         root.Add(Token());
+        root.Add(Verify());
+        root.Add(Audit());
         return root;
     }
 
@@ -343,6 +345,11 @@ internal static partial class Commands
         {
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
             return 2;
+        }
+        catch (WitnessException e)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[red]FAILED:[/] {e.Message}");
+            return 1;
         }
         catch (RecordIntegrityException e)
         {

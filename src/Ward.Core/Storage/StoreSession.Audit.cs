@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Globalization;
 
 namespace Ward.Core.Storage;
@@ -8,6 +9,9 @@ internal sealed record AuditRow(long Index, long Recorded, string? Patient, stri
 /// <summary>The audit log's tables (see <see cref="Audit.AuditLog"/>): the head (size), entries, subtree hashes and checkpoints.</summary>
 internal sealed partial class StoreSession
 {
+    /// <summary>A command for a fixed query of the verifier (the caller disposes it).</summary>
+    internal DbCommand Command(string sql) => AdHoc(sql, []);
+
     /// <summary>Reserves <paramref name="count"/> entries at the end of the log and returns the first index (the size before).
     /// The head row's update is the log's lock: a concurrent appender (another process) waits for this transaction.</summary>
     public long AuditReserve(int count)
@@ -53,9 +57,12 @@ internal sealed partial class StoreSession
         using var reader = cmd.ExecuteReader();
         while (reader.Read())
         {
-            yield return (reader.GetInt64(0), (byte[])reader.GetValue(1));
+            yield return (reader.GetInt64(0), Bytes(reader.GetValue(1)));
         }
     }
+
+    /// <summary>A stored blob as bytes, even where someone wrote text into the column behind the node (SQLite is not typed).</summary>
+    internal static byte[] Bytes(object value) => value as byte[] ?? System.Text.Encoding.UTF8.GetBytes(Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
 
     /// <summary>Stored subtree hashes of one level in index order from <paramref name="from"/>.</summary>
     public IEnumerable<(long Index, byte[] Hash)> AuditLevel(int level, long from, int count)
@@ -64,7 +71,7 @@ internal sealed partial class StoreSession
         using var reader = cmd.ExecuteReader();
         while (reader.Read())
         {
-            yield return (reader.GetInt64(0), (byte[])reader.GetValue(1));
+            yield return (reader.GetInt64(0), Bytes(reader.GetValue(1)));
         }
     }
 

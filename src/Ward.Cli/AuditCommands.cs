@@ -1,0 +1,187 @@
+using System.CommandLine;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using Spectre.Console;
+using Ward.Core.Audit;
+using Ward.Core.Node;
+using Ward.Core.Storage;
+
+namespace Ward.Cli;
+
+/// <summary><c>ward verify</c> and <c>ward audit verify</c>: the node's integrity, from its data folder or as an outside witness.</summary>
+internal static partial class Commands
+{
+    private static Command Verify()
+    {
+        var data = DataOption();
+        var cmd = new Command("verify", "Check the node's data folder: the audit log (entries, subtree hashes, signed checkpoints) and every stored "
+            + "version, current and historical, against the digest its audit entry committed. Names every record modified, deleted, inserted or "
+            + "swapped behind the node's back. Exit status 0 only when all is intact.") { data };
+        cmd.SetAction(pr => Run(() =>
+        {
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            using var store = RecordStore.Open(config);
+            var report = new VerificationReport();
+            Verification.VerifyLog(store, NodeVerifier(config, report), report);
+            Verification.VerifyStore(store, report);
+            return Print(report, "The records and the audit log are intact.");
+        }));
+        return cmd;
+    }
+
+    private static Command Audit()
+    {
+        var data = DataOption(required: false);
+        var server = new Option<string?>("--server") { Description = "Act as an outside witness of a running node (its base URL, such as https://ward.example:8443)." };
+        var checkpoint = new Option<string?>("--checkpoint")
+        {
+            Description = "With --server: the witness's saved checkpoint. The node's current checkpoint must extend it (consistency proof); "
+                + "then it replaces it. The first run saves it, with the node's key beside it (FILE.vkey).",
+        };
+        var key = new Option<string?>("--key") { Description = "With --server: the node's verifier key (C2SP vkey), instead of FILE.vkey or, on first use, the node's /audit/key." };
+        var token = new Option<string?>("--token") { Description = "With --server: an access token of the security officer (default: the WARD_TOKEN environment variable)." };
+        var verify = new Command("verify", "Verify the audit log: from the data folder (--data: recompute the tree from every entry, check every "
+            + "checkpoint signature and the consistency between checkpoints), or as a witness of a running node (--server --checkpoint).")
+            { data, server, checkpoint, key, token };
+        verify.SetAction((pr, ct) => RunAsync(async () =>
+        {
+            if (pr.GetValue(server) is { } url)
+            {
+                var file = pr.GetValue(checkpoint) ?? throw new NodeException("--server needs --checkpoint FILE: where the witness keeps the last checkpoint it accepted.");
+                return await WitnessAsync(url, file, pr.GetValue(key), pr.GetValue(token) ?? Environment.GetEnvironmentVariable("WARD_TOKEN"), ct);
+            }
+            var dir = pr.GetValue(data) ?? throw new NodeException("Give --data DIR (the node's folder), or --server URL --checkpoint FILE.");
+            var config = NodeConfig.Load(dir);
+            using var store = RecordStore.Open(config);
+            var report = new VerificationReport();
+            Verification.VerifyLog(store, NodeVerifier(config, report), report);
+            return Print(report, "The audit log is intact: every entry is under the node's signed checkpoints.");
+        }));
+        return new Command("audit", "The tamper-evident audit log.") { verify };
+    }
+
+    /// <summary>The node's verifier key, from its private key; a published key that differs is a problem in itself.</summary>
+    private static SignedNote.Verifier NodeVerifier(NodeConfig config, VerificationReport report)
+    {
+        var path = config.Resolve(NodeKey.KeyFile);
+        if (!File.Exists(path))
+        {
+            throw new NodeException($"The node key {path} is missing: without it the checkpoints cannot be checked. Restore it from the node's backup.");
+        }
+        using var signer = SignedNote.Signer.Parse(File.ReadAllText(path).Trim());
+        var published = config.Resolve(NodeKey.VerifierFile);
+        if (File.Exists(published) && File.ReadAllText(published).Trim() != signer.Verifier.VKey)
+        {
+            report.Problems.Add($"{published} is not the public half of {path}: one of them was replaced.");
+        }
+        return signer.Verifier;
+    }
+
+    private static int Print(VerificationReport report, string intact)
+    {
+        foreach (var line in report.Checked)
+        {
+            AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] {line}");
+        }
+        foreach (var problem in report.Problems.Take(200))
+        {
+            AnsiConsole.MarkupLineInterpolated($"  [red]FAILED[/]  {problem}");
+        }
+        if (report.Problems.Count > 200)
+        {
+            AnsiConsole.MarkupLineInterpolated($"  [red]... and {report.Problems.Count - 200} more problems.[/]");
+        }
+        if (report.Intact)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[green]{intact}[/]");
+            return 0;
+        }
+        AnsiConsole.MarkupLineInterpolated($"[red]{report.Problems.Count} integrity problem(s) found.[/] Treat the node as compromised: keep this output, stop writes, and follow docs/RECOVERY.md.");
+        return 1;
+    }
+
+    /// <summary>
+    /// The witness: fetch the node's current checkpoint, check its signature with the key the witness trusts, and check
+    /// that it extends the checkpoint the witness saved last time (RFC 9162 consistency proof). A node that rewrote or
+    /// truncated its history cannot produce that proof.
+    /// </summary>
+    private static async Task<int> WitnessAsync(string url, string file, string? keyText, string? token, CancellationToken ct)
+    {
+        var origin = url.TrimEnd('/');
+        if (origin.EndsWith("/fhir", StringComparison.Ordinal))
+        {
+            origin = origin[..^5];
+        }
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+        if (token is not null)
+        {
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        }
+        var keyFile = file + ".vkey";
+        var firstUse = keyText is null && !File.Exists(keyFile);
+        var vkey = (keyText ?? (File.Exists(keyFile) ? await File.ReadAllTextAsync(keyFile, ct) : await GetAsync(http, $"{origin}/audit/key", ct))).Trim();
+        var verifier = SignedNote.ParseVerifier(vkey);
+        var note = await GetAsync(http, $"{origin}/audit/checkpoint", ct);
+        if (!SignedNote.TryOpen(note, [verifier], out var text, out _, out var error) || !Checkpoint.TryParse(text, out var current))
+        {
+            throw new WitnessException($"The node's checkpoint does not verify under the key {verifier.Name}: {error ?? "not a checkpoint"}.");
+        }
+        if (File.Exists(file))
+        {
+            var saved = await File.ReadAllTextAsync(file, ct);
+            if (!SignedNote.TryOpen(saved, [verifier], out var savedText, out _, out error) || !Checkpoint.TryParse(savedText, out var previous))
+            {
+                throw new WitnessException($"The saved checkpoint {file} does not verify under the key {verifier.Name}: {error ?? "not a checkpoint"}.");
+            }
+            if (previous.Origin != current.Origin)
+            {
+                throw new WitnessException($"The node now signs as {current.Origin}, not {previous.Origin}.");
+            }
+            if (current.Size < previous.Size)
+            {
+                throw new WitnessException($"The node's log shrank from {previous.Size} to {current.Size} entries: its history was truncated or rolled back.");
+            }
+            if (current.Size == previous.Size)
+            {
+                if (!current.Root.AsSpan().SequenceEqual(previous.Root))
+                {
+                    throw new WitnessException($"The node signed two different trees of size {current.Size}: its history was rewritten.");
+                }
+            }
+            else if (previous.Size > 0)
+            {
+                using var proof = JsonDocument.Parse(await GetAsync(http, $"{origin}/audit/proof/consistency?from={previous.Size}&to={current.Size}", ct));
+                var hashes = proof.RootElement.GetProperty("hashes").EnumerateArray().Select(h => Convert.FromBase64String(h.GetString()!)).ToList();
+                if (!Merkle.VerifyConsistency(previous.Size, current.Size, previous.Root, current.Root, hashes))
+                {
+                    throw new WitnessException($"The node's checkpoint at size {current.Size} does not extend the one saved at size {previous.Size}: its history was rewritten.");
+                }
+            }
+            AnsiConsole.MarkupLineInterpolated($"[green]Consistent[/]: {current.Origin} grew from {previous.Size:N0} to {current.Size:N0} entries without changing any of them.");
+        }
+        else
+        {
+            AnsiConsole.MarkupLineInterpolated($"First checkpoint of {current.Origin} saved at size {current.Size:N0}{(firstUse ? $"; trusting its key {vkey} from now on" : "")}.");
+        }
+        await File.WriteAllTextAsync(file, note, ct);
+        if (firstUse)
+        {
+            await File.WriteAllTextAsync(keyFile, vkey + "\n", ct);
+        }
+        return 0;
+    }
+
+    private static async Task<string> GetAsync(HttpClient http, string url, CancellationToken ct)
+    {
+        using var response = await http.GetAsync(url, ct);
+        var body = await response.Content.ReadAsStringAsync(ct);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new NodeException($"{url} answered {(int)response.StatusCode}: {body[..Math.Min(300, body.Length)]}");
+        }
+        return body;
+    }
+}
+
+/// <summary>The witnessed node's history does not extend what the witness saw before: exit status 1, never a stack trace.</summary>
+internal sealed class WitnessException(string message) : Exception(message);
