@@ -7,6 +7,8 @@ using System.Text.Json;
 //   ids URL TYPE OUT         write the ids of TYPE to OUT (one per line) for wrk
 //   search URL N             Observation?patient=X&code=Y latency over N requests (median, p99)
 //   crypto SECONDS           AES-256-GCM and HMAC-SHA-256 throughput of this machine, through Ward's own envelope code
+//   audit DATA N CLIENTS     append N audit entries to a fresh node's log from CLIENTS concurrent requests (group commit),
+//                            then N in transactions of 1,000; then the latency of 10,000 inclusion proofs at size N
 //   serve DATA URL [--no-auth]  host the node's web server (as 'ward serve'); --no-auth skips token checks, for bench/auth.sh only
 // The HTTP modes send the access token in WARD_TOKEN, if set.
 var mode = args.ElementAtOrDefault(0);
@@ -27,10 +29,12 @@ switch (mode)
         return await Search(http, args[1].TrimEnd('/'), int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
     case "store-reads":
         return StoreReads(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture));
+    case "audit":
+        return await AuditAppends(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture));
     case "crypto":
         return Crypto(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
     default:
-        Console.Error.WriteLine("usage: ingest URL DIR CLIENTS | ids URL TYPE OUT | search URL N | crypto SECONDS | serve DATA URL [--no-auth]");
+        Console.Error.WriteLine("usage: ingest URL DIR CLIENTS | ids URL TYPE OUT | search URL N | crypto SECONDS | audit DATA N CLIENTS | serve DATA URL [--no-auth]");
         return 2;
 }
 
@@ -123,6 +127,65 @@ static async Task<int> Search(HttpClient http, string url, int n)
     }
     times.Sort();
     Console.WriteLine($"search Observation?patient=X&code=Y: n={n} median {times[n / 2]:F2} ms, p99 {times[(int)(n * 0.99)]:F2} ms, max {times[^1]:F2} ms");
+    return 0;
+}
+
+static async Task<int> AuditAppends(string data, int n, int clients)
+{
+    var config = Ward.Core.Node.NodeConfig.Load(data);
+    using var store = Ward.Core.Storage.RecordStore.Open(config);
+    await using var audit = Ward.Core.Audit.AuditLog.Open(config, store);
+    // A read's event as the engine makes it: a clinician, a patient, one resource version.
+    Ward.Core.Audit.AuditRecord Record(int i) => new()
+    {
+        Kind = Ward.Core.Audit.AuditKind.Rest,
+        Subtype = "read",
+        Action = 'R',
+        Status = 200,
+        RecordedTicks = DateTime.UtcNow.Ticks,
+        Subject = "3f0c7a9e-2b1d-4c8e-9a7f-5d6e1b2c3a4f",
+        Role = "clinician",
+        FhirUser = "Practitioner/8b2e4f1a-6c3d-4e5f-a7b8-9c0d1e2f3a4b",
+        ClientId = "ehr",
+        Address = "10.1.2.3",
+        Purpose = "TREAT",
+        Patient = $"patient-{i % 5000}",
+        Entities = [new($"Observation/obs-{i}/_history/1")],
+    };
+    var watch = Stopwatch.StartNew();
+    var next = -1;
+    await Task.WhenAll(Enumerable.Range(0, clients).Select(_ => Task.Run(async () =>
+    {
+        for (var i = Interlocked.Increment(ref next); i < n; i = Interlocked.Increment(ref next))
+        {
+            await audit.RecordAsync([Record(i)]);
+        }
+    })));
+    var grouped = n / watch.Elapsed.TotalSeconds;
+    Console.WriteLine($"audit: {n:N0} entries from {clients} concurrent requests (group commit, durable before each returns): {grouped:N0} entries/s");
+    watch.Restart();
+    for (var start = 0; start < n; start += 1000)
+    {
+        var batch = Enumerable.Range(start, Math.Min(1000, n - start)).Select(Record).ToList();
+        await store.WriteAsync(s => { audit.Append(s, batch); return 0; }, CancellationToken.None);
+    }
+    Console.WriteLine($"audit: {n:N0} entries in transactions of 1,000 (as a large import writes them): {n / watch.Elapsed.TotalSeconds:N0} entries/s");
+    await audit.CheckpointAsync(CancellationToken.None);
+    var size = store.Read(s => s.AuditSize());
+    var random = new Random(1);
+    var times = new List<double>();
+    using (var session = store.OpenRead())
+    {
+        var subtrees = Ward.Core.Audit.AuditLog.Subtrees(session);
+        for (var i = 0; i < 10_000; i++)
+        {
+            var t = Stopwatch.StartNew();
+            Ward.Core.Audit.Merkle.InclusionProof(random.NextInt64(size), size, subtrees);
+            times.Add(t.Elapsed.TotalMilliseconds);
+        }
+    }
+    times.Sort();
+    Console.WriteLine($"audit: inclusion proof at {size:N0} entries: median {times[times.Count / 2]:F3} ms, p99 {times[(int)(times.Count * 0.99)]:F3} ms, max {times[^1]:F3} ms");
     return 0;
 }
 
