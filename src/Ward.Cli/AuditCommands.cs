@@ -60,6 +60,29 @@ internal static partial class Commands
         return new Command("audit", "The tamper-evident audit log.") { verify };
     }
 
+    /// <summary>
+    /// Records an administrative command in the node's audit log, durable (and under a new checkpoint) before the command
+    /// reports: the operator is the operating-system account that ran it on the data folder.
+    /// </summary>
+    private static async Task AuditAdminAsync(NodeConfig config, string subtype, char action, string target, string? patient = null)
+    {
+        using var store = RecordStore.Open(config);
+        await using var audit = AuditLog.Open(config, store);
+        await audit.RecordAsync([new AuditRecord
+        {
+            Kind = AuditKind.Admin,
+            Subtype = subtype,
+            Action = action,
+            Status = 200,
+            RecordedTicks = audit.NowTicks,
+            Subject = "os:" + Environment.UserName,
+            Role = "admin",
+            Patient = patient,
+            Entities = [new AuditEntity(target)],
+        }]);
+        await audit.CheckpointAsync(CancellationToken.None);
+    }
+
     /// <summary>The node's verifier key, from its private key; a published key that differs is a problem in itself.</summary>
     private static SignedNote.Verifier NodeVerifier(NodeConfig config, VerificationReport report)
     {

@@ -31,8 +31,10 @@ internal static partial class Commands
                 throw new NodeException("Give --practitioner or --patient, not both.");
             }
             var password = (await Console.In.ReadLineAsync(ct))?.TrimEnd('\r', '\n') ?? "";
-            await using var accounts = Accounts.Open(NodeConfig.Load(pr.GetValue(data)!));
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            await using var accounts = Accounts.Open(config);
             var user = await accounts.AddUserAsync(pr.GetValue(userName)!, pr.GetValue(role)!, pr.GetValue(practitioner) ?? pr.GetValue(patient), password, ct);
+            await AuditAdminAsync(config, "user-add", 'C', $"user/{user.UserName}");
             AnsiConsole.MarkupLineInterpolated($"[green]User '{user.UserName}' created[/] ({user.Role}{(user.FhirUser is null ? "" : ", " + user.FhirUser)}).");
             if (Roles.IsStaff(user.Role))
             {
@@ -59,8 +61,10 @@ internal static partial class Commands
         var disable = new Command("disable", "Disable an account for good: no sign-in, no token, every grant it holds revoked (the account stays for the audit trail).") { data, disableName };
         disable.SetAction((pr, ct) => RunAsync(async () =>
         {
-            await using var accounts = Accounts.Open(NodeConfig.Load(pr.GetValue(data)!));
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            await using var accounts = Accounts.Open(config);
             var revoked = await accounts.DisableUserAsync(pr.GetValue(disableName)!, ct);
+            await AuditAdminAsync(config, "user-disable", 'U', $"user/{pr.GetValue(disableName)}");
             AnsiConsole.MarkupLineInterpolated($"[green]User '{pr.GetValue(disableName)}' disabled[/]; {revoked} grants revoked. Access tokens already issued stop working within {AccessTokens.RecheckEvery.TotalSeconds:N0} s.");
             return 0;
         }));
@@ -69,8 +73,10 @@ internal static partial class Commands
         var resetMfa = new Command("reset-mfa", "Forget a user's authenticator (lost phone): they enrol a new one at their next sign-in. Their grants are revoked.") { data, resetName };
         resetMfa.SetAction((pr, ct) => RunAsync(async () =>
         {
-            await using var accounts = Accounts.Open(NodeConfig.Load(pr.GetValue(data)!));
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            await using var accounts = Accounts.Open(config);
             await accounts.ResetMfaAsync(pr.GetValue(resetName)!, ct);
+            await AuditAdminAsync(config, "user-reset-mfa", 'U', $"user/{pr.GetValue(resetName)}");
             AnsiConsole.MarkupLineInterpolated($"[green]Second factor of '{pr.GetValue(resetName)}' reset[/]; they enrol a new authenticator at their next sign-in.");
             return 0;
         }));
@@ -91,9 +97,11 @@ internal static partial class Commands
         add.SetAction((pr, ct) => RunAsync(async () =>
         {
             var keySet = pr.GetValue(jwks) is { } file ? await File.ReadAllTextAsync(file, ct) : null;
-            await using var accounts = Accounts.Open(NodeConfig.Load(pr.GetValue(data)!));
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            await using var accounts = Accounts.Open(config);
             var secret = await accounts.AddClientAsync(pr.GetValue(clientId)!, Enum.Parse<ClientKind>(pr.GetValue(kind)!, ignoreCase: true),
                 pr.GetValue(redirect) ?? [], pr.GetValue(scopes)!, keySet, pr.GetValue(name), ct);
+            await AuditAdminAsync(config, "client-add", 'C', $"client/{pr.GetValue(clientId)}");
             AnsiConsole.MarkupLineInterpolated($"[green]Client '{pr.GetValue(clientId)}' registered[/] ({pr.GetValue(kind)}).");
             if (secret is not null)
             {
@@ -120,8 +128,10 @@ internal static partial class Commands
         var remove = new Command("remove", "Remove a client with every grant and token it holds.") { data, removeId };
         remove.SetAction((pr, ct) => RunAsync(async () =>
         {
-            await using var accounts = Accounts.Open(NodeConfig.Load(pr.GetValue(data)!));
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            await using var accounts = Accounts.Open(config);
             await accounts.RemoveClientAsync(pr.GetValue(removeId)!, ct);
+            await AuditAdminAsync(config, "client-remove", 'D', $"client/{pr.GetValue(removeId)}");
             AnsiConsole.MarkupLineInterpolated($"[green]Client '{pr.GetValue(removeId)}' removed[/] with its grants and tokens.");
             return 0;
         }));
@@ -143,8 +153,12 @@ internal static partial class Commands
             {
                 throw new NodeException("Give exactly one of --user and --client.");
             }
-            await using var accounts = Accounts.Open(NodeConfig.Load(pr.GetValue(data)!));
-            Console.WriteLine(await accounts.IssueTokenAsync(pr.GetValue(user), pr.GetValue(client), pr.GetValue(scope)!, pr.GetValue(minutes), ct));
+            var config = NodeConfig.Load(pr.GetValue(data)!);
+            await using var accounts = Accounts.Open(config);
+            var token = await accounts.IssueTokenAsync(pr.GetValue(user), pr.GetValue(client), pr.GetValue(scope)!, pr.GetValue(minutes), ct);
+            // Recorded before the token is shown: no token leaves without its trace.
+            await AuditAdminAsync(config, "token-issue", 'E', pr.GetValue(user) is { } u ? $"user/{u}" : $"client/{pr.GetValue(client)}");
+            Console.WriteLine(token);
             return 0;
         }));
         return cmd;

@@ -54,23 +54,32 @@ internal sealed partial class AuditLog : IAsyncDisposable
     public static AuditLog Open(NodeConfig config, RecordStore store, TimeProvider? clock = null) =>
         new(store, NodeKey.LoadOrCreate(config, store), clock ?? TimeProvider.System);
 
-    /// <summary>Appends events inside a write transaction; the in-memory tree follows only if the transaction commits.</summary>
-    public void Append(StoreSession session, IReadOnlyList<AuditRecord> records)
+    /// <summary>An event serialised and hashed, ready to be sequenced (done by each request, outside the log's lock).</summary>
+    private readonly record struct Sealed(AuditRecord Record, byte[] Data, byte[] Leaf);
+
+    private Sealed Seal(AuditRecord record)
     {
-        if (records.Count == 0)
+        var data = record.ToJson(Origin);
+        return new Sealed(record, data, Merkle.LeafHash(data));
+    }
+
+    /// <summary>Appends events inside a write transaction; the in-memory tree follows only if the transaction commits.</summary>
+    public void Append(StoreSession session, IReadOnlyList<AuditRecord> records) => Append(session, records.Select(Seal).ToList());
+
+    private void Append(StoreSession session, List<Sealed> entries)
+    {
+        if (entries.Count == 0)
         {
             return;
         }
-        var start = session.AuditReserve(records.Count);
+        var start = session.AuditReserve(entries.Count);
         var frontier = _committed is { } known && known.Size == start ? known.Clone() : Frontier.Load(session, start);
-        var rows = new List<AuditRow>(records.Count);
-        var nodes = new List<(int Level, long Index, byte[] Hash)>(records.Count * 2);
-        foreach (var r in records)
+        var rows = new List<AuditRow>(entries.Count);
+        var nodes = new List<(int Level, long Index, byte[] Hash)>(entries.Count);
+        foreach (var (r, data, leaf) in entries)
         {
-            var index = frontier.Size;
-            var data = r.ToJson(index, Origin);
-            frontier.Append(Merkle.LeafHash(data), nodes);
-            rows.Add(new AuditRow(index, r.RecordedTicks, r.Patient, r.Subject, r.FhirUser, r.Subtype, r.Outcome, data));
+            rows.Add(new AuditRow(frontier.Size, r.RecordedTicks, r.Patient, r.Subject, r.FhirUser, r.Subtype, r.Outcome, data, leaf));
+            frontier.Append(leaf, nodes);
         }
         session.AuditInsert(rows, nodes);
         session.OnCommitted(() => _committed = frontier);
@@ -83,7 +92,7 @@ internal sealed partial class AuditLog : IAsyncDisposable
         {
             return Task.CompletedTask;
         }
-        var pending = new Pending(records, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        var pending = new Pending(records.Select(Seal).ToList(), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         if (!_queue.Writer.TryWrite(pending))
         {
             throw new AuditUnavailableException("The node is shutting down: the audit log takes no more entries, so the request is refused.");
@@ -91,27 +100,27 @@ internal sealed partial class AuditLog : IAsyncDisposable
         return pending.Done.Task;
     }
 
-    private sealed record Pending(IReadOnlyList<AuditRecord> Records, TaskCompletionSource Done);
+    private sealed record Pending(List<Sealed> Entries, TaskCompletionSource Done);
 
     private async Task WriteLoopAsync()
     {
         var reader = _queue.Reader;
         var batch = new List<Pending>();
-        var records = new List<AuditRecord>();
+        var entries = new List<Sealed>();
         while (await reader.WaitToReadAsync())
         {
             batch.Clear();
-            records.Clear();
-            while (records.Count < MaxBatch && reader.TryRead(out var p))
+            entries.Clear();
+            while (entries.Count < MaxBatch && reader.TryRead(out var p))
             {
                 batch.Add(p);
-                records.AddRange(p.Records);
+                entries.AddRange(p.Entries);
             }
             try
             {
                 await _store.WriteAsync(s =>
                 {
-                    Append(s, records);
+                    Append(s, entries);
                     return 0;
                 }, CancellationToken.None);
                 foreach (var p in batch)
@@ -198,13 +207,12 @@ internal sealed partial class AuditLog : IAsyncDisposable
             return f;
         }
 
-        /// <summary>Adds a leaf, collecting every complete subtree it closes (the leaf itself first).</summary>
+        /// <summary>Adds a leaf, collecting every complete subtree of two leaves or more that it closes.</summary>
         public void Append(byte[] leafHash, List<(int Level, long Index, byte[] Hash)> closed)
         {
             var hash = leafHash;
             var index = Size;
             var level = 0;
-            closed.Add((0, index, hash));
             while ((index & 1) == 1)
             {
                 hash = Merkle.NodeHash(_edge[level]!, hash);

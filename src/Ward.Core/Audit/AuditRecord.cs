@@ -82,15 +82,17 @@ internal sealed record AuditRecord
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
-    /// <summary>The AuditEvent JSON: deterministic for a given record and index, the exact bytes hashed into the log.</summary>
-    public byte[] ToJson(long index, string origin)
+    /// <summary>
+    /// The AuditEvent JSON, the exact bytes hashed into the log: deterministic for a record, and without an id (an entry's
+    /// id is its index, which only the log assigns; the FHIR API adds it when it serves the event, see <see cref="WithId"/>).
+    /// </summary>
+    public byte[] ToJson(string origin)
     {
         var buffer = new ArrayBufferWriter<byte>(1024);
         using (var w = new Utf8JsonWriter(buffer, Options))
         {
             w.WriteStartObject();
             w.WriteString("resourceType", "AuditEvent");
-            w.WriteString("id", index.ToString(CultureInfo.InvariantCulture));
             if (BreakGlass is not null)
             {
                 w.WriteStartObject("meta");
@@ -156,6 +158,19 @@ internal sealed record AuditRecord
             w.WriteEndObject();
         }
         return buffer.WrittenSpan.ToArray();
+    }
+
+    private static readonly byte[] Head = System.Text.Encoding.UTF8.GetBytes("{\"resourceType\":\"AuditEvent\",");
+
+    /// <summary>A logged entry as a FHIR resource: its bytes with <c>"id": index</c> added after the resource type.</summary>
+    public static byte[] WithId(byte[] entry, long index)
+    {
+        if (!entry.AsSpan().StartsWith(Head))
+        {
+            return entry;
+        }
+        var id = System.Text.Encoding.UTF8.GetBytes($"\"id\":\"{index.ToString(CultureInfo.InvariantCulture)}\",");
+        return [.. entry.AsSpan(0, Head.Length), .. id, .. entry.AsSpan(Head.Length)];
     }
 
     private void WriteUser(Utf8JsonWriter w)

@@ -60,7 +60,7 @@ internal sealed partial class FhirEngine
                 {
                     throw FhirException.NotFound($"AuditEvent/{id} does not exist{(reach is null ? "" : " among your entries")}.");
                 }
-                return new FhirResponse { Status = 200, Body = data, Location = $"AuditEvent/{id}" };
+                return new FhirResponse { Status = 200, Body = AuditRecord.WithId(data, index), Location = $"AuditEvent/{id}" };
             default:
                 throw FhirException.NotFound($"AuditEvent ids are log indexes (whole numbers); {request.Path} is not one.");
         }
@@ -150,7 +150,7 @@ internal sealed partial class FhirEngine
         bundle.Links(links);
         foreach (var (index, data) in rows)
         {
-            bundle.SearchEntry($"{self}/{index.ToString(CultureInfo.InvariantCulture)}", data, "match");
+            bundle.SearchEntry($"{self}/{index.ToString(CultureInfo.InvariantCulture)}", AuditRecord.WithId(data, index), "match");
         }
         return FhirResponse.Of(200, bundle.ToArray());
     }

@@ -292,12 +292,14 @@ internal static class Migrations
                 agent_ref TEXT,
                 subtype   TEXT NOT NULL,
                 outcome   TEXT NOT NULL,
-                data      BLOB NOT NULL
+                data      BLOB NOT NULL,
+                leaf      BLOB NOT NULL
             );
             CREATE INDEX audit_entry_patient ON audit_entry (patient, idx);
             CREATE INDEX audit_entry_agent ON audit_entry (agent, idx);
             CREATE INDEX audit_entry_agent_ref ON audit_entry (agent_ref, idx);
             CREATE INDEX audit_entry_recorded ON audit_entry (recorded);
+            -- Complete subtrees of two leaves or more (a leaf's own hash is in its entry row).
             CREATE TABLE audit_tree (level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (level, idx)) WITHOUT ROWID;
             CREATE TABLE audit_checkpoint (size INTEGER PRIMARY KEY, recorded INTEGER NOT NULL, note TEXT NOT NULL);
             CREATE TRIGGER audit_entry_no_update BEFORE UPDATE ON audit_entry BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
@@ -603,7 +605,8 @@ internal static class Migrations
                 agent_ref text COLLATE "C",
                 subtype   text COLLATE "C" NOT NULL,
                 outcome   text COLLATE "C" NOT NULL,
-                data      bytea NOT NULL
+                data      bytea NOT NULL,
+                leaf      bytea NOT NULL
             );
             -- Entries are stored as they are hashed (no compression: nothing to gain on hashes and identifiers, and cheaper to serve).
             ALTER TABLE audit_entry ALTER COLUMN data SET STORAGE EXTERNAL;
@@ -611,6 +614,7 @@ internal static class Migrations
             CREATE INDEX audit_entry_agent ON audit_entry (agent, idx);
             CREATE INDEX audit_entry_agent_ref ON audit_entry (agent_ref, idx);
             CREATE INDEX audit_entry_recorded ON audit_entry (recorded);
+            -- Complete subtrees of two leaves or more (a leaf's own hash is in its entry row).
             CREATE TABLE audit_tree (level integer NOT NULL, idx bigint NOT NULL, hash bytea NOT NULL, PRIMARY KEY (level, idx));
             CREATE TABLE audit_checkpoint (size bigint PRIMARY KEY, recorded bigint NOT NULL, note text NOT NULL);
             CREATE FUNCTION ward_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;

@@ -78,12 +78,12 @@ internal sealed class PendingWrites(PostgresStore store)
         if (_auditRows.Count > 0)
         {
             Add(batch, """
-                INSERT INTO audit_entry (idx, recorded, patient, agent, agent_ref, subtype, outcome, data)
-                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[])
+                INSERT INTO audit_entry (idx, recorded, patient, agent, agent_ref, subtype, outcome, data, leaf)
+                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[], $9::bytea[])
                 """,
                 _auditRows.Select(r => r.Index).ToArray(), _auditRows.Select(r => r.Recorded).ToArray(), _auditRows.Select(r => r.Patient).ToArray(),
                 _auditRows.Select(r => r.Agent).ToArray(), _auditRows.Select(r => r.AgentRef).ToArray(), _auditRows.Select(r => r.Subtype).ToArray(),
-                _auditRows.Select(r => r.Outcome).ToArray(), _auditRows.Select(r => r.Data).ToArray());
+                _auditRows.Select(r => r.Outcome).ToArray(), _auditRows.Select(r => r.Data).ToArray(), _auditRows.Select(r => r.Leaf).ToArray());
             Add(batch, "INSERT INTO audit_tree (level, idx, hash) SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bytea[])",
                 _auditNodes.Select(n => n.Level).ToArray(), _auditNodes.Select(n => n.Index).ToArray(), _auditNodes.Select(n => n.Hash).ToArray());
         }

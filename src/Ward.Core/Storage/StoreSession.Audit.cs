@@ -4,7 +4,7 @@ using System.Globalization;
 namespace Ward.Core.Storage;
 
 /// <summary>One audit log entry as stored: its index, the columns AuditEvent searches use, and the exact leaf bytes.</summary>
-internal sealed record AuditRow(long Index, long Recorded, string? Patient, string? Agent, string? AgentRef, string Subtype, string Outcome, byte[] Data);
+internal sealed record AuditRow(long Index, long Recorded, string? Patient, string? Agent, string? AgentRef, string Subtype, string Outcome, byte[] Data, byte[] Leaf);
 
 /// <summary>The audit log's tables (see <see cref="Audit.AuditLog"/>): the head (size), entries, subtree hashes and checkpoints.</summary>
 internal sealed partial class StoreSession
@@ -34,8 +34,8 @@ internal sealed partial class StoreSession
         }
         foreach (var r in rows)
         {
-            Cmd("INSERT INTO audit_entry (idx, recorded, patient, agent, agent_ref, subtype, outcome, data) VALUES (@i, @r, @p, @a, @f, @s, @o, @d)",
-                ("@i", r.Index), ("@r", r.Recorded), ("@p", r.Patient), ("@a", r.Agent), ("@f", r.AgentRef), ("@s", r.Subtype), ("@o", r.Outcome), ("@d", r.Data)).ExecuteNonQuery();
+            Cmd("INSERT INTO audit_entry (idx, recorded, patient, agent, agent_ref, subtype, outcome, data, leaf) VALUES (@i, @r, @p, @a, @f, @s, @o, @d, @h)",
+                ("@i", r.Index), ("@r", r.Recorded), ("@p", r.Patient), ("@a", r.Agent), ("@f", r.AgentRef), ("@s", r.Subtype), ("@o", r.Outcome), ("@d", r.Data), ("@h", r.Leaf)).ExecuteNonQuery();
         }
         foreach (var (level, index, hash) in nodes)
         {
@@ -43,9 +43,10 @@ internal sealed partial class StoreSession
         }
     }
 
-    /// <summary>The stored hash of a complete subtree, or null when the log has none.</summary>
-    public byte[]? AuditHash(int level, long index) =>
-        Cmd("SELECT hash FROM audit_tree WHERE level = @l AND idx = @i", ("@l", level), ("@i", index)).ExecuteScalar() as byte[];
+    /// <summary>The stored hash of a complete subtree (a leaf's from its entry), or null when the log has none.</summary>
+    public byte[]? AuditHash(int level, long index) => level == 0
+        ? Cmd("SELECT leaf FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteScalar() as byte[]
+        : Cmd("SELECT hash FROM audit_tree WHERE level = @l AND idx = @i", ("@l", level), ("@i", index)).ExecuteScalar() as byte[];
 
     /// <summary>The stored bytes of entry <paramref name="index"/>, or null.</summary>
     public byte[]? AuditEntry(long index) => Cmd("SELECT data FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteScalar() as byte[];
@@ -64,10 +65,12 @@ internal sealed partial class StoreSession
     /// <summary>A stored blob as bytes, even where someone wrote text into the column behind the node (SQLite is not typed).</summary>
     internal static byte[] Bytes(object value) => value as byte[] ?? System.Text.Encoding.UTF8.GetBytes(Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
 
-    /// <summary>Stored subtree hashes of one level in index order from <paramref name="from"/>.</summary>
+    /// <summary>Stored subtree hashes of one level (0: the leaf hashes kept with the entries) in index order from <paramref name="from"/>.</summary>
     public IEnumerable<(long Index, byte[] Hash)> AuditLevel(int level, long from, int count)
     {
-        using var cmd = AdHoc("SELECT idx, hash FROM audit_tree WHERE level = @l AND idx >= @f ORDER BY idx LIMIT @c", [("@l", level), ("@f", from), ("@c", count)]);
+        using var cmd = level == 0
+            ? AdHoc("SELECT idx, leaf FROM audit_entry WHERE idx >= @f ORDER BY idx LIMIT @c", [("@f", from), ("@c", count)])
+            : AdHoc("SELECT idx, hash FROM audit_tree WHERE level = @l AND idx >= @f ORDER BY idx LIMIT @c", [("@l", level), ("@f", from), ("@c", count)]);
         using var reader = cmd.ExecuteReader();
         while (reader.Read())
         {

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Identity;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
+using Ward.Core.Audit;
 
 namespace Ward.Server.Identity;
 
@@ -40,7 +41,21 @@ internal static partial class LoginPages
             </form>
             """, status);
 
-    private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery csrf, SignInManager<WardUser> signIn, ILogger<WardUser> log)
+    /// <summary>Records a sign-in step in the audit log (the account by its id; an unknown name is not recorded, it may be a mistyped password).</summary>
+    private static Task AuditAsync(AuditLog audit, HttpContext http, string subtype, int status, WardUser? user) => audit.RecordAsync([new AuditRecord
+    {
+        Kind = AuditKind.Login,
+        Subtype = subtype,
+        Action = 'E',
+        Status = status,
+        RecordedTicks = audit.NowTicks,
+        Subject = user?.Id,
+        Role = user?.Role,
+        FhirUser = user?.FhirUser,
+        Address = http.Connection.RemoteIpAddress?.ToString(),
+    }]);
+
+    private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery csrf, SignInManager<WardUser> signIn, AuditLog audit, ILogger<WardUser> log)
     {
         if (!await csrf.IsRequestValidAsync(http))
         {
@@ -53,9 +68,12 @@ internal static partial class LoginPages
         {
             // Hash anyway, so that an unknown name takes as long as a known one.
             signIn.UserManager.PasswordHasher.HashPassword(new WardUser(), form["password"].ToString());
+            await AuditAsync(audit, http, "login", 401, null);
             return LoginForm(http, csrf, returnUrl, Failed, 401);
         }
         var result = await signIn.CheckPasswordSignInAsync(user, form["password"].ToString(), lockoutOnFailure: true);
+        var status = result.IsLockedOut ? 423 : !result.Succeeded ? 401 : user.Disabled ? 403 : 200;
+        await AuditAsync(audit, http, "login", status, user);
         if (result.IsLockedOut)
         {
             LogLockedOut(log, user.Id);
@@ -116,7 +134,7 @@ internal static partial class LoginPages
             """, status);
     }
 
-    private static async Task<IResult> MfaAsync(HttpContext http, IAntiforgery csrf, SignInManager<WardUser> signIn, ILogger<WardUser> log)
+    private static async Task<IResult> MfaAsync(HttpContext http, IAntiforgery csrf, SignInManager<WardUser> signIn, AuditLog audit, ILogger<WardUser> log)
     {
         var user = await signIn.GetTwoFactorAuthenticationUserAsync();
         if (user is null)
@@ -137,6 +155,7 @@ internal static partial class LoginPages
         if (user.TwoFactorEnabled)
         {
             var result = await signIn.TwoFactorAuthenticatorSignInAsync(code, isPersistent: false, rememberClient: false);
+            await AuditAsync(audit, http, "login-second-factor", result.Succeeded ? 200 : result.IsLockedOut ? 423 : 401, user);
             if (result.Succeeded)
             {
                 return Results.Redirect(returnUrl);
@@ -150,6 +169,7 @@ internal static partial class LoginPages
         }
         if (!await signIn.UserManager.VerifyTwoFactorTokenAsync(user, signIn.Options.Tokens.AuthenticatorTokenProvider, code))
         {
+            await AuditAsync(audit, http, "second-factor-enrolment", 401, user);
             await signIn.UserManager.AccessFailedAsync(user);
             return await MfaForm(http, csrf, signIn.UserManager, user, returnUrl, "That code is not right. Check the time on your device; codes change every 30 seconds.", 401);
         }
@@ -157,6 +177,7 @@ internal static partial class LoginPages
         await signIn.UserManager.ResetAccessFailedCountAsync(user);
         await http.SignOutAsync(IdentityConstants.TwoFactorUserIdScheme);
         await signIn.SignInAsync(user, isPersistent: false, authenticationMethod: "mfa");
+        await AuditAsync(audit, http, "second-factor-enrolment", 200, user);
         LogEnrolled(log, user.Id);
         return Results.Redirect(returnUrl);
     }
