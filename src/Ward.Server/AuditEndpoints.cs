@@ -129,7 +129,7 @@ internal static class AuditEndpoints
     private static (byte[] Data, string? Patient) Entry(StoreSession s, long index)
     {
         var data = s.AuditEntry(index) ?? throw FhirException.NotFound($"The audit log has no entry {index}.");
-        return (data, s.Scalar("SELECT patient FROM audit_entry WHERE idx = @i", [("@i", index)]) as string);
+        return (data, s.AuditEntryPatient(index));
     }
 
     private static void CheckOwn(AccessGrant caller, string? patient, long index)

@@ -44,8 +44,6 @@ internal sealed partial class AuditLog : IAsyncDisposable
 
     public SignedNote.Verifier Verifier => _signer.Verifier;
 
-    public RecordStore Store => _store;
-
     public ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
     public long NowTicks => _clock.GetUtcNow().UtcTicks;

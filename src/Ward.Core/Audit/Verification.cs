@@ -22,7 +22,7 @@ internal static class Verification
 {
     private const int Chunk = 10_000;
 
-    /// <summary>Recomputes the log from its entries; returns the hashes of every level (for the store check and proofs).</summary>
+    /// <summary>Recomputes the log from its entries and checks it against the stored subtree hashes and every checkpoint.</summary>
     public static void VerifyLog(RecordStore store, SignedNote.Verifier verifier, VerificationReport report)
     {
         store.Read(s =>

@@ -93,14 +93,15 @@ internal sealed class AuditTrail
             records.Add(Record(status, ticks, targetOwner ?? (Target is ("Patient", var pid) ? pid : null), query, target));
             return records;
         }
-        var patients = _byPatient.Where(p => p.Key != NoPatient).ToList();
-        foreach (var (patient, entities) in patients)
+        foreach (var (patient, entities) in _byPatient.Where(p => p.Key != NoPatient))
         {
             records.Add(Record(status, ticks, patient, query, entities));
         }
-        if (patients.Count == 0 || _byPatient.TryGetValue(NoPatient, out _) && _byPatient[NoPatient].Count > 0)
+        // Data of no patient (a Practitioner, an Organization …), or an interaction that touched nothing.
+        var shared = _byPatient.GetValueOrDefault(NoPatient);
+        if (records.Count == 0 || shared is { Count: > 0 })
         {
-            records.Add(Record(status, ticks, null, query, _byPatient.GetValueOrDefault(NoPatient) ?? []));
+            records.Add(Record(status, ticks, null, query, shared ?? []));
         }
         return records;
     }

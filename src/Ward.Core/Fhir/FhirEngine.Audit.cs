@@ -55,7 +55,7 @@ internal sealed partial class FhirEngine
             case [_] or [_, "_search"]:
                 return SearchAuditEvents(s, request, reach);
             case [_, var id] when long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var index):
-                var (data, patient) = (s.AuditEntry(index), reach is null ? null : EntryPatient(s, index));
+                var (data, patient) = (s.AuditEntry(index), reach is null ? null : s.AuditEntryPatient(index));
                 if (data is null || (reach is not null && patient != reach))
                 {
                     throw FhirException.NotFound($"AuditEvent/{id} does not exist{(reach is null ? "" : " among your entries")}.");
@@ -65,9 +65,6 @@ internal sealed partial class FhirEngine
                 throw FhirException.NotFound($"AuditEvent ids are log indexes (whole numbers); {request.Path} is not one.");
         }
     }
-
-    private static string? EntryPatient(StoreSession s, long index) =>
-        s.Scalar("SELECT patient FROM audit_entry WHERE idx = @i", [("@i", index)]) as string;
 
     private FhirResponse SearchAuditEvents(StoreSession s, FhirRequest request, string? reach)
     {
@@ -138,7 +135,6 @@ internal sealed partial class FhirEngine
         var filter = where.Count == 0 ? "1 = 1" : string.Join(" AND ", where);
         var total = s.AuditCount(filter, args);
         var rows = count == 0 ? [] : s.AuditQuery(filter, args, count, offset);
-        request.Trail?.Touched([]);
         using var bundle = new BundleWriter("searchset", NewId(), clock.GetUtcNow());
         bundle.Total(total);
         var self = $"{request.BaseUrl}/AuditEvent";

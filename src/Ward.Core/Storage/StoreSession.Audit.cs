@@ -51,6 +51,9 @@ internal sealed partial class StoreSession
     /// <summary>The stored bytes of entry <paramref name="index"/>, or null.</summary>
     public byte[]? AuditEntry(long index) => Cmd("SELECT data FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteScalar() as byte[];
 
+    /// <summary>The patient entry <paramref name="index"/> is about, or null.</summary>
+    public string? AuditEntryPatient(long index) => Cmd("SELECT patient FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteScalar() as string;
+
     /// <summary>Entries in index order from <paramref name="from"/> (for verification and exports).</summary>
     public IEnumerable<(long Index, byte[] Data)> AuditEntries(long from, int count)
     {
