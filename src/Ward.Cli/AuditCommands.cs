@@ -22,8 +22,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             using var store = RecordStore.Open(config);
             var report = new VerificationReport();
-            Verification.VerifyLog(store, NodeVerifier(config, report), report);
-            Verification.VerifyStore(store, report);
+            Verification.Verify(store, NodeVerifier(config, report), report, records: true);
             return Print(report, "The records and the audit log are intact.");
         }));
         return cmd;
@@ -54,7 +53,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(dir);
             using var store = RecordStore.Open(config);
             var report = new VerificationReport();
-            Verification.VerifyLog(store, NodeVerifier(config, report), report);
+            Verification.Verify(store, NodeVerifier(config, report), report, records: false);
             return Print(report, "The audit log is intact: every entry is under the node's signed checkpoints.");
         }));
         return new Command("audit", "The tamper-evident audit log.") { verify };
@@ -62,12 +61,13 @@ internal static partial class Commands
 
     /// <summary>
     /// Records an administrative command in the node's audit log, durable (and under a new checkpoint) before the command
-    /// reports: the operator is the operating-system account that ran it on the data folder.
+    /// reports: the operator is the operating-system account that ran it on the data folder. Commands that hold the
+    /// node's store already pass it.
     /// </summary>
-    private static async Task AuditAdminAsync(NodeConfig config, string subtype, char action, string target, string? patient = null)
+    private static async Task AuditAdminAsync(NodeConfig config, string subtype, char action, string target, string? patient = null, RecordStore? open = null)
     {
-        using var store = RecordStore.Open(config);
-        await using var audit = AuditLog.Open(config, store);
+        using var owned = open is null ? RecordStore.Open(config) : null;
+        await using var audit = AuditLog.Open(config, open ?? owned!);
         await audit.RecordAsync([new AuditRecord
         {
             Kind = AuditKind.Admin,

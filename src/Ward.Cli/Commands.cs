@@ -52,7 +52,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             using var store = RecordStore.Open(config);
             var result = await KeyAdmin.RotateMasterAsync(store, ct);
-            await AuditAdminAsync(config, "key-rotate", 'U', $"master-key/{result.NewKeyId}");
+            await AuditAdminAsync(config, "key-rotate", 'U', $"master-key/{result.NewKeyId}", open: store);
             AnsiConsole.MarkupLineInterpolated($"[green]Master key rotated[/]: {result.OldKeyId} -> {result.NewKeyId}; {result.DataKeys:N0} data keys re-wrapped.");
             AnsiConsole.MarkupLineInterpolated($"New key in {config.MasterKeyPath}; the old key is gone from this node. Replace your offline copy now.");
             return 0;
@@ -113,7 +113,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             using var store = RecordStore.Open(config);
             var result = await KeyAdmin.EraseAsync(store, id, pr.GetValue(reason)!, TimeProvider.System, ct);
-            await AuditAdminAsync(config, "erase", 'D', $"Patient/{id}", patient: id);
+            await AuditAdminAsync(config, "erase", 'D', $"Patient/{id}", patient: id, open: store);
             AnsiConsole.MarkupLineInterpolated($"[green]Patient/{id} erased[/]: data key {result.Kid} destroyed; {result.Resources:N0} resources ({result.Versions:N0} versions) can no longer be read.");
             AnsiConsole.MarkupLineInterpolated($"Erased key ids are listed in {KeyAdmin.ErasureLedgerPath(store.Keys)}; a restore must apply them (see docs/SECURITY.md).");
             if (store.Engine == StoreEngine.Postgres)

@@ -126,11 +126,8 @@ internal static class AuditEndpoints
         }
     }
 
-    private static (byte[] Data, string? Patient) Entry(StoreSession s, long index)
-    {
-        var data = s.AuditEntry(index) ?? throw FhirException.NotFound($"The audit log has no entry {index}.");
-        return (data, s.AuditEntryPatient(index));
-    }
+    private static (byte[] Data, string? Patient) Entry(StoreSession s, long index) =>
+        s.AuditEntry(index) ?? throw FhirException.NotFound($"The audit log has no entry {index}.");
 
     private static void CheckOwn(AccessGrant caller, string? patient, long index)
     {

@@ -208,18 +208,18 @@ internal sealed partial class AuditLog : IAsyncDisposable
         /// <summary>Adds a leaf, collecting every complete subtree of two leaves or more that it closes.</summary>
         public void Append(byte[] leafHash, List<(int Level, long Index, byte[] Hash)> closed)
         {
-            var hash = leafHash;
-            var index = Size;
-            var level = 0;
-            while ((index & 1) == 1)
+            // The left siblings Merkle.Completed asks for are the edge's subtrees; each merge empties the level below it.
+            var top = (Level: 0, Hash: leafHash);
+            foreach (var (level, index, hash) in Merkle.Completed(Size, leafHash, (level, _) => _edge[level]!))
             {
-                hash = Merkle.NodeHash(_edge[level]!, hash);
-                _edge[level] = null;
-                index >>= 1;
-                level++;
-                closed.Add((level, index, hash));
+                if (level > 0)
+                {
+                    _edge[level - 1] = null;
+                    closed.Add((level, index, hash));
+                }
+                top = (level, hash);
             }
-            _edge[level] = hash;
+            _edge[top.Level] = top.Hash;
             Size++;
         }
 

@@ -14,245 +14,238 @@ internal sealed class VerificationReport
 
 /// <summary>
 /// Offline verification of a node's data folder, reading the database directly (no server, no trust in its code paths):
-/// <see cref="VerifyLog"/> recomputes the Merkle tree from the stored entries and checks the stored subtree hashes, every
-/// checkpoint's signature, root and the consistency between consecutive checkpoints; <see cref="VerifyStore"/> checks
-/// every stored version against the digest its audit entry committed.
+/// the Merkle tree is recomputed from the stored entries and checked against the stored subtree hashes, every
+/// checkpoint's signature, root and the consistency between consecutive checkpoints; with <c>records</c>, every stored
+/// version is also checked against the digest its audit entry committed. The entries are read once for both.
 /// </summary>
 internal static class Verification
 {
     private const int Chunk = 10_000;
 
-    /// <summary>Recomputes the log from its entries and checks it against the stored subtree hashes and every checkpoint.</summary>
-    public static void VerifyLog(RecordStore store, SignedNote.Verifier verifier, VerificationReport report)
+    public static void Verify(RecordStore store, SignedNote.Verifier verifier, VerificationReport report, bool records) => store.Read(s =>
     {
-        store.Read(s =>
+        // What the log says was written: the digest of each version, and the entry that committed it.
+        var logged = records ? new Dictionary<string, (string Digest, long Entry)>(StringComparer.Ordinal) : null;
+        VerifyLog(s, verifier, report, logged);
+        if (logged is not null)
         {
-            var size = s.AuditSize();
-            var leaves = new List<byte[]>((int)Math.Min(size, int.MaxValue));
-            var missing = new HashSet<long>();
-            long expected = 0;
-            for (long from = 0; ;)
-            {
-                var chunk = s.AuditEntries(from, Chunk).ToList();
-                foreach (var (index, data) in chunk)
-                {
-                    if (index < expected)
-                    {
-                        continue;
-                    }
-                    for (; expected < index; expected++)
-                    {
-                        missing.Add(expected);
-                        report.Problems.Add($"audit entry {expected} is missing (deleted from the log).");
-                        leaves.Add(new byte[Merkle.HashSize]);
-                    }
-                    leaves.Add(Merkle.LeafHash(data));
-                    expected = index + 1;
-                }
-                if (chunk.Count < Chunk)
-                {
-                    break;
-                }
-                from = chunk[^1].Index + 1;
-            }
-            if (leaves.Count != size)
-            {
-                report.Problems.Add(leaves.Count < size
-                    ? $"the log's head says {size} entries, but only {leaves.Count} are stored (the log was truncated)."
-                    : $"the log holds {leaves.Count} entries, more than the {size} its head records (entries were inserted).");
-            }
-            report.Checked.Add($"{leaves.Count:N0} audit entries hashed");
+            VerifyRecords(s, logged, report);
+        }
+        return 0;
+    });
 
-            // Every level, recomputed, against the stored complete-subtree hashes that proofs are served from.
-            var levels = new List<List<byte[]>> { leaves };
-            for (var level = 0; levels[level].Count > 1; level++)
+    /// <summary>Every row of a paged audit table, in index order.</summary>
+    private static IEnumerable<(long Index, byte[] Value)> All(Func<long, int, IEnumerable<(long Index, byte[] Value)>> page)
+    {
+        for (long from = 0; ;)
+        {
+            var chunk = page(from, Chunk).ToList();
+            foreach (var row in chunk)
             {
-                var below = levels[level];
-                var above = new List<byte[]>(below.Count / 2);
-                for (var i = 0; i + 1 < below.Count; i += 2)
-                {
-                    above.Add(Merkle.NodeHash(below[i], below[i + 1]));
-                }
-                levels.Add(above);
+                yield return row;
             }
-            var stored = 0L;
-            var beyond = 0L;
-            // A damaged entry makes every subtree above it differ: report the lowest level only.
-            var damaged = new HashSet<long>(missing);
-            for (var level = 0; level < levels.Count; level++)
+            if (chunk.Count < Chunk)
             {
-                var computed = levels[level];
-                var below = damaged;
-                damaged = [];
-                void Damaged(long index, string problem)
+                yield break;
+            }
+            from = chunk[^1].Index + 1;
+        }
+    }
+
+    /// <summary>Recomputes the log from its entries and checks it against the stored subtree hashes and every checkpoint.</summary>
+    private static void VerifyLog(StoreSession s, SignedNote.Verifier verifier, VerificationReport report, Dictionary<string, (string Digest, long Entry)>? logged)
+    {
+        var size = s.AuditSize();
+        var leaves = new List<byte[]>((int)Math.Min(size, int.MaxValue));
+        var missing = new HashSet<long>();
+        long expected = 0;
+        foreach (var (index, data) in All(s.AuditEntries))
+        {
+            if (index < expected)
+            {
+                continue;
+            }
+            for (; expected < index; expected++)
+            {
+                missing.Add(expected);
+                report.Problems.Add($"audit entry {expected} is missing (deleted from the log).");
+                leaves.Add(new byte[Merkle.HashSize]);
+            }
+            leaves.Add(Merkle.LeafHash(data));
+            expected = index + 1;
+            if (logged is not null)
+            {
+                foreach (var (reference, digest) in WrittenVersions(data))
                 {
-                    damaged.Add(index);
-                    if (level == 0 ? !missing.Contains(index) : !(below.Contains(2 * index) || below.Contains(2 * index + 1)))
-                    {
-                        report.Problems.Add(problem);
-                    }
+                    logged[reference] = (digest, index);
                 }
-                long next = 0;
-                for (long from = 0; ;)
+            }
+        }
+        if (leaves.Count != size)
+        {
+            report.Problems.Add(leaves.Count < size
+                ? $"the log's head says {size} entries, but only {leaves.Count} are stored (the log was truncated)."
+                : $"the log holds {leaves.Count} entries, more than the {size} its head records (entries were inserted).");
+        }
+        report.Checked.Add($"{leaves.Count:N0} audit entries hashed");
+
+        // Every level, recomputed, against the stored complete-subtree hashes that proofs are served from.
+        var levels = new List<List<byte[]>> { leaves };
+        for (var level = 0; levels[level].Count > 1; level++)
+        {
+            var below = levels[level];
+            var above = new List<byte[]>(below.Count / 2);
+            for (var i = 0; i + 1 < below.Count; i += 2)
+            {
+                above.Add(Merkle.NodeHash(below[i], below[i + 1]));
+            }
+            levels.Add(above);
+        }
+        var stored = 0L;
+        var beyond = 0L;
+        // A damaged entry makes every subtree above it differ: report the lowest level only.
+        var damaged = new HashSet<long>(missing);
+        for (var level = 0; level < levels.Count; level++)
+        {
+            var computed = levels[level];
+            var below = damaged;
+            damaged = [];
+            void Damaged(long index, string problem)
+            {
+                damaged.Add(index);
+                if (level == 0 ? !missing.Contains(index) : !(below.Contains(2 * index) || below.Contains(2 * index + 1)))
                 {
-                    var rows = s.AuditLevel(level, from, Chunk).ToList();
-                    foreach (var (index, hash) in rows)
-                    {
-                        stored++;
-                        for (; next < index && next < computed.Count; next++)
-                        {
-                            Damaged(next, $"the stored subtree hash at level {level}, index {next} is missing.");
-                        }
-                        next = index + 1;
-                        if (index >= computed.Count)
-                        {
-                            beyond++;
-                        }
-                        else if (!hash.AsSpan().SequenceEqual(computed[(int)index]))
-                        {
-                            Damaged(index, level == 0
-                                ? $"audit entry {index} does not match its stored leaf hash: the entry was altered."
-                                : $"the stored subtree hash at level {level}, index {index} (entries {index << level} to {((index + 1) << level) - 1}) was altered.");
-                        }
-                    }
-                    if (rows.Count < Chunk)
-                    {
-                        break;
-                    }
-                    from = rows[^1].Index + 1;
+                    report.Problems.Add(problem);
                 }
-                for (; next < computed.Count; next++)
+            }
+            long next = 0;
+            foreach (var (index, hash) in All((from, count) => s.AuditLevel(level, from, count)))
+            {
+                stored++;
+                for (; next < index && next < computed.Count; next++)
                 {
                     Damaged(next, $"the stored subtree hash at level {level}, index {next} is missing.");
                 }
+                next = index + 1;
+                if (index >= computed.Count)
+                {
+                    beyond++;
+                }
+                else if (!hash.AsSpan().SequenceEqual(computed[(int)index]))
+                {
+                    Damaged(index, level == 0
+                        ? $"audit entry {index} does not match its stored leaf hash: the entry was altered."
+                        : $"the stored subtree hash at level {level}, index {index} (entries {index << level} to {((index + 1) << level) - 1}) was altered.");
+                }
             }
-            if (beyond > 0)
+            for (; next < computed.Count; next++)
             {
-                report.Problems.Add($"{beyond:N0} stored subtree hashes cover entries beyond the {leaves.Count:N0} the log holds: entries were removed from its end.");
+                Damaged(next, $"the stored subtree hash at level {level}, index {next} is missing.");
             }
-            report.Checked.Add($"{stored:N0} stored subtree hashes compared");
+        }
+        if (beyond > 0)
+        {
+            report.Problems.Add($"{beyond:N0} stored subtree hashes cover entries beyond the {leaves.Count:N0} the log holds: entries were removed from its end.");
+        }
+        report.Checked.Add($"{stored:N0} stored subtree hashes compared");
 
-            Merkle.Subtree subtree = (level, index) => levels[level][(int)index];
-            var checkpoints = s.AuditCheckpoints();
-            Checkpoint? previous = null;
-            foreach (var (cpSize, _, note) in checkpoints)
+        Merkle.Subtree subtree = (level, index) => levels[level][(int)index];
+        var checkpoints = s.AuditCheckpoints();
+        Checkpoint? previous = null;
+        foreach (var (cpSize, _, note) in checkpoints)
+        {
+            if (!SignedNote.TryOpen(note, [verifier], out var text, out _, out var error) || !Checkpoint.TryParse(text, out var cp))
             {
-                if (!SignedNote.TryOpen(note, [verifier], out var text, out _, out var error) || !Checkpoint.TryParse(text, out var cp))
-                {
-                    report.Problems.Add($"the checkpoint of size {cpSize} does not verify under the node key {verifier.Name}: {error ?? "not a checkpoint"}.");
-                    continue;
-                }
-                if (cp.Size != cpSize || cp.Origin != verifier.Name)
-                {
-                    report.Problems.Add($"the checkpoint stored for size {cpSize} is a checkpoint of {cp.Origin} at size {cp.Size}.");
-                    continue;
-                }
-                if (cp.Size > leaves.Count)
-                {
-                    report.Problems.Add($"the checkpoint of size {cp.Size} covers more entries than the log holds ({leaves.Count}): the log was truncated.");
-                    continue;
-                }
-                if (!Merkle.Root(cp.Size, subtree).AsSpan().SequenceEqual(cp.Root))
-                {
-                    report.Problems.Add($"the signed root at size {cp.Size} does not match the stored entries: entries below {cp.Size} were altered, removed or reordered.");
-                    continue;
-                }
-                if (previous is not null && previous.Size > 0 && !Merkle.VerifyConsistency(previous.Size, cp.Size, previous.Root, cp.Root,
-                        Merkle.ConsistencyProof(previous.Size, cp.Size, subtree)))
-                {
-                    report.Problems.Add($"the checkpoints of sizes {previous.Size} and {cp.Size} are not consistent.");
-                }
-                previous = cp;
+                report.Problems.Add($"the checkpoint of size {cpSize} does not verify under the node key {verifier.Name}: {error ?? "not a checkpoint"}.");
+                continue;
             }
-            report.Checked.Add($"{checkpoints.Count:N0} signed checkpoints verified (signature, root, consistency with the one before)");
-            if (previous is null || previous.Size < leaves.Count)
+            if (cp.Size != cpSize || cp.Origin != verifier.Name)
             {
-                var unsigned = leaves.Count - (previous?.Size ?? 0);
-                report.Checked.Add($"{unsigned:N0} entries newer than the latest checkpoint (signed within a second while the node runs)");
+                report.Problems.Add($"the checkpoint stored for size {cpSize} is a checkpoint of {cp.Origin} at size {cp.Size}.");
+                continue;
             }
-            return 0;
-        });
+            if (cp.Size > leaves.Count)
+            {
+                report.Problems.Add($"the checkpoint of size {cp.Size} covers more entries than the log holds ({leaves.Count}): the log was truncated.");
+                continue;
+            }
+            if (!Merkle.Root(cp.Size, subtree).AsSpan().SequenceEqual(cp.Root))
+            {
+                report.Problems.Add($"the signed root at size {cp.Size} does not match the stored entries: entries below {cp.Size} were altered, removed or reordered.");
+                continue;
+            }
+            if (previous is not null && previous.Size > 0 && !Merkle.VerifyConsistency(previous.Size, cp.Size, previous.Root, cp.Root,
+                    Merkle.ConsistencyProof(previous.Size, cp.Size, subtree)))
+            {
+                report.Problems.Add($"the checkpoints of sizes {previous.Size} and {cp.Size} are not consistent.");
+            }
+            previous = cp;
+        }
+        report.Checked.Add($"{checkpoints.Count:N0} signed checkpoints verified (signature, root, consistency with the one before)");
+        if (previous is null || previous.Size < leaves.Count)
+        {
+            var unsigned = leaves.Count - (previous?.Size ?? 0);
+            report.Checked.Add($"{unsigned:N0} entries newer than the latest checkpoint (signed within a second while the node runs)");
+        }
     }
 
     /// <summary>Checks every stored version (current and historical) against the digest its audit entry committed.</summary>
-    public static void VerifyStore(RecordStore store, VerificationReport report)
+    private static void VerifyRecords(StoreSession s, Dictionary<string, (string Digest, long Entry)> logged, VerificationReport report)
     {
-        store.Read(s =>
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var versions = 0L;
+        var latest = new Dictionary<string, int>(StringComparer.Ordinal);
+        var altered = new List<StoredRow>();
+        using (var cmd = s.Command("SELECT r.type, r.id, v.version, v.last_updated, v.method, v.deleted, v.data FROM version v JOIN resource r ON r.rid = v.rid ORDER BY v.seq"))
+        using (var reader = cmd.ExecuteReader())
         {
-            // What the log says was written: the digest of each version, and the entry that committed it.
-            var logged = new Dictionary<string, (string Digest, long Entry)>(StringComparer.Ordinal);
-            for (long from = 0; ; )
+            while (reader.Read())
             {
-                var chunk = s.AuditEntries(from, Chunk).ToList();
-                foreach (var (index, data) in chunk)
+                versions++;
+                var row = new StoredRow(reader.GetString(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt64(3), reader.GetString(4), reader.GetInt32(5) != 0,
+                    reader.IsDBNull(6) ? null : StoreSession.Bytes(reader.GetValue(6)));
+                seen.Add(row.Reference);
+                var key = $"{row.Type}/{row.Id}";
+                latest[key] = Math.Max(latest.GetValueOrDefault(key), row.Version);
+                if (!logged.TryGetValue(row.Reference, out var expected))
                 {
-                    foreach (var (reference, digest) in WrittenVersions(data))
-                    {
-                        logged[reference] = (digest, index);
-                    }
+                    report.Problems.Add($"inserted: {row.Reference} is stored but no audit entry records writing it.");
                 }
-                if (chunk.Count < Chunk)
+                else if (expected.Digest != row.Digest(row.Data))
                 {
-                    break;
-                }
-                from = chunk[^1].Index + 1;
-            }
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            var versions = 0L;
-            var latest = new Dictionary<string, int>(StringComparer.Ordinal);
-            var altered = new List<StoredRow>();
-            using (var cmd = s.Command("SELECT r.type, r.id, v.version, v.last_updated, v.method, v.deleted, v.data FROM version v JOIN resource r ON r.rid = v.rid ORDER BY v.seq"))
-            using (var reader = cmd.ExecuteReader())
-            {
-                while (reader.Read())
-                {
-                    versions++;
-                    var row = new StoredRow(reader.GetString(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt64(3), reader.GetString(4), reader.GetInt32(5) != 0,
-                        reader.IsDBNull(6) ? null : StoreSession.Bytes(reader.GetValue(6)));
-                    seen.Add(row.Reference);
-                    var key = $"{row.Type}/{row.Id}";
-                    latest[key] = Math.Max(latest.GetValueOrDefault(key), row.Version);
-                    if (!logged.TryGetValue(row.Reference, out var expected))
-                    {
-                        report.Problems.Add($"inserted: {row.Reference} is stored but no audit entry records writing it.");
-                    }
-                    else if (expected.Digest != row.Digest(row.Data))
-                    {
-                        altered.Add(row);
-                    }
+                    altered.Add(row);
                 }
             }
-            foreach (var row in altered)
+        }
+        foreach (var row in altered)
+        {
+            // Swapped: this version's logged digest is met by another altered row's content.
+            var partner = altered.FirstOrDefault(other => other != row && row.Digest(other.Data) == logged[row.Reference].Digest);
+            report.Problems.Add(partner is not null
+                ? $"swapped: {row.Reference} no longer holds its own content; {partner.Reference} holds what audit entry {logged[row.Reference].Entry} recorded for it."
+                : $"modified: {row.Reference} differs from what audit entry {logged[row.Reference].Entry} recorded for it.");
+        }
+        foreach (var (reference, (_, entry)) in logged)
+        {
+            if (!seen.Contains(reference))
             {
-                // Swapped: this version's logged digest is met by another altered row's content.
-                var partner = altered.FirstOrDefault(other => other != row && row.Digest(other.Data) == logged[row.Reference].Digest);
-                report.Problems.Add(partner is not null
-                    ? $"swapped: {row.Reference} no longer holds its own content; {partner.Reference} holds what audit entry {logged[row.Reference].Entry} recorded for it."
-                    : $"modified: {row.Reference} differs from what audit entry {logged[row.Reference].Entry} recorded for it.");
+                report.Problems.Add($"deleted: {reference}, written as audit entry {entry} records, is no longer stored.");
             }
-            foreach (var (reference, (_, entry)) in logged)
+        }
+        using (var cmd = s.Command("SELECT type, id, version FROM resource ORDER BY rid"))
+        using (var reader = cmd.ExecuteReader())
+        {
+            while (reader.Read())
             {
-                if (!seen.Contains(reference))
+                var key = $"{reader.GetString(0)}/{reader.GetString(1)}";
+                var current = reader.GetInt32(2);
+                if (latest.TryGetValue(key, out var newest) && newest != current)
                 {
-                    report.Problems.Add($"deleted: {reference}, written as audit entry {entry} records, is no longer stored.");
+                    report.Problems.Add($"modified: {key} points to version {current} as current, but its latest stored version is {newest}.");
                 }
             }
-            using (var cmd = s.Command("SELECT type, id, version FROM resource ORDER BY rid"))
-            using (var reader = cmd.ExecuteReader())
-            {
-                while (reader.Read())
-                {
-                    var key = $"{reader.GetString(0)}/{reader.GetString(1)}";
-                    var current = reader.GetInt32(2);
-                    if (latest.TryGetValue(key, out var newest) && newest != current)
-                    {
-                        report.Problems.Add($"modified: {key} points to version {current} as current, but its latest stored version is {newest}.");
-                    }
-                }
-            }
-            report.Checked.Add($"{versions:N0} stored versions checked against {logged.Count:N0} logged digests");
-            return 0;
-        });
+        }
+        report.Checked.Add($"{versions:N0} stored versions checked against {logged.Count:N0} logged digests");
     }
 
     private sealed record StoredRow(string Type, string Id, int Version, long Ticks, string Method, bool Deleted, byte[]? Data)

@@ -55,8 +55,7 @@ internal sealed partial class FhirEngine
             case [_] or [_, "_search"]:
                 return SearchAuditEvents(s, request, reach);
             case [_, var id] when long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var index):
-                var (data, patient) = (s.AuditEntry(index), reach is null ? null : s.AuditEntryPatient(index));
-                if (data is null || (reach is not null && patient != reach))
+                if (s.AuditEntry(index) is not (var data, var patient) || (reach is not null && patient != reach))
                 {
                     throw FhirException.NotFound($"AuditEvent/{id} does not exist{(reach is null ? "" : " among your entries")}.");
                 }

@@ -48,11 +48,12 @@ internal sealed partial class StoreSession
         ? Cmd("SELECT leaf FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteScalar() as byte[]
         : Cmd("SELECT hash FROM audit_tree WHERE level = @l AND idx = @i", ("@l", level), ("@i", index)).ExecuteScalar() as byte[];
 
-    /// <summary>The stored bytes of entry <paramref name="index"/>, or null.</summary>
-    public byte[]? AuditEntry(long index) => Cmd("SELECT data FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteScalar() as byte[];
-
-    /// <summary>The patient entry <paramref name="index"/> is about, or null.</summary>
-    public string? AuditEntryPatient(long index) => Cmd("SELECT patient FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteScalar() as string;
+    /// <summary>The stored bytes of entry <paramref name="index"/> and the patient it is about, or null when there is no such entry.</summary>
+    public (byte[] Data, string? Patient)? AuditEntry(long index)
+    {
+        using var reader = Cmd("SELECT data, patient FROM audit_entry WHERE idx = @i", ("@i", index)).ExecuteReader();
+        return reader.Read() ? (Bytes(reader.GetValue(0)), reader.IsDBNull(1) ? null : reader.GetString(1)) : null;
+    }
 
     /// <summary>Entries in index order from <paramref name="from"/> (for verification and exports).</summary>
     public IEnumerable<(long Index, byte[] Data)> AuditEntries(long from, int count)
