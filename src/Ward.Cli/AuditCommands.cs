@@ -68,18 +68,7 @@ internal static partial class Commands
     {
         using var owned = open is null ? RecordStore.Open(config) : null;
         await using var audit = AuditLog.Open(config, open ?? owned!);
-        await audit.RecordAsync([new AuditRecord
-        {
-            Kind = AuditKind.Admin,
-            Subtype = subtype,
-            Action = action,
-            Status = 200,
-            RecordedTicks = audit.NowTicks,
-            Subject = "os:" + Environment.UserName,
-            Role = "admin",
-            Patient = patient,
-            Entities = [new AuditEntity(target)],
-        }]);
+        await audit.RecordAsync([AuditRecord.Admin(subtype, action, target, "os:" + Environment.UserName, audit.NowTicks, patient)]);
         await audit.CheckpointAsync(CancellationToken.None);
     }
 

@@ -39,6 +39,8 @@ internal static partial class Commands
         root.Add(Token());
         root.Add(Verify());
         root.Add(Audit());
+        root.Add(Backup());
+        root.Add(Doctor());
         return root;
     }
 
@@ -57,7 +59,25 @@ internal static partial class Commands
             AnsiConsole.MarkupLineInterpolated($"New key in {config.MasterKeyPath}; the old key is gone from this node. Replace your offline copy now.");
             return 0;
         }));
-        return new Command("keys", "Manage the node's keys.") { rotate };
+        var recoveryData = DataOption();
+        var recovery = new Command("new-recovery", "Create a new recovery key (DIR/recovery.key, to move offline at once) for a node that has none or has lost it. "
+            + "Later backups are sealed to it; earlier ones still need the key they were sealed to.") { recoveryData };
+        recovery.SetAction(pr => Run(() =>
+        {
+            var config = NodeConfig.Load(pr.GetValue(recoveryData)!);
+            using var store = RecordStore.Open(config);
+            using var signer = NodeKey.LoadOrCreate(config, store);
+            var previous = config.Resolve(Ward.Core.Backup.RecoveryKey.PublicFile);
+            if (File.Exists(previous))
+            {
+                File.Move(previous, previous + ".replaced-" + DateTimeOffset.UtcNow.ToString("yyyyMMddTHHmmssZ", System.Globalization.CultureInfo.InvariantCulture));
+            }
+            var path = Ward.Core.Backup.RecoveryKey.Create(config, signer.Verifier.VKey);
+            AuditAdminAsync(config, "key-recovery", 'C', "recovery-key", open: store).GetAwaiter().GetResult();
+            PrintRecoveryKey(path);
+            return 0;
+        }));
+        return new Command("keys", "Manage the node's keys.") { rotate, recovery };
     }
 
     private static Command Deid()
@@ -112,10 +132,12 @@ internal static partial class Commands
             }
             var config = NodeConfig.Load(pr.GetValue(data)!);
             using var store = RecordStore.Open(config);
-            var result = await KeyAdmin.EraseAsync(store, id, pr.GetValue(reason)!, TimeProvider.System, ct);
+            var tag = Ward.Core.Backup.BackupKeys.LoadOrCreate(config).ErasureTag(id);
+            var result = await KeyAdmin.EraseAsync(store, id, pr.GetValue(reason)!, TimeProvider.System, ct, tag);
             await AuditAdminAsync(config, "erase", 'D', $"Patient/{id}", patient: id, open: store);
+            RecordErasureOnTarget(config, store, tag);
             AnsiConsole.MarkupLineInterpolated($"[green]Patient/{id} erased[/]: data key {result.Kid} destroyed; {result.Resources:N0} resources ({result.Versions:N0} versions) can no longer be read.");
-            AnsiConsole.MarkupLineInterpolated($"Erased key ids are listed in {KeyAdmin.ErasureLedgerPath(store.Keys)}; a restore must apply them (see docs/SECURITY.md).");
+            AnsiConsole.MarkupLineInterpolated($"The erasure is listed in {KeyAdmin.ErasureLedgerPath(store.Keys)} (no patient identifier); a restore from an older backup erases the patient again (docs/RECOVERY.md).");
             if (store.Engine == StoreEngine.Postgres)
             {
                 AnsiConsole.MarkupLine("[yellow]PostgreSQL keeps copies of the destroyed (wrapped) key in its write-ahead log, WAL archives and base backups until they are recycled. "
@@ -124,6 +146,31 @@ internal static partial class Commands
             return 0;
         }));
         return new Command("patient", "Patient rights operations.") { erase };
+    }
+
+    /// <summary>Tells the backup target at once (when one is configured), so that a restore of an older snapshot erases the patient again.</summary>
+    private static void RecordErasureOnTarget(NodeConfig config, RecordStore store, string tag)
+    {
+        if (config.Backup.Target is not { } target)
+        {
+            return;
+        }
+        try
+        {
+            using var signer = NodeKey.LoadOrCreate(config, store);
+            Ward.Core.Backup.BackupTarget.OpenFor(target, signer.Verifier).RecordErasure(signer, tag, DateTimeOffset.UtcNow);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NodeException)
+        {
+            AnsiConsole.MarkupLineInterpolated($"[yellow]The backup target could not be told of the erasure ({e.Message}); the next backup will carry it.[/]");
+        }
+    }
+
+    private static void PrintRecoveryKey(string path)
+    {
+        AnsiConsole.MarkupLineInterpolated($"  recovery key   {path}");
+        AnsiConsole.MarkupLine("  [yellow]Move the recovery key offline NOW (a safe, a vault, a USB key in a locked drawer) and delete it from this machine: "
+            + "it opens every backup of this node, and a restore on a new machine needs it. The node never needs it to run; 'ward doctor' warns while it is here.[/]");
     }
 
     private static Command Init()
@@ -159,7 +206,8 @@ internal static partial class Commands
             AnsiConsole.MarkupLineInterpolated($"  configuration  {Path.Combine(config.DataDir, NodeConfig.FileName)}");
             AnsiConsole.MarkupLineInterpolated($"  database       {location} (records encrypted per patient)");
             AnsiConsole.MarkupLineInterpolated($"  master key     {config.MasterKeyPath}");
-            AnsiConsole.MarkupLine("  [yellow]Keep an offline copy of the master key: without it the records cannot be read, even from backups.[/]");
+            AnsiConsole.MarkupLine("  [yellow]Keep an offline copy of the master key: without it the records cannot be read.[/]");
+            PrintRecoveryKey(config.Resolve(Ward.Core.Backup.RecoveryKey.PrivateFile));
             AnsiConsole.MarkupLineInterpolated($"  TLS            {config.Resolve(config.Tls.Certificate!)} (self-signed, for development)");
             AnsiConsole.MarkupLineInterpolated($"  token keys     {config.Resolve("keys")}/oidc-signing.pem, oidc-encryption.key");
             AnsiConsole.MarkupLine("Add people with 'ward users add' and applications with 'ward clients add'; every FHIR request needs an access token.");
@@ -178,24 +226,32 @@ internal static partial class Commands
     {
         var data = DataOption();
         var urls = UrlsOption();
-        var cmd = new Command("serve", "Serve the node's FHIR API at /fhir.") { data, urls };
+        var readOnly = new Option<bool>("--read-only")
+        {
+            Description = "Serve a restored snapshot while the primary is rebuilt: reads with the same access rules and audit; every write answers 503 with the reason; no scheduled backups.",
+        };
+        var cmd = new Command("serve", "Serve the node's FHIR API at /fhir.") { data, urls, readOnly };
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
             using var store = RecordStore.Open(config);
-            await ServeAsync(config, store, pr.GetValue(urls) ?? config.Urls, ct);
+            await ServeAsync(config, store, pr.GetValue(urls) ?? config.Urls, ct, pr.GetValue(readOnly));
             return 0;
         }));
         return cmd;
     }
 
-    private static async Task ServeAsync(NodeConfig config, RecordStore store, string urls, CancellationToken ct)
+    private static async Task ServeAsync(NodeConfig config, RecordStore store, string urls, CancellationToken ct, bool readOnly = false)
     {
-        var app = WardServer.Build(config, urls, store);
+        var app = WardServer.Build(config, urls, store, readOnly: readOnly);
         await app.StartAsync(ct);
         foreach (var url in app.Urls)
         {
-            AnsiConsole.MarkupLineInterpolated($"[green]Ward node '{config.Name}' serving FHIR R4 at[/] {url}/fhir");
+            AnsiConsole.MarkupLineInterpolated($"[green]Ward node '{config.Name}' serving FHIR R4 at[/] {url}/fhir{(readOnly ? " (read-only: writes answer 503)" : "")}");
+        }
+        if (config.Backup.Target is { } target && !readOnly)
+        {
+            AnsiConsole.MarkupLineInterpolated($"Backing up to {target} every {config.Backup.IntervalMinutes} minutes (outcome at /health).");
         }
         AnsiConsole.MarkupLine("Press Ctrl+C to stop.");
         await app.WaitForShutdownAsync(ct);
@@ -348,7 +404,7 @@ internal static partial class Commands
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
             return 2;
         }
-        catch (WitnessException e)
+        catch (Exception e) when (e is WitnessException or Ward.Core.Backup.BackupDamageException)
         {
             AnsiConsole.MarkupLineInterpolated($"[red]FAILED:[/] {e.Message}");
             return 1;

@@ -19,9 +19,13 @@ internal static class WardServer
     /// <summary>The CORS policy of the FHIR API and the token endpoint: origins of registered clients only.</summary>
     public const string BrowserApps = "browser-apps";
 
+    public const string ReadOnlyReason = "This node serves a restored backup read-only while the primary node is rebuilt: "
+        + "records can be read, but no change is accepted until the primary is back. Try again later, or record the change on paper for entry afterwards.";
+
     /// <param name="logging">Replaces the console log provider (tests capture logs); the levels stay those of production.</param>
     /// <param name="requireTokens">Only the read benchmark turns this off, to measure what token checks cost; no command or setting can.</param>
-    public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null, bool requireTokens = true)
+    /// <param name="readOnly">Serve a restored snapshot while the primary is rebuilt: reads with the same rules and audit, writes refused (503), no scheduled backups.</param>
+    public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null, bool requireTokens = true, bool readOnly = false)
     {
         var endpoints = ParseUrls(urls, config);
         var builder = WebApplication.CreateSlimBuilder();
@@ -61,7 +65,15 @@ internal static class WardServer
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton(sp => AuditLog.Open(config, store, sp.GetRequiredService<TimeProvider>()));
         builder.Services.AddHostedService<AuditCheckpoints>();
-        builder.Services.AddSingleton<FhirEngine>();
+        builder.Services.AddSingleton(sp => new FhirEngine(store, sp.GetRequiredService<AuditLog>(), sp.GetRequiredService<TimeProvider>())
+        {
+            ReadOnlyReason = readOnly ? ReadOnlyReason : null,
+        });
+        if (config.Backup.Target is not null && !readOnly)
+        {
+            builder.Services.AddSingleton<ScheduledBackups>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<ScheduledBackups>());
+        }
         var keys = OidcKeys.Load(config);
         builder.Services.AddSingleton(keys);
         builder.Services.AddSingleton<AccessTokens>();
@@ -115,10 +127,14 @@ internal static class WardServer
         SmartEndpoints.Map(app);
         LoginPages.Map(app);
         AuditEndpoints.Map(app, fhir, app.Services.GetRequiredService<AuditLog>(), store);
-        app.MapGet("/health", () => store.TryGetSchemaVersion() is { } schema
-            ? Results.Json(new HealthReport("ok", CapabilityStatementBuilder.SoftwareVersion, schema, store.Engine.ToString().ToLowerInvariant()), HealthJson.Default.HealthReport)
-            : Results.Json(new HealthReport("database unavailable", CapabilityStatementBuilder.SoftwareVersion, null, store.Engine.ToString().ToLowerInvariant()),
-                HealthJson.Default.HealthReport, statusCode: StatusCodes.Status503ServiceUnavailable));
+        var backups = app.Services.GetService<ScheduledBackups>();
+        app.MapGet("/health", () =>
+        {
+            var schema = store.TryGetSchemaVersion();
+            var report = new HealthReport(schema is null ? "database unavailable" : "ok", CapabilityStatementBuilder.SoftwareVersion, schema,
+                store.Engine.ToString().ToLowerInvariant(), readOnly, backups?.Health);
+            return Results.Json(report, HealthJson.Default.HealthReport, statusCode: schema is null ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status200OK);
+        });
         app.MapGet("/", () => Results.Redirect("/fhir/metadata"));
         return app;
     }
@@ -175,7 +191,9 @@ internal static class WardServer
     }
 }
 
-internal sealed record HealthReport(string Status, string Version, int? SchemaVersion, string Engine);
+/// <param name="ReadOnly">The node serves a restored snapshot read-only (<c>ward serve --read-only</c>).</param>
+/// <param name="Backup">The scheduled backups' last outcome, when a backup target is configured.</param>
+internal sealed record HealthReport(string Status, string Version, int? SchemaVersion, string Engine, bool ReadOnly, BackupHealth? Backup);
 
 [System.Text.Json.Serialization.JsonSerializable(typeof(HealthReport))]
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]

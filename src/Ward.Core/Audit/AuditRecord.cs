@@ -72,6 +72,20 @@ internal sealed record AuditRecord
 
     public IReadOnlyList<AuditEntity> Entities { get; init; } = [];
 
+    /// <summary>An administrative action (a command on the data folder, or the node's own scheduled work) by <paramref name="subject"/>.</summary>
+    public static AuditRecord Admin(string subtype, char action, string target, string subject, long ticks, string? patient = null, int status = 200) => new()
+    {
+        Kind = AuditKind.Admin,
+        Subtype = subtype,
+        Action = action,
+        Status = status,
+        RecordedTicks = ticks,
+        Subject = subject,
+        Role = "admin",
+        Patient = patient,
+        Entities = [new AuditEntity(target)],
+    };
+
     /// <summary>BALP outcome: 0 success, 4 minor failure (refused, not found, bad request), 8 serious failure (the server failed).</summary>
     public string Outcome => Status < 400 ? "0" : Status < 500 ? "4" : "8";
 

@@ -36,7 +36,14 @@ internal static class NodeKey
             throw new NodeException($"The node signing key {path} is missing, but this node has signed audit checkpoints with it. "
                 + "Restore keys/node.key from the node's backup; a new key would make its audit history unverifiable.");
         }
+        return Create(config);
+    }
+
+    /// <summary>Creates the key of a new node (refusing to replace one).</summary>
+    public static SignedNote.Signer Create(NodeConfig config)
+    {
         var created = SignedNote.Signer.Create(OriginOf(config));
+        var path = config.Resolve(KeyFile);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         NodeConfig.WritePrivate(path, created.SKey + "\n", durable: true);
         File.WriteAllText(config.Resolve(VerifierFile), created.Verifier.VKey + "\n");

@@ -68,8 +68,12 @@ internal static class KeyAdmin
         }
     }
 
-    /// <summary>Crypto-shredding of one patient; the erased key id is also appended to the erasure ledger beside the master key.</summary>
-    public static async Task<ErasureResult> EraseAsync(RecordStore store, string patientId, string reason, TimeProvider clock, CancellationToken ct)
+    /// <summary>
+    /// Crypto-shredding of one patient; the erased key id is also appended to the erasure ledger beside the master key,
+    /// with the erasure's <paramref name="tag"/> (a keyed hash of the patient id, Backup.BackupKeys.ErasureTag) by which a
+    /// restore from an older backup destroys the key again.
+    /// </summary>
+    public static async Task<ErasureResult> EraseAsync(RecordStore store, string patientId, string reason, TimeProvider clock, CancellationToken ct, string? tag = null)
     {
         if (string.IsNullOrWhiteSpace(reason))
         {
@@ -79,7 +83,7 @@ internal static class KeyAdmin
         var result = await store.WriteAsync(session => session.Erase(patientId, reason, now.UtcTicks), ct);
         store.PurgeErased();
         var ledger = ErasureLedgerPath(store.Keys);
-        File.AppendAllText(ledger, string.Create(CultureInfo.InvariantCulture, $"{now:O} erased data key {result.Kid}\n"));
+        File.AppendAllText(ledger, string.Create(CultureInfo.InvariantCulture, $"{now:O} erased data key {result.Kid}{(tag is null ? "" : " tag " + tag)}\n"));
         return result;
     }
 

@@ -88,6 +88,10 @@ internal sealed partial class FhirEngine
 
     private async Task<FhirResponse> TransactionAsync(Bundle bundle, List<FhirRequest> entries, FhirRequest outer, CancellationToken ct)
     {
+        if (entries.Any(e => e.Method is not ("GET" or "HEAD")))
+        {
+            RefuseWriteWhenReadOnly();
+        }
         var fullUrls = bundle.Entry.Select(e => e.FullUrl).ToList();
         var duplicate = fullUrls.Where(u => u is not null).GroupBy(u => u).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null)

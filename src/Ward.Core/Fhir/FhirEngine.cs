@@ -16,6 +16,17 @@ namespace Ward.Core.Fhir;
 /// </summary>
 internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, TimeProvider clock)
 {
+    /// <summary>Set by <c>ward serve --read-only</c>: every write answers 503 with this reason; reads, and their audit, go on.</summary>
+    public string? ReadOnlyReason { get; set; }
+
+    private void RefuseWriteWhenReadOnly()
+    {
+        if (ReadOnlyReason is { } reason)
+        {
+            throw new FhirException(HttpStatusCode.ServiceUnavailable, OperationOutcome.IssueType.Transient, reason);
+        }
+    }
+
     /// <summary>
     /// Runs one interaction and records it in the audit log: a write's records commit in its own transaction, a read's
     /// are durable before it returns, and a refusal or failure is recorded before the error goes back. If the audit log
@@ -57,6 +68,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             await audit.RecordAsync(trail.Records(response.Status, Now()));
             return response;
         }
+        RefuseWriteWhenReadOnly();
         PreparedVersion? create = null;
         if (request.Method == "POST" && request.IfNoneExist is null && request.Path.Length > 0 && !request.Path.Contains('/'))
         {

@@ -18,6 +18,7 @@ internal sealed class NodeConfig
     public long MaxRequestBodyBytes { get; set; } = 64L * 1024 * 1024;
     public TlsConfig Tls { get; set; } = new();
     public RateLimitConfig RateLimits { get; set; } = new();
+    public BackupConfig Backup { get; set; } = new();
 
     /// <summary>The master key file; the environment variable <c>WARD_MASTER_KEY_FILE</c> overrides it.</summary>
     public string MasterKeyFile { get; set; } = "keys/master.key";
@@ -98,6 +99,11 @@ internal sealed class NodeConfig
         config.Tls = new TlsConfig { Certificate = "keys/tls.crt", Key = "keys/tls.key" };
         Crypto.MasterKeyFile.Create(config.MasterKeyPath);
         WriteDevelopmentCertificate(config.Resolve(config.Tls.Certificate), config.Resolve(config.Tls.Key), name);
+        using (var nodeKey = Audit.NodeKey.Create(config))
+        {
+            Ward.Core.Backup.BackupKeys.LoadOrCreate(config);
+            Ward.Core.Backup.RecoveryKey.Create(config, nodeKey.Verifier.VKey);
+        }
         config.Save();
         return config;
     }
@@ -150,6 +156,16 @@ internal sealed class RateLimitConfig
 {
     public int LoginPerMinute { get; set; } = 20;
     public int TokenPerMinute { get; set; } = 120;
+}
+
+/// <summary>Scheduled backups while the node serves (<c>ward backup create</c> does the same by hand).</summary>
+internal sealed class BackupConfig
+{
+    /// <summary>The backup target folder (a mount of another machine or of append-only storage); none: no scheduled backups.</summary>
+    public string? Target { get; set; }
+
+    /// <summary>Minutes between two scheduled backups (the first one a minute after the node starts).</summary>
+    public int IntervalMinutes { get; set; } = 360;
 }
 
 /// <summary>A node-level failure the operator must fix (missing node, bad configuration): printed, never a stack trace.</summary>

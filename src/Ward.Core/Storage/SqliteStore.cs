@@ -116,6 +116,29 @@ internal sealed class SqliteStore : RecordStore
         s.Scalar("PRAGMA wal_checkpoint(TRUNCATE)", []);
     }
 
+    /// <summary>
+    /// A consistent copy of the database into a new file (SQLite's online backup), while the node serves: it reads one
+    /// snapshot of the database; writers go on meanwhile.
+    /// </summary>
+    public void BackupTo(string path)
+    {
+        using var destination = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false, Mode = SqliteOpenMode.ReadWriteCreate }.ToString());
+        destination.Open();
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+        var lease = Take();
+        try
+        {
+            ((SqliteConnection)lease.Connection).BackupDatabase(destination);
+        }
+        finally
+        {
+            _pool.Add(lease);
+        }
+    }
+
     public override void Dispose()
     {
         while (_pool.TryTake(out var lease))

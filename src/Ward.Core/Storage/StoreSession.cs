@@ -549,6 +549,18 @@ internal sealed partial class StoreSession : IDisposable
         return new ErasureResult(k, rids.Count, versions);
     }
 
+    /// <summary>The patients whose data key is alive (not erased).</summary>
+    public List<string> LivePatientKeyOwners()
+    {
+        var owners = new List<string>();
+        using var reader = Cmd("SELECT owner FROM data_key WHERE kind = @k AND wrapped IS NOT NULL", ("@k", PatientKind)).ExecuteReader();
+        while (reader.Read())
+        {
+            owners.Add(reader.GetString(0));
+        }
+        return owners;
+    }
+
     public void Commit()
     {
         EnsureWriter();
