@@ -137,7 +137,11 @@ internal static partial class Commands
                     problems.AddRange(report.Problems.Select(p => $"snapshot {id} restored: {p}"));
                     if (report.Intact)
                     {
-                        AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] snapshot {id} restored in full: {string.Join("; ", report.Checked)}");
+                        AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] snapshot {id} restored in full, then:");
+                        foreach (var line in report.Checked)
+                        {
+                            AnsiConsole.MarkupLineInterpolated($"    [green]checked[/] {line}");
+                        }
                     }
                 }
                 catch (BackupDamageException e)

@@ -65,6 +65,10 @@ internal static partial class Commands
         recovery.SetAction(pr => Run(() =>
         {
             var config = NodeConfig.Load(pr.GetValue(recoveryData)!);
+            if (File.Exists(config.Resolve(Ward.Core.Backup.RecoveryKey.PrivateFile)))
+            {
+                throw new NodeException($"{config.Resolve(Ward.Core.Backup.RecoveryKey.PrivateFile)} is still here: move the current recovery key offline first (it opens the backups made so far).");
+            }
             using var store = RecordStore.Open(config);
             using var signer = NodeKey.LoadOrCreate(config, store);
             var previous = config.Resolve(Ward.Core.Backup.RecoveryKey.PublicFile);
