@@ -130,7 +130,13 @@ internal sealed class BackupTarget
     }
 
     /// <summary>Creates a file under its final name (never replacing one), read-only, flushed to disk.</summary>
-    public void WriteNew(string relative, ReadOnlySpan<byte> content)
+    public void WriteNew(string relative, ReadOnlySpan<byte> content) => WriteNewThenFlush(relative, content).GetAwaiter().GetResult();
+
+    /// <summary>
+    /// Creates a file under its final name (never replacing one), read-only, and returns the flush to disk running in the
+    /// background: the caller goes on with the next one and waits for all before what must follow them (the manifest).
+    /// </summary>
+    public Task WriteNewThenFlush(string relative, ReadOnlySpan<byte> content)
     {
         var path = Path.Combine(Root, relative);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
@@ -139,9 +145,23 @@ internal sealed class BackupTarget
         {
             options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.GroupRead;
         }
-        using var stream = new FileStream(path, options);
-        stream.Write(content);
-        stream.Flush(flushToDisk: true);
+        var stream = new FileStream(path, options);
+        try
+        {
+            stream.Write(content);
+        }
+        catch
+        {
+            stream.Dispose();
+            throw;
+        }
+        return Task.Run(() =>
+        {
+            using (stream)
+            {
+                stream.Flush(flushToDisk: true);
+            }
+        });
     }
 
     public string Relative(string path) => Path.GetRelativePath(Root, path);

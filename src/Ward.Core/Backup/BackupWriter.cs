@@ -128,6 +128,7 @@ internal static class BackupWriter
         var length = 0;
         var current = -1;
         var aad = new byte[16];
+        var flushes = new List<Task>();
         using var aes = new AesGcm(keys.ChunkKey, 16);
         void Flush()
         {
@@ -136,7 +137,7 @@ internal static class BackupWriter
                 return;
             }
             var hash = BackupTarget.Sha256(pack.AsSpan(0, length));
-            target.WriteNew(target.Relative(target.PackPath(hash)), pack.AsSpan(0, length));
+            flushes.Add(target.WriteNewThenFlush(target.Relative(target.PackPath(hash)), pack.AsSpan(0, length)));
             packs[current] = hash;
             packBytes += length;
             length = 0;
@@ -187,6 +188,8 @@ internal static class BackupWriter
         finally
         {
             ArrayPool<byte>.Shared.Return(pack);
+            // Every pack is on disk before the manifest that names it is written (and before a failure is reported).
+            await Task.WhenAll(flushes);
         }
         return (entries, newChunks, packBytes);
     }

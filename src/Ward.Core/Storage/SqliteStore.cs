@@ -124,6 +124,12 @@ internal sealed class SqliteStore : RecordStore
     {
         using var destination = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Pooling = false, Mode = SqliteOpenMode.ReadWriteCreate }.ToString());
         destination.Open();
+        using (var cmd = destination.CreateCommand())
+        {
+            // A scratch copy: no journal, no flush to disk (the caller reads it back at once, then deletes it).
+            cmd.CommandText = "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;";
+            cmd.ExecuteNonQuery();
+        }
         if (!OperatingSystem.IsWindows())
         {
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
