@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Security.Cryptography;
 using Microsoft.Win32.SafeHandles;
 using Ward.Core.Audit;
@@ -203,20 +202,20 @@ internal static class BackupReader
             var handle = output.SafeFileHandle;
             long done = 0;
             Parallel.ForEach(byPack, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount },
-                () => new AesGcm(keys.ChunkKey, 16),
-                (pack, _, aes) =>
+                () => new ChunkSeal(keys.ChunkKey),
+                (pack, _, seal) =>
                 {
-                    WritePack(target, manifest, pack.Key, pack.Value, keys, aes, handle);
+                    WritePack(target, manifest, pack.Key, pack.Value, keys, seal, handle);
                     var total = Interlocked.Add(ref done, pack.Value.Sum(c => (long)c.Chunk.PlainLength));
                     progress?.Report((total, file.Size));
-                    return aes;
+                    return seal;
                 },
-                aes => aes.Dispose());
+                seal => seal.Dispose());
             output.Flush(flushToDisk: true);
         }
     }
 
-    private static void WritePack(BackupTarget target, Manifest manifest, int index, List<(ChunkEntry Chunk, long At)> chunks, BackupKeys keys, AesGcm aes, SafeFileHandle output)
+    private static void WritePack(BackupTarget target, Manifest manifest, int index, List<(ChunkEntry Chunk, long At)> chunks, BackupKeys keys, ChunkSeal seal, SafeFileHandle output)
     {
         var hash = manifest.Packs[index];
         var path = target.PackPath(hash);
@@ -229,22 +228,15 @@ internal static class BackupReader
         {
             throw new BackupDamageException($"snapshot {manifest.Snapshot}: pack {target.Relative(path)} is corrupt (its content does not match its hash).");
         }
-        Span<byte> aad = stackalloc byte[16];
         var plain = new byte[Chunker.MaxSize];
         foreach (var (chunk, at) in chunks)
         {
-            if (chunk.Offset + (long)chunk.Length > pack.Length || chunk.PlainLength > plain.Length)
+            if (chunk.Offset < 0 || chunk.Length < ChunkEntry.Overhead || chunk.Offset + (long)chunk.Length > pack.Length || chunk.PlainLength is <= 0 or > Chunker.MaxSize)
             {
                 throw new BackupDamageException($"snapshot {manifest.Snapshot}: a chunk points outside pack {target.Relative(path)}.");
             }
-            var stored = pack.AsSpan(chunk.Offset, chunk.Length);
             var text = plain.AsSpan(0, chunk.PlainLength);
-            BinaryPrimitives.WriteUInt128BigEndian(aad, chunk.Id);
-            try
-            {
-                aes.Decrypt(stored[..12], stored[12..^16], stored[^16..], text, aad);
-            }
-            catch (AuthenticationTagMismatchException)
+            if (!seal.TryOpen(pack.AsSpan(chunk.Offset, chunk.Length), chunk.Id, text))
             {
                 throw new BackupDamageException($"snapshot {manifest.Snapshot}: a chunk in pack {target.Relative(path)} does not decrypt under the node's backup key.");
             }

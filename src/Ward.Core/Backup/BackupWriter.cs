@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Buffers.Binary;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
@@ -42,12 +41,14 @@ internal static class BackupWriter
         var warnings = new List<string>();
 
         // The snapshot it builds on: its chunks are reused, its manifest hash chains the snapshots.
-        var known = new Dictionary<UInt128, (string Pack, int Offset, int Length)>();
+        var known = new Dictionary<UInt128, ChunkEntry>();
+        List<string> knownPacks = [];
         string? previous = null;
         if (target.Snapshots() is [.., var last])
         {
             var (before, bytes) = target.ReadManifest(last, signer.Verifier);
             previous = BackupTarget.Sha256(bytes);
+            knownPacks = before.Packs;
             var present = before.Packs.Select(p => File.Exists(target.PackPath(p))).ToArray();
             if (present.Contains(false))
             {
@@ -55,7 +56,7 @@ internal static class BackupWriter
             }
             foreach (var entry in before.Files.SelectMany(f => f.Entries()).Where(e => present[e.Pack]))
             {
-                known[entry.Id] = (before.Packs[entry.Pack], entry.Offset, entry.Length);
+                known[entry.Id] = entry;
             }
         }
 
@@ -82,9 +83,7 @@ internal static class BackupWriter
             var sealedKeys = RecoveryKey.Seal(recovery, KeyBundle.Collect(config));
             target.WriteNew(target.Relative(target.KeysPath(id)), sealedKeys);
 
-            var packs = new List<string?>();
-            var packIndex = new Dictionary<string, int>(StringComparer.Ordinal);
-            var (entries, newChunks, packBytes) = await StoreChunksAsync(copy, keys, target, known, packs, packIndex, progress, ct);
+            var (packs, entries, newChunks, packBytes) = await StoreChunksAsync(copy, keys, target, known, knownPacks, progress, ct);
 
             var ledger = KeyAdmin.ErasureLedgerPath(store.Keys);
             foreach (var (tag, when) in File.Exists(ledger) ? KeyBundle.ErasureTags(File.ReadAllLines(ledger)) : [])
@@ -94,7 +93,7 @@ internal static class BackupWriter
 
             var manifest = new Manifest(Manifest.FormatName, id, now, signer.Verifier.Name, "sqlite", schema,
                 Fhir.CapabilityStatementBuilder.SoftwareVersion, previous, checkpoint, RecoveryKey.IdOf(recovery), BackupTarget.Sha256(sealedKeys),
-                packs.Select(p => p!).ToList(), [new ManifestFile(Path.GetFileName(config.DatabasePath), new FileInfo(copy).Length, ManifestFile.Table(entries))],
+                packs, [new ManifestFile(Path.GetFileName(config.DatabasePath), new FileInfo(copy).Length, ManifestFile.Table(entries))],
                 new ManifestStats(entries.Count, newChunks, packBytes + sealedKeys.Length, Math.Round(watch.Elapsed.TotalSeconds, 3)));
             var note = Encoding.UTF8.GetBytes(SignedNote.Sign(JsonSerializer.Serialize(manifest, ManifestJson.Default.Manifest) + "\n", signer));
             target.WriteNew(target.Relative(target.ManifestPath(id)), note);
@@ -109,27 +108,40 @@ internal static class BackupWriter
         }
     }
 
-    private readonly record struct Piece(byte[] Buffer, int Length, UInt128 Id);
+    /// <param name="PlainLength">For a sealed chunk: the length of its content.</param>
+    private readonly record struct Piece(byte[] Buffer, int Length, UInt128 Id, int PlainLength = 0);
 
     /// <summary>
-    /// Two stages on two threads: reading, cutting and naming chunks (HMAC) on one; looking them up and sealing the new
-    /// ones into packs on the other.
+    /// Three stages: one thread reads the copy, cuts it and names each chunk (HMAC), keeping the ids in file order and
+    /// passing on only the chunks that neither the previous snapshot nor this one already holds; one sealer per core
+    /// compresses and encrypts them; this task appends them to packs in the order they come. Positions are resolved
+    /// into the chunk table at the end.
     /// </summary>
-    private static async Task<(List<ChunkEntry> Entries, long NewChunks, long PackBytes)> StoreChunksAsync(string file, BackupKeys keys, BackupTarget target,
-        Dictionary<UInt128, (string Pack, int Offset, int Length)> known, List<string?> packs, Dictionary<string, int> packIndex,
-        IProgress<(long Done, long Total)>? progress, CancellationToken ct)
+    private static async Task<(List<string> Packs, List<ChunkEntry> Entries, long NewChunks, long PackBytes)> StoreChunksAsync(string file, BackupKeys keys,
+        BackupTarget target, Dictionary<UInt128, ChunkEntry> previous, List<string> previousPacks, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
     {
-        var channel = Channel.CreateBounded<Piece>(new BoundedChannelOptions(64) { SingleReader = true, SingleWriter = true });
-        var total = new FileInfo(file).Length;
-        var producer = Task.Run(() => Cut(file, keys, channel.Writer, progress, total, ct), ct);
-        var entries = new List<ChunkEntry>();
-        long newChunks = 0, packBytes = 0;
-        var pack = ArrayPool<byte>.Shared.Rent(PackSize + Chunker.MaxSize + ChunkEntry.Overhead);
-        var length = 0;
-        var current = -1;
-        var aad = new byte[16];
+        var fresh = Channel.CreateBounded<Piece>(new BoundedChannelOptions(64) { SingleWriter = true });
+        var sealedChunks = Channel.CreateBounded<Piece>(new BoundedChannelOptions(64) { SingleReader = true });
+        var ids = new List<UInt128>();
+        var producer = Task.Run(() => Cut(file, keys, previous, ids, fresh.Writer, progress, ct), ct);
+        var sealers = Task.WhenAll(Enumerable.Range(0, Environment.ProcessorCount).Select(_ => Task.Run(async () =>
+        {
+            using var seal = new ChunkSeal(keys.ChunkKey);
+            await foreach (var piece in fresh.Reader.ReadAllAsync(ct))
+            {
+                var (buffer, length) = seal.Seal(piece.Buffer.AsSpan(0, piece.Length), piece.Id);
+                ArrayPool<byte>.Shared.Return(piece.Buffer);
+                await sealedChunks.Writer.WriteAsync(new Piece(buffer, length, piece.Id, piece.Length), ct);
+            }
+        }, ct)));
+        _ = sealers.ContinueWith(t => sealedChunks.Writer.Complete(t.Exception), TaskScheduler.Default);
+
+        var packs = new List<string>();
+        var placed = new Dictionary<UInt128, ChunkEntry>();
         var flushes = new List<Task>();
-        using var aes = new AesGcm(keys.ChunkKey, 16);
+        long packBytes = 0;
+        var pack = ArrayPool<byte>.Shared.Rent(PackSize + Chunker.MaxSize + 2048);
+        var length = 0;
         void Flush()
         {
             if (length == 0)
@@ -138,51 +150,25 @@ internal static class BackupWriter
             }
             var hash = BackupTarget.Sha256(pack.AsSpan(0, length));
             flushes.Add(target.WriteNewThenFlush(target.Relative(target.PackPath(hash)), pack.AsSpan(0, length)));
-            packs[current] = hash;
+            packs.Add(hash);
             packBytes += length;
             length = 0;
-            current = -1;
         }
         try
         {
-            await foreach (var piece in channel.Reader.ReadAllAsync(ct))
+            await foreach (var piece in sealedChunks.Reader.ReadAllAsync(ct))
             {
-                if (known.TryGetValue(piece.Id, out var at))
-                {
-                    if (!packIndex.TryGetValue(at.Pack, out var index))
-                    {
-                        packIndex[at.Pack] = index = packs.Count;
-                        packs.Add(at.Pack);
-                    }
-                    entries.Add(new ChunkEntry(index, at.Offset, at.Length, piece.Id));
-                }
-                else
-                {
-                    if (current < 0)
-                    {
-                        current = packs.Count;
-                        packs.Add(null);
-                        packIndex[PendingPack(current)] = current;
-                    }
-                    var sealedLength = piece.Length + ChunkEntry.Overhead;
-                    var slot = pack.AsSpan(length, sealedLength);
-                    RandomNumberGenerator.Fill(slot[..12]);
-                    BinaryPrimitives.WriteUInt128BigEndian(aad, piece.Id);
-                    aes.Encrypt(slot[..12], piece.Buffer.AsSpan(0, piece.Length), slot.Slice(12, piece.Length), slot[^16..], aad);
-                    var entry = new ChunkEntry(current, length, sealedLength, piece.Id);
-                    entries.Add(entry);
-                    newChunks++;
-                    length += sealedLength;
-                    // Equal chunks within this snapshot are stored once too; the pack's name is filled in when it is written.
-                    known[piece.Id] = (PendingPack(current), entry.Offset, entry.Length);
-                    if (length >= PackSize)
-                    {
-                        Flush();
-                    }
-                }
+                piece.Buffer.AsSpan(0, piece.Length).CopyTo(pack.AsSpan(length));
+                placed[piece.Id] = new ChunkEntry(packs.Count, length, piece.Length, piece.PlainLength, piece.Id);
+                length += piece.Length;
                 ArrayPool<byte>.Shared.Return(piece.Buffer);
+                if (length >= PackSize)
+                {
+                    Flush();
+                }
             }
             await producer;
+            await sealers;
             Flush();
         }
         finally
@@ -191,17 +177,35 @@ internal static class BackupWriter
             // Every pack is on disk before the manifest that names it is written (and before a failure is reported).
             await Task.WhenAll(flushes);
         }
-        return (entries, newChunks, packBytes);
+
+        // The chunk table in file order: this snapshot's packs first, then those of the previous snapshot that it reuses.
+        var reused = new Dictionary<int, int>();
+        var entries = new List<ChunkEntry>(ids.Count);
+        foreach (var id in ids)
+        {
+            if (!placed.TryGetValue(id, out var entry))
+            {
+                entry = previous[id];
+                if (!reused.TryGetValue(entry.Pack, out var index))
+                {
+                    reused[entry.Pack] = index = packs.Count;
+                    packs.Add(previousPacks[entry.Pack]);
+                }
+                entry = entry with { Pack = index };
+            }
+            entries.Add(entry);
+        }
+        return (packs, entries, placed.Count, packBytes);
     }
 
-    // A pack being filled has no name yet: its chunks are looked up by a placeholder that maps to its index.
-    private static string PendingPack(int index) => "pending:" + index.ToString(CultureInfo.InvariantCulture);
-
-    private static void Cut(string file, BackupKeys keys, ChannelWriter<Piece> output, IProgress<(long Done, long Total)>? progress, long total, CancellationToken ct)
+    private static void Cut(string file, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<UInt128> ids, ChannelWriter<Piece> output,
+        IProgress<(long Done, long Total)>? progress, CancellationToken ct)
     {
         try
         {
             using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
+            var total = stream.Length;
+            var seen = new HashSet<UInt128>();
             var buffer = ArrayPool<byte>.Shared.Rent(ReadBuffer);
             try
             {
@@ -228,12 +232,21 @@ internal static class BackupWriter
                     }
                     var data = buffer.AsSpan(start, end - start);
                     var cut = Chunker.Cut(data);
-                    var piece = ArrayPool<byte>.Shared.Rent(cut);
-                    data[..cut].CopyTo(piece);
-                    var chunk = new Piece(piece, cut, keys.ChunkId(data[..cut]));
-                    while (!output.TryWrite(chunk))
+                    var id = keys.ChunkId(data[..cut]);
+                    ids.Add(id);
+                    if (!previous.ContainsKey(id) && seen.Add(id))
                     {
-                        output.WaitToWriteAsync(ct).AsTask().GetAwaiter().GetResult();
+                        var piece = ArrayPool<byte>.Shared.Rent(cut);
+                        data[..cut].CopyTo(piece);
+                        var chunk = new Piece(piece, cut, id);
+                        while (!output.TryWrite(chunk))
+                        {
+                            if (!output.WaitToWriteAsync(ct).AsTask().GetAwaiter().GetResult())
+                            {
+                                ArrayPool<byte>.Shared.Return(piece);
+                                return;
+                            }
+                        }
                     }
                     start += cut;
                     done += cut;

@@ -31,10 +31,10 @@ internal sealed record Manifest(
 }
 
 /// <param name="Chunks">The chunk table in base64: per chunk, in file order, pack index (int32), offset (int32), stored
-/// length (int32) and id (128 bits), big-endian: 28 bytes.</param>
+/// length (int32), plain length (int32) and id (128 bits), big-endian: 32 bytes.</param>
 internal sealed record ManifestFile(string Name, long Size, string Chunks)
 {
-    public const int EntrySize = 28;
+    public const int EntrySize = 32;
 
     public IEnumerable<ChunkEntry> Entries()
     {
@@ -47,7 +47,7 @@ internal sealed record ManifestFile(string Name, long Size, string Chunks)
         {
             var e = table.AsSpan(i, EntrySize);
             yield return new ChunkEntry(BinaryPrimitives.ReadInt32BigEndian(e), BinaryPrimitives.ReadInt32BigEndian(e[4..]),
-                BinaryPrimitives.ReadInt32BigEndian(e[8..]), BinaryPrimitives.ReadUInt128BigEndian(e[12..]));
+                BinaryPrimitives.ReadInt32BigEndian(e[8..]), BinaryPrimitives.ReadInt32BigEndian(e[12..]), BinaryPrimitives.ReadUInt128BigEndian(e[16..]));
         }
     }
 
@@ -60,18 +60,21 @@ internal sealed record ManifestFile(string Name, long Size, string Chunks)
             BinaryPrimitives.WriteInt32BigEndian(e, entries[i].Pack);
             BinaryPrimitives.WriteInt32BigEndian(e[4..], entries[i].Offset);
             BinaryPrimitives.WriteInt32BigEndian(e[8..], entries[i].Length);
-            BinaryPrimitives.WriteUInt128BigEndian(e[12..], entries[i].Id);
+            BinaryPrimitives.WriteInt32BigEndian(e[12..], entries[i].PlainLength);
+            BinaryPrimitives.WriteUInt128BigEndian(e[16..], entries[i].Id);
         }
         return Convert.ToBase64String(table);
     }
 }
 
-/// <summary>One chunk of a file: where it is stored (pack, offset, sealed length: 12-byte nonce, ciphertext, 16-byte tag) and its id.</summary>
-internal readonly record struct ChunkEntry(int Pack, int Offset, int Length, UInt128 Id)
+/// <summary>
+/// One chunk of a file: where it is stored (pack, offset, sealed length), its length in the file, and its id. Sealed, a
+/// chunk is a 12-byte nonce, the AES-256-GCM ciphertext of a format byte (0 stored, 1 Deflate) and the content, and the
+/// 16-byte tag; the id is the associated data.
+/// </summary>
+internal readonly record struct ChunkEntry(int Pack, int Offset, int Length, int PlainLength, UInt128 Id)
 {
-    public const int Overhead = 12 + 16;
-
-    public int PlainLength => Length - Overhead;
+    public const int Overhead = 12 + 1 + 16;
 }
 
 /// <param name="NewBytes">Bytes this snapshot added to the target (packs, keys and manifest).</param>
