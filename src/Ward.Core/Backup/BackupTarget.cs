@@ -42,7 +42,7 @@ internal sealed class BackupTarget
         var vkey = Path.Combine(root, VerifierFile);
         if (!File.Exists(vkey))
         {
-            target.WriteNew(VerifierFile, Encoding.UTF8.GetBytes(node.VKey + "\n"));
+            target.WriteNew(vkey, Encoding.UTF8.GetBytes(node.VKey + "\n"));
         }
         else if (File.ReadAllText(vkey).Trim() != node.VKey)
         {
@@ -129,16 +129,15 @@ internal sealed class BackupTarget
         return (manifest, bytes);
     }
 
-    /// <summary>Creates a file under its final name (never replacing one), read-only, flushed to disk.</summary>
-    public void WriteNew(string relative, ReadOnlySpan<byte> content) => WriteNewThenFlush(relative, content).GetAwaiter().GetResult();
+    /// <summary>Creates a file of the target under its final name (never replacing one), read-only, flushed to disk.</summary>
+    public void WriteNew(string path, ReadOnlySpan<byte> content) => WriteNewThenFlush(path, content).GetAwaiter().GetResult();
 
     /// <summary>
     /// Creates a file under its final name (never replacing one), read-only, and returns the flush to disk running in the
     /// background: the caller goes on with the next one and waits for all before what must follow them (the manifest).
     /// </summary>
-    public Task WriteNewThenFlush(string relative, ReadOnlySpan<byte> content)
+    public Task WriteNewThenFlush(string path, ReadOnlySpan<byte> content)
     {
-        var path = Path.Combine(Root, relative);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, PreallocationSize = content.Length };
         if (!OperatingSystem.IsWindows())
@@ -169,17 +168,17 @@ internal sealed class BackupTarget
     /// <summary>Records an erasure on the target (once per tag), signed by the node; a restore re-applies every one.</summary>
     public bool RecordErasure(SignedNote.Signer signer, string tag, DateTimeOffset when)
     {
-        var relative = Path.Combine("erasures", tag + ".note");
-        if (File.Exists(Path.Combine(Root, relative)))
+        var path = Path.Combine(Root, "erasures", tag + ".note");
+        if (File.Exists(path))
         {
             return false;
         }
         var note = SignedNote.Sign($"ward-erasure-1\n{tag}\n{when.ToString("O", CultureInfo.InvariantCulture)}\n", signer);
         try
         {
-            WriteNew(relative, Encoding.UTF8.GetBytes(note));
+            WriteNew(path, Encoding.UTF8.GetBytes(note));
         }
-        catch (IOException) when (File.Exists(Path.Combine(Root, relative)))
+        catch (IOException) when (File.Exists(path))
         {
             return false;
         }

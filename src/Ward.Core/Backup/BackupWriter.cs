@@ -69,6 +69,8 @@ internal static class BackupWriter
             File.SetUnixFileMode(work, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         }
         var copy = Path.Combine(work, id + ".db");
+        // One backup of a node at a time (the schedule and an operator's command): each builds on the latest snapshot.
+        using var running = LockWork(work);
         try
         {
             sqlite.BackupTo(copy);
@@ -81,7 +83,7 @@ internal static class BackupWriter
                 schema = snapshotStore.TryGetSchemaVersion() ?? 0;
             }
             var sealedKeys = RecoveryKey.Seal(recovery, KeyBundle.Collect(config));
-            target.WriteNew(target.Relative(target.KeysPath(id)), sealedKeys);
+            target.WriteNew(target.KeysPath(id), sealedKeys);
 
             var (packs, entries, newChunks, packBytes) = await StoreChunksAsync(copy, keys, target, known, knownPacks, progress, ct);
 
@@ -96,7 +98,7 @@ internal static class BackupWriter
                 packs, [new ManifestFile(Path.GetFileName(config.DatabasePath), new FileInfo(copy).Length, ManifestFile.Table(entries))],
                 new ManifestStats(entries.Count, newChunks, packBytes + sealedKeys.Length, Math.Round(watch.Elapsed.TotalSeconds, 3)));
             var note = Encoding.UTF8.GetBytes(SignedNote.Sign(JsonSerializer.Serialize(manifest, ManifestJson.Default.Manifest) + "\n", signer));
-            target.WriteNew(target.Relative(target.ManifestPath(id)), note);
+            target.WriteNew(target.ManifestPath(id), note);
             return new BackupResult(manifest, manifest.Files[0].Size, note.Length, warnings);
         }
         finally
@@ -105,6 +107,18 @@ internal static class BackupWriter
             {
                 File.Delete(file);
             }
+        }
+    }
+
+    private static FileStream LockWork(string work)
+    {
+        try
+        {
+            return new FileStream(Path.Combine(work, "running.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, 1, FileOptions.DeleteOnClose);
+        }
+        catch (IOException)
+        {
+            throw new NodeException("Another backup of this node is running (the schedule of 'ward serve', or another 'ward backup create'); try again when it is done.");
         }
     }
 
@@ -149,7 +163,7 @@ internal static class BackupWriter
                 return;
             }
             var hash = BackupTarget.Sha256(pack.AsSpan(0, length));
-            flushes.Add(target.WriteNewThenFlush(target.Relative(target.PackPath(hash)), pack.AsSpan(0, length)));
+            flushes.Add(target.WriteNewThenFlush(target.PackPath(hash), pack.AsSpan(0, length)));
             packs.Add(hash);
             packBytes += length;
             length = 0;
