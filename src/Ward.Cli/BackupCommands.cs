@@ -71,9 +71,9 @@ internal static partial class Commands
                 AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {warning}");
             }
             AnsiConsole.MarkupLineInterpolated($"[green]Snapshot {m.Snapshot}[/] written to {Path.GetFullPath(dir)}");
-            AnsiConsole.MarkupLineInterpolated($"  database   {BackupReader.Describe(result.SourceBytes)} (schema {m.SchemaVersion}), {m.Stats.Chunks:N0} chunks, {m.Stats.NewChunks:N0} new");
-            AnsiConsole.MarkupLineInterpolated($"  added      {BackupReader.Describe(m.Stats.NewBytes + result.ManifestBytes)} ({(m.Stats.NewBytes + result.ManifestBytes) * 100.0 / Math.Max(1, result.SourceBytes):N1} % of the database) in {m.Stats.Seconds:N1} s ({result.SourceBytes / Math.Max(0.001, m.Stats.Seconds) / (1 << 20):N0} MiB/s)");
-            AnsiConsole.MarkupLineInterpolated($"  audit log  {m.Checkpoint.Split('\n')[1]} entries under the checkpoint in the manifest");
+            AnsiConsole.MarkupLineInterpolated($"  database   {Describe(result.SourceBytes)} (schema {m.SchemaVersion}), {m.Stats.Chunks:N0} chunks, {m.Stats.NewChunks:N0} new");
+            AnsiConsole.MarkupLineInterpolated($"  added      {Describe(m.Stats.NewBytes + result.ManifestBytes)} ({(m.Stats.NewBytes + result.ManifestBytes) * 100.0 / Math.Max(1, result.SourceBytes):N1} % of the database) in {m.Stats.Seconds:N1} s ({result.SourceBytes / Math.Max(0.001, m.Stats.Seconds) / (1 << 20):N0} MiB/s)");
+            AnsiConsole.MarkupLineInterpolated($"  audit log  {m.AuditEntries} entries under the checkpoint in the manifest");
             AnsiConsole.MarkupLineInterpolated($"  keys       sealed to recovery key {m.RecoveryKey}");
             return 0;
         }));
@@ -95,7 +95,7 @@ internal static partial class Commands
                 {
                     var (m, _) = t.ReadManifest(id, verifier);
                     table.AddRow(m.Snapshot, m.Created.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture),
-                        BackupReader.Describe(m.Files.Sum(f => f.Size)), BackupReader.Describe(m.Stats.NewBytes), m.Checkpoint.Split('\n')[1], m.RecoveryKey);
+                        Describe(m.Files.Sum(f => f.Size)), Describe(m.Stats.NewBytes), m.AuditEntries, m.RecoveryKey);
                 }
                 catch (BackupDamageException e)
                 {
@@ -121,7 +121,7 @@ internal static partial class Commands
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var t = BackupTarget.Open(pr.GetValue(target)!);
-            var (recovery, pinned) = pr.GetValue(recoveryKey) is { } file ? ReadRecoveryKey(file) : (null, null);
+            var (recovery, pinned) = pr.GetValue(recoveryKey) is { } file ? RecoveryKey.Read(file) : (null, null);
             pinned = pr.GetValue(key) ?? pinned;
             var problems = BackupReader.Verify(t, t.Verifier(pinned), id => AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] snapshot {id}"));
             if (pr.GetValue(deep))
@@ -178,7 +178,7 @@ internal static partial class Commands
             var file = pr.GetValue(recoveryKey)
                 ?? throw new NodeException("A restore needs the recovery key: --recovery-key FILE. The backup target alone cannot be read, by design: "
                     + "the node's keys in it are sealed to that key, kept offline since 'ward init'.");
-            var (recovery, pinned) = ReadRecoveryKey(file);
+            var (recovery, pinned) = RecoveryKey.Read(file);
             var t = BackupTarget.Open(pr.GetValue(target)!);
             var id = t.Resolve(pr.GetValue(snapshot)!);
             RestoreResult result = null!;
@@ -207,7 +207,7 @@ internal static partial class Commands
             {
                 AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {warning}");
             }
-            AnsiConsole.MarkupLineInterpolated($"[green]Restored snapshot {id}[/] (taken {result.Manifest.Created:u}) into {result.Config.DataDir}: {BackupReader.Describe(result.Bytes)} of database, audit log at the manifest's checkpoint ({result.Manifest.Checkpoint.Split('\n')[1]} entries).");
+            AnsiConsole.MarkupLineInterpolated($"[green]Restored snapshot {id}[/] (taken {result.Manifest.Created:u}) into {result.Config.DataDir}: {Describe(result.Bytes)} of database, audit log at the manifest's checkpoint ({result.Manifest.AuditEntries} entries).");
             if (result.Erased.Count > 0)
             {
                 AnsiConsole.MarkupLineInterpolated($"{result.Erased.Count} patients erased after the snapshot were erased again.");
@@ -228,18 +228,24 @@ internal static partial class Commands
         cmd.SetAction(pr => Run(() =>
         {
             var file = pr.GetValue(recoveryKey) ?? throw new NodeException("Pruning needs the recovery key: --recovery-key FILE.");
-            var (recovery, pinned) = ReadRecoveryKey(file);
+            var (recovery, pinned) = RecoveryKey.Read(file);
             if (pr.GetValue(keep) < 1)
             {
                 throw new NodeException("--keep must be 1 or more: the latest snapshot is always kept.");
             }
             var t = BackupTarget.Open(pr.GetValue(target)!);
             var result = BackupPruner.Prune(t, pr.GetValue(keep), recovery, pinned);
-            AnsiConsole.MarkupLineInterpolated($"[green]Pruned[/]: {result.Snapshots:N0} snapshots and {result.Packs:N0} packs deleted ({BackupReader.Describe(result.Bytes)}); {result.Kept:N0} snapshots kept.");
+            AnsiConsole.MarkupLineInterpolated($"[green]Pruned[/]: {result.Snapshots:N0} snapshots and {result.Packs:N0} packs deleted ({Describe(result.Bytes)}); {result.Kept:N0} snapshots kept.");
             return 0;
         }));
         return cmd;
     }
 
-    private static (byte[] Key, string? NodeKey) ReadRecoveryKey(string file) => (RecoveryKey.ReadPrivate(file), RecoveryKey.PinnedNodeKey(file));
+    private static string Describe(long bytes) => bytes switch
+    {
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):N2} GiB",
+        >= 1L << 20 => $"{bytes / (double)(1L << 20):N1} MiB",
+        >= 1L << 10 => $"{bytes / 1024d:N1} KiB",
+        _ => $"{bytes:N0} B",
+    };
 }

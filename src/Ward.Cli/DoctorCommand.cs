@@ -38,8 +38,9 @@ internal static partial class Commands
             Check(!File.Exists(recovery), File.Exists(recovery)
                 ? $"the recovery key is still on this machine ({recovery}): move it offline and delete it here; whoever holds it can open every backup"
                 : "the recovery key is not on this machine");
-            Check(RecoveryKey.TryLoadPublic(config) is not null, RecoveryKey.TryLoadPublic(config) is { } pub
-                ? $"backups are sealed to recovery key {RecoveryKey.IdOf(pub)}"
+            var recoveryPublic = RecoveryKey.TryLoadPublic(config);
+            Check(recoveryPublic is not null, recoveryPublic is not null
+                ? $"backups are sealed to recovery key {RecoveryKey.IdOf(recoveryPublic)}"
                 : $"no recovery key: backups cannot be made. Create one with: ward keys new-recovery --data {config.DataDir}");
             if (config.Backup.Target is not { } target)
             {

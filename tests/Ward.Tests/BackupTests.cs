@@ -112,6 +112,15 @@ public sealed class BackedUpNode : IAsyncLifetime
         public string Restored => Path.Combine(Root, "restored");
         public string RecoveryKey => Path.Combine(Node, "recovery.key");
 
+        /// <summary>Names the copied target in the copied node's ward.yaml (backup: target:).</summary>
+        internal NodeConfig ConfigureTarget()
+        {
+            var config = NodeConfig.Load(Node);
+            config.Backup.Target = Target;
+            config.Save();
+            return config;
+        }
+
         public void Dispose()
         {
             if (Directory.Exists(Root))
@@ -332,9 +341,7 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
     public async Task A_patient_erased_after_a_snapshot_stays_erased_when_it_is_restored()
     {
         using var s = node.Copy();
-        var config = NodeConfig.Load(s.Node);
-        config.Backup.Target = s.Target;
-        config.Save();
+        s.ConfigureTarget();
         var patient = FirstPatientId(Path.Combine(s.Node, "ward.db"));
         var erase = await Ok("patient", "erase", "--data", s.Node, "--patient", "Patient/" + patient, "--reason", "GDPR art. 17 request 2026-118");
         Assert.Contains("erased", erase);
@@ -398,9 +405,7 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
     public async Task Doctor_warns_while_the_recovery_key_is_on_the_node()
     {
         using var s = node.Copy();
-        var config = NodeConfig.Load(s.Node);
-        config.Backup.Target = s.Target;
-        config.Save();
+        s.ConfigureTarget();
         var warned = await Fails(1, "doctor", "--data", s.Node);
         Assert.Contains("the recovery key is still on this machine", warned);
         File.Move(s.RecoveryKey, Path.Combine(s.Root, "offline.key"));
@@ -420,7 +425,7 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
         await app.StartAsync();
         try
         {
-            var origin = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
+            var origin = Origin(app);
             using var http = new HttpClient();
             var grant = new AccessGrant("clinician-1", "ehr", "clinician", SmartScopes.Parse("user/*.cruds"), null, null);
             http.DefaultRequestHeaders.Authorization = new("Bearer", app.Services.GetRequiredService<AccessTokens>().Issue(grant, TimeSpan.FromMinutes(5), "urn:ward:test"));
@@ -449,21 +454,22 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
         }
     }
 
+    private static string Origin(Microsoft.AspNetCore.Builder.WebApplication app) =>
+        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
+
     private static StringContent Json(string json) => new(json, Encoding.UTF8, "application/fhir+json");
 
     [Fact]
     public async Task Scheduled_backups_run_while_serving_and_report_their_outcome_at_health()
     {
         using var s = node.Copy();
-        var config = NodeConfig.Load(s.Node);
-        config.Backup.Target = s.Target;
-        config.Save();
+        var config = s.ConfigureTarget();
         using var store = RecordStore.Open(config);
         await using var app = WardServer.Build(config, "http://127.0.0.1:0", store, logging => { });
         await app.StartAsync();
         try
         {
-            var origin = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First().TrimEnd('/');
+            var origin = Origin(app);
             using var http = new HttpClient();
             var scheduler = app.Services.GetRequiredService<ScheduledBackups>();
             await scheduler.RunOnceAsync(TimeSpan.FromHours(6), CancellationToken.None);

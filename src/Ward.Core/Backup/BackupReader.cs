@@ -268,12 +268,4 @@ internal static class BackupReader
             }
         }
     }
-
-    internal static string Describe(long bytes) => bytes switch
-    {
-        >= 1L << 30 => $"{bytes / (double)(1L << 30):N2} GiB",
-        >= 1L << 20 => $"{bytes / (double)(1L << 20):N1} MiB",
-        >= 1L << 10 => $"{bytes / 1024d:N1} KiB",
-        _ => $"{bytes:N0} B",
-    };
 }

@@ -78,7 +78,9 @@ internal sealed class ChunkSeal(byte[] key) : IDisposable
                     try
                     {
                         deflate.ReadExactly(plain);
-                        return deflate.Read(_aad) == 0;
+                        // Nothing may follow the content: the manifest's length is the chunk's whole length.
+                        Span<byte> extra = stackalloc byte[1];
+                        return deflate.Read(extra) == 0;
                     }
                     catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
                     {

@@ -28,6 +28,10 @@ internal sealed record Manifest(
     ManifestStats Stats)
 {
     public const string FormatName = "ward-backup-manifest-1";
+
+    /// <summary>The audit log's size at the snapshot (the checkpoint's second line).</summary>
+    [JsonIgnore]
+    public string AuditEntries => Checkpoint.Split('\n')[1];
 }
 
 /// <param name="Chunks">The chunk table in base64: per chunk, in file order, pack index (int32), offset (int32), stored

@@ -39,9 +39,6 @@ internal static class RecoveryKey
         return path;
     }
 
-    /// <summary>The node key pinned in a recovery key file, if any.</summary>
-    public static string? PinnedNodeKey(string path) =>
-        File.ReadLines(path).FirstOrDefault(l => l.StartsWith(NodeKeyComment, StringComparison.Ordinal))?[NodeKeyComment.Length..].Trim();
 
     /// <summary>The node's recovery public key, or null for a node created before backups existed.</summary>
     public static byte[]? TryLoadPublic(NodeConfig config)
@@ -60,9 +57,14 @@ internal static class RecoveryKey
         return key;
     }
 
-    /// <summary>Reads the private recovery key the operator brings for a restore.</summary>
-    public static byte[] ReadPrivate(string path) =>
-        SecretFile.TryRead(Path.GetFullPath(path), PrivateHeader, What) ?? throw new NodeException($"No recovery key at {Path.GetFullPath(path)}.");
+    /// <summary>Reads the private recovery key the operator brings, and the node key pinned in its file (if any).</summary>
+    public static (byte[] Key, string? NodeKey) Read(string path)
+    {
+        var full = Path.GetFullPath(path);
+        var key = SecretFile.TryRead(full, PrivateHeader, What) ?? throw new NodeException($"No recovery key at {full}.");
+        var pinned = File.ReadLines(full).FirstOrDefault(l => l.StartsWith(NodeKeyComment, StringComparison.Ordinal))?[NodeKeyComment.Length..].Trim();
+        return (key, pinned);
+    }
 
     public static byte[] PublicOf(ReadOnlySpan<byte> privateKey)
     {
