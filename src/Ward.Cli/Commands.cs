@@ -41,6 +41,8 @@ internal static partial class Commands
         root.Add(Audit());
         root.Add(Backup());
         root.Add(Doctor());
+        root.Add(PolicyCommand());
+        root.Add(BreakGlassCommand());
         return root;
     }
 

@@ -184,6 +184,10 @@ internal static class DemoIdentity
         var engine = new Ward.Core.Fhir.FhirEngine(store, audit, TimeProvider.System);
         var patient = await FirstAsync(engine, "Patient", ct);
         var practitioner = await FirstAsync(engine, "Practitioner", ct);
+        if (practitioner is not null)
+        {
+            await CareTeamsAsync(engine, practitioner, ct);
+        }
         var list = new List<Credential>();
         await using var accounts = Accounts.Open(config);
         foreach (var role in Roles.All.Where(r => r != Roles.Service))
@@ -210,6 +214,46 @@ internal static class DemoIdentity
         }
         return File.ReadAllLines(path).Where(l => l.Length > 0 && l[0] != '#').Select(l => l.Split('\t'))
             .Select(f => new Credential(f[0], f[1], f[2], f[3] == "-" ? null : f[3])).ToList();
+    }
+
+    /// <summary>
+    /// The demo clinician and nurse (both the first Practitioner) get a care relationship with every sample patient through
+    /// a CareTeam, so that the access policy lets them read the records.
+    /// </summary>
+    private static async Task CareTeamsAsync(Ward.Core.Fhir.FhirEngine engine, string practitioner, CancellationToken ct)
+    {
+        var search = await engine.HandleAsync(new Ward.Core.Fhir.FhirRequest
+        {
+            Method = "GET",
+            Path = "Patient",
+            Query = [new("_count", "1000"), new("_elements", "id")],
+            BaseUrl = "http://localhost/fhir",
+            Caller = Ward.Core.Access.AccessGrant.Operator,
+        }, ct);
+        using var bundle = System.Text.Json.JsonDocument.Parse(search.Body);
+        if (!bundle.RootElement.TryGetProperty("entry", out var entries))
+        {
+            return;
+        }
+        foreach (var entry in entries.EnumerateArray())
+        {
+            var id = entry.GetProperty("resource").GetProperty("id").GetString();
+            var team = new Hl7.Fhir.Model.CareTeam
+            {
+                Status = Hl7.Fhir.Model.CareTeam.CareTeamStatus.Active,
+                Name = "Demo ward team",
+                Subject = new Hl7.Fhir.Model.ResourceReference($"Patient/{id}"),
+                Participant = [new Hl7.Fhir.Model.CareTeam.ParticipantComponent { Member = new Hl7.Fhir.Model.ResourceReference(practitioner) }],
+            };
+            await engine.HandleAsync(new Ward.Core.Fhir.FhirRequest
+            {
+                Method = "POST",
+                Path = "CareTeam",
+                Resource = team,
+                BaseUrl = "http://localhost/fhir",
+                Caller = Ward.Core.Access.AccessGrant.Operator,
+            }, ct);
+        }
     }
 
     private static async Task<string?> FirstAsync(Ward.Core.Fhir.FhirEngine engine, string type, CancellationToken ct)

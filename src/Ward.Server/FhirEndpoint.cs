@@ -160,6 +160,9 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             Strict = prefer.Strict,
             BaseUrl = $"{req.Scheme}://{req.Host}{req.PathBase}/fhir",
             Caller = caller,
+            Purpose = Header(req, "Ward-Purpose")?.Trim(),
+            // Free text: clients percent-encode what is not ASCII.
+            BreakGlass = Header(req, "Ward-Break-Glass") is { } glass ? Uri.UnescapeDataString(glass) : null,
             Address = http.Connection.RemoteIpAddress?.ToString(),
         };
     }

@@ -60,6 +60,8 @@ internal static class WardServer
                 });
             }
         });
+        // A policy file that does not validate stops the node here, before it serves anything.
+        var policy = Ward.Core.Policy.AccessPolicy.Load(config.DataDir);
         builder.Services.AddSingleton(store);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(config);
@@ -68,6 +70,7 @@ internal static class WardServer
         builder.Services.AddSingleton(sp => new FhirEngine(store, sp.GetRequiredService<AuditLog>(), sp.GetRequiredService<TimeProvider>())
         {
             ReadOnlyReason = readOnly ? ReadOnlyReason : null,
+            Policy = policy,
         });
         if (config.Backup.Target is not null && !readOnly)
         {

@@ -16,7 +16,7 @@ namespace Ward.Tests;
 /// </summary>
 public abstract class AccessControlTests(TestNode node)
 {
-    private HttpClient With(string scopes, string? patient = null, string role = "clinician") =>
+    private HttpClient With(string scopes, string? patient = null, string role = "service") =>
         node.NewHttp(node.Token(new AccessGrant("u-" + role, "app", role, SmartScopes.Parse(scopes), patient, null)));
 
     private async Task<string> CreateAsync(object resource)

@@ -55,13 +55,16 @@ public abstract class AuditLogTests(TestNode node)
         var other = await PatientAsync();
         var obs = await CreateAsync(new { resourceType = "Observation", status = "final", code = new { text = "pulse" }, subject = new { reference = "Patient/" + patient } });
         var otherObs = await CreateAsync(new { resourceType = "Observation", status = "final", code = new { text = "pulse" }, subject = new { reference = "Patient/" + other } });
+        await node.CareTeamAsync(patient, "Practitioner/p-audit");
+        await node.CareTeamAsync(other, "Practitioner/p-audit");
         using var clinician = As("clinician", "user/*.cruds", fhirUser: "Practitioner/p-audit", subject: "clinician-" + patient);
         Assert.Equal(HttpStatusCode.OK, (await clinician.GetAsync($"{node.BaseUrl}/Observation/{obs}")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await clinician.GetAsync($"{node.BaseUrl}/Observation?_id={obs},{otherObs}")).StatusCode);
         Assert.Equal(HttpStatusCode.NoContent, (await clinician.DeleteAsync($"{node.BaseUrl}/Observation/{obs}")).StatusCode);
 
         var events = await EventsAsync($"patient={patient}");
-        Assert.Equal(["create", "create", "read", "search-type", "delete"], events.Select(Subtype).Reverse());
+        // The patient, the observation, the care team that lets the clinician in; then the clinician's read, search and deletion.
+        Assert.Equal(["create", "create", "create", "read", "search-type", "delete"], events.Select(Subtype).Reverse());
         Assert.All(events, e => Assert.Equal("Patient/" + patient, e.GetProperty("entity")[0].GetProperty("what").GetProperty("reference").GetString()));
         var read = events.Single(e => Subtype(e) == "read");
         Assert.Equal("R", read.GetProperty("action").GetString());
@@ -218,6 +221,7 @@ public abstract class AuditLogTests(TestNode node)
         var practitioner = await CreateAsync(new { resourceType = "Practitioner", name = new[] { new { family = "Laennec", given = new[] { "René" }, prefix = new[] { "Dr" } } } });
         var patient = await PatientAsync();
         var obs = await CreateAsync(new { resourceType = "Observation", status = "final", code = new { text = "lungs" }, subject = new { reference = "Patient/" + patient } });
+        await node.CareTeamAsync(patient, "Practitioner/" + practitioner);
         using (var clinician = As("clinician", "user/*.rs", fhirUser: "Practitioner/" + practitioner))
         {
             Assert.Equal(HttpStatusCode.OK, (await clinician.GetAsync($"{node.BaseUrl}/Observation/{obs}")).StatusCode);

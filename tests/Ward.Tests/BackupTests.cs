@@ -265,7 +265,7 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
                 break;
             case "an edited manifest":
                 File.SetUnixFileMode(manifests[^1], UnixFileMode.UserRead | UnixFileMode.UserWrite);
-                File.WriteAllText(manifests[^1], File.ReadAllText(manifests[^1]).Replace("\"schemaVersion\":4", "\"schemaVersion\":5"));
+                File.WriteAllText(manifests[^1], File.ReadAllText(manifests[^1]).Replace("\"schemaVersion\":", "\"schemaVersion\":9"));
                 expected = "the manifest's signature does not verify";
                 break;
             case "a forged manifest":

@@ -27,6 +27,7 @@ public abstract class SmartAppLaunchTests(TestNode node)
     {
         var (patient, family) = await PatientAsync();
         var user = await SmartSetup.UserAsync(node, "clinician", "Practitioner/p1");
+        await node.CareTeamAsync(patient, "Practitioner/p1");
         var client = await SmartSetup.PublicClientAsync(node);
         var agent = new SmartAgent(node);
         var login = await agent.FollowAsync(await agent.GetAsync(agent.AuthorizeUrl(client, scope)));
@@ -61,7 +62,8 @@ public abstract class SmartAppLaunchTests(TestNode node)
         Assert.Contains("patient/*.rs", token.GetProperty("scope").GetString());
 
         using var http = node.NewHttp(access.GetString());
-        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"{node.BaseUrl}/Patient/{patient}")).StatusCode);
+        var own = await http.GetAsync($"{node.BaseUrl}/Patient/{patient}");
+        Assert.True(own.StatusCode == HttpStatusCode.OK, await own.Content.ReadAsStringAsync());
         var (other, _) = await PatientAsync();
         var denied = await http.GetAsync($"{node.BaseUrl}/Patient/{other}");
         Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);

@@ -63,6 +63,7 @@ public abstract class SmartBrowserTests(TestNode node)
             new { resourceType = "Patient", name = new[] { new { family, given = new[] { "Grace" } } }, birthDate = "1961-07-01" });
         var patient = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString()!;
         var user = await SmartSetup.UserAsync(node, "clinician", "Practitioner/browser-test");
+        await node.CareTeamAsync(patient, "Practitioner/browser-test");
         var (app, origin) = await StartAppAsync();
         await using var stop = app;
         var client = await SmartSetup.PublicClientAsync(node, redirect: origin + "/app.html");

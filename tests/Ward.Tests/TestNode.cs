@@ -33,6 +33,9 @@ public class TestNode : IAsyncLifetime, IDisposable
     /// <summary>Rate limits of the sign-in pages and token endpoint (default: high enough for the whole suite).</summary>
     internal RateLimitConfig? Limits { get; init; }
 
+    /// <summary>The node's own access policy (policy.yaml in its data folder); null for the default.</summary>
+    internal string? PolicyYaml { get; init; }
+
     /// <summary>A new, not yet started node on the same engine.</summary>
     public TestNode Sibling() => new(IsPostgres);
 
@@ -52,13 +55,17 @@ public class TestNode : IAsyncLifetime, IDisposable
         ReturnPreference = ReturnPreference.Representation,
     });
 
-    public async Task InitializeAsync()
+    public virtual async Task InitializeAsync()
     {
         Config = NewConfig(DataDir, "test");
         Config.MaxRequestBodyBytes = 8 * 1024 * 1024;
         // The whole suite signs in and asks for tokens from one address, far beyond a person's pace.
         Config.RateLimits = Limits ?? new RateLimitConfig { LoginPerMinute = 100_000, TokenPerMinute = 100_000 };
         Config.Save();
+        if (PolicyYaml is not null)
+        {
+            File.WriteAllText(Path.Combine(DataDir, Ward.Core.Policy.AccessPolicy.FileName), PolicyYaml);
+        }
         Store = RecordStore.Open(Config);
         _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => logging.AddProvider(Logs));
         await _app.StartAsync();
@@ -69,6 +76,9 @@ public class TestNode : IAsyncLifetime, IDisposable
         Http.DefaultRequestHeaders.Authorization = new("Bearer", Token(AdminGrant));
     }
 
+    /// <summary>The running server's services.</summary>
+    internal IServiceProvider Services => _app!.Services;
+
     /// <summary>The server's origin (scheme, host, port): the authorization server's base.</summary>
     public string Origin { get; private set; } = "";
 
@@ -78,6 +88,32 @@ public class TestNode : IAsyncLifetime, IDisposable
     /// <summary>An access token of this node for a grant, made with its signing key (as <c>ward token</c> does).</summary>
     internal string Token(AccessGrant grant, TimeSpan? lifetime = null, DateTimeOffset? at = null) =>
         _app!.Services.GetRequiredService<AccessTokens>().Issue(grant, lifetime ?? TimeSpan.FromMinutes(60), "urn:ward:test", at);
+
+    /// <summary>
+    /// An interaction as the operator ('ward import' on the data folder): loads data that the test client's service role
+    /// may not write (R or V labels), and shows what a search would find without the access policy.
+    /// </summary>
+    internal async Task<Ward.Core.Fhir.FhirResponse> AsOperator(string method, string path, string? json = null, List<KeyValuePair<string, string>>? query = null)
+    {
+        var engine = Services.GetRequiredService<Ward.Core.Fhir.FhirEngine>();
+        return await engine.HandleAsync(new Ward.Core.Fhir.FhirRequest
+        {
+            Method = method,
+            Path = path,
+            Query = query ?? [],
+            Resource = json is null ? null : Ward.Core.Fhir.FhirJson.Parse(System.Text.Encoding.UTF8.GetBytes(json)),
+            BaseUrl = BaseUrl,
+            Caller = AccessGrant.Operator,
+        }, CancellationToken.None);
+    }
+
+    /// <summary>Gives a practitioner a care relationship with a patient (an active CareTeam), as the access policy requires of clinicians.</summary>
+    internal async Task CareTeamAsync(string patient, string practitioner)
+    {
+        var team = $$$"""{"resourceType":"CareTeam","status":"active","subject":{"reference":"Patient/{{{patient}}}"},"participant":[{"member":{"reference":"{{{practitioner}}}"}}]}""";
+        var response = await Http.PostAsync($"{BaseUrl}/CareTeam", new StringContent(team, System.Text.Encoding.UTF8, "application/fhir+json"));
+        Assert.Equal(HttpStatusCode.Created, response.StatusCode);
+    }
 
     /// <summary>A new HTTP client with its own token (or none).</summary>
     internal HttpClient NewHttp(string? token)

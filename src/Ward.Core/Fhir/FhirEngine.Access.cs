@@ -1,17 +1,22 @@
 using Ward.Core.Access;
+using Ward.Core.Policy;
 using Ward.Core.Search;
 using Ward.Core.Storage;
 
 namespace Ward.Core.Fhir;
 
 /// <summary>
-/// SMART scope enforcement, per interaction: every route of <see cref="Dispatch"/>, every batch or transaction entry and
-/// every write goes through these checks with the caller's <see cref="AccessGrant"/>. A <c>patient/</c> scope reaches
-/// the compartment of the patient in context, plus the resources that belong to no patient (Practitioner,
-/// Organization, Medication …).
+/// Access control, per interaction: every route of <see cref="Dispatch"/>, every batch or transaction entry and every
+/// write goes through these checks. Two layers, both required: the SMART scopes of the caller's token (a <c>patient/</c>
+/// scope reaches the compartment of the patient in context, plus the resources that belong to no patient), then the
+/// node's access policy (<see cref="CallerAccess"/>: role, purpose of use, care relationship, security labels, Consent,
+/// break-the-glass), which decides each resource read or written and filters searches in their SQL.
 /// </summary>
 internal sealed partial class FhirEngine
 {
+    /// <summary>The node's access policy (its <c>policy.yaml</c>, else the default shipped with Ward).</summary>
+    public AccessPolicy Policy { get; set; } = AccessPolicy.Default;
+
     private static readonly Dictionary<Interaction, (string Name, string Letter)> Names = new()
     {
         [Interaction.Create] = ("create", "c"),
@@ -21,8 +26,22 @@ internal sealed partial class FhirEngine
         [Interaction.Search] = ("search", "s"),
     };
 
-    /// <summary>The caller's reach for an interaction on a type; 403 when no scope grants it.</summary>
-    private static Reach Permit(AccessGrant caller, string type, Interaction interaction)
+    private static CallerAccess AccessOf(FhirRequest request) => request.Access ?? throw new InvalidOperationException("The request has no access context.");
+
+    /// <summary>The caller's reach for an interaction on a type: the token's scopes, then the policy's rules for the role; 403 when either refuses.</summary>
+    private static Reach Permit(FhirRequest request, string type, Interaction interaction, bool countOnly = false)
+    {
+        var reach = PermitScope(request.Caller, type, interaction);
+        var decision = AccessOf(request).DecideType(interaction, type, countOnly);
+        if (!decision.Permitted)
+        {
+            throw decision.Refusal();
+        }
+        return reach;
+    }
+
+    /// <summary>The token's reach for an interaction on a type; 403 when no scope grants it.</summary>
+    private static Reach PermitScope(AccessGrant caller, string type, Interaction interaction)
     {
         var reach = caller.ReachOf(type, interaction);
         if (reach == Reach.None)
@@ -35,34 +54,56 @@ internal sealed partial class FhirEngine
         return reach;
     }
 
-    /// <summary>Whether a type can belong to a patient compartment (so that a patient/ scope limits it).</summary>
-    private static bool PatientData(string type) => type == "Patient" || PatientCompartment.ParamsFor(type).Count > 0;
-
     private static FhirException OutsideContext(AccessGrant caller, string what) =>
         FhirException.Forbidden($"This token reaches only the compartment of Patient/{caller.Patient}; {what} is outside it.");
 
-    /// <summary>A read of one resource: scope, then (for patient/ scopes) compartment membership.</summary>
-    private static void PermitRead(StoreSession s, AccessGrant caller, string type, string id)
+    /// <summary>A read of one resource: scope, then (for patient/ scopes) compartment membership, then the policy on the resource itself.</summary>
+    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id)
     {
-        if (Permit(caller, type, Interaction.Read) == Reach.Patient && PatientData(type) && !s.InCompartment(type, id, caller.Patient!))
+        var caller = request.Caller;
+        var reach = Permit(request, type, Interaction.Read);
+        var current = s.GetCurrent(type, id);
+        if (reach == Reach.Patient && AccessPolicy.PatientData(type) && !s.InCompartment(type, id, caller.Patient!))
         {
-            throw s.GetCurrent(type, id) is null ? FhirException.NotFound($"{type}/{id} does not exist.") : OutsideContext(caller, $"{type}/{id}");
+            throw current is null ? FhirException.NotFound($"{type}/{id} does not exist.") : OutsideContext(caller, $"{type}/{id}");
+        }
+        if (current is { } c)
+        {
+            Enforce(request, AccessOf(request).Decide(s, Interaction.Read, type, c.Rid));
         }
     }
 
-    /// <summary>Whether an already loaded resource (an _include, a conditional match) may be shown to the caller.</summary>
-    private static bool Visible(StoreSession s, AccessGrant caller, StoredVersion v) =>
-        caller.ReachOf(v.Type, Interaction.Read) switch
+    /// <summary>Throws the refusal of a denial.</summary>
+    private static void Enforce(FhirRequest request, Decision decision)
+    {
+        if (!decision.Permitted)
+        {
+            throw decision.Refusal();
+        }
+    }
+
+    /// <summary>What of a list of loaded resources (included, referenced, conditionally matched) the caller may see, each decided on its own.</summary>
+    private static List<StoredVersion> Visible(StoreSession s, FhirRequest request, List<StoredVersion> versions)
+    {
+        var caller = request.Caller;
+        var inScope = versions.Where(v => caller.ReachOf(v.Type, Interaction.Read) switch
         {
             Reach.Any => true,
-            Reach.Patient => !PatientData(v.Type) || s.InCompartment(v.Rid, caller.Patient!),
+            Reach.Patient => !AccessPolicy.PatientData(v.Type) || s.InCompartment(v.Rid, caller.Patient!),
             _ => false,
-        };
+        }).ToList();
+        return AccessOf(request).Readable(s, inScope, d => Enforce(request, d));
+    }
 
     /// <summary>The compartment a search of <paramref name="type"/> is confined to (patient/ scopes: the patient in context).</summary>
-    private static string? SearchCompartment(AccessGrant caller, string type, string? asked)
+    private static string? SearchCompartment(FhirRequest request, string type, string? asked, bool countOnly)
     {
-        if (Permit(caller, type, Interaction.Search) == Reach.Any || !PatientData(type))
+        var caller = request.Caller;
+        if (asked is not null && AccessOf(request).Masked)
+        {
+            throw Decision.Deny("view.pseudonymised", "The management view shows patients only as pseudonyms: a search within one patient's compartment is not available.").Refusal();
+        }
+        if (Permit(request, type, Interaction.Search, countOnly) == Reach.Any || !AccessPolicy.PatientData(type))
         {
             return asked;
         }
@@ -73,9 +114,10 @@ internal sealed partial class FhirEngine
         return caller.Patient;
     }
 
-    /// <summary>Patient/$everything returns every type: it needs a wildcard read scope, and a patient/ one only for the patient in context.</summary>
-    private static void PermitEverything(AccessGrant caller, string patientId)
+    /// <summary>Patient/$everything returns every type: it needs a wildcard read scope, a patient/ one only for the patient in context, and the policy's permit for the patient.</summary>
+    private static void PermitEverything(StoreSession s, FhirRequest request, string patientId)
     {
+        var caller = request.Caller;
         if (caller.ReachOf("*", Interaction.Read) == Reach.None)
         {
             throw FhirException.Forbidden("Patient/$everything returns resources of every type: it needs a read scope on * (such as patient/*.rs or user/*.read).");
@@ -84,34 +126,121 @@ internal sealed partial class FhirEngine
         {
             throw OutsideContext(caller, $"Patient/{patientId}");
         }
+        if (AccessOf(request).Masked)
+        {
+            throw Decision.Deny("view.pseudonymised", "The management view shows patients only as pseudonyms: Patient/$everything is not available.").Refusal();
+        }
+        PermitRead(s, request, "Patient", patientId);
     }
 
-    /// <summary>History across a type or the whole node: only for scopes that reach beyond one patient.</summary>
-    private static void PermitHistory(AccessGrant caller, string? type)
+    /// <summary>
+    /// History across a type or the whole node: only for scopes that reach beyond one patient, and for roles whose
+    /// access the policy can filter row by row without a patient in view (service integrations, the operator).
+    /// </summary>
+    private static void PermitHistory(FhirRequest request, string? type)
     {
-        if (Permit(caller, type ?? "*", Interaction.Search) != Reach.Any)
+        if (Permit(request, type ?? "*", Interaction.Search) != Reach.Any)
         {
-            throw FhirException.Forbidden($"History of {(type is null ? "the whole node" : "every " + type)} is not available to a token limited to Patient/{caller.Patient}: ask for the history of one resource.");
+            throw FhirException.Forbidden($"History of {(type is null ? "the whole node" : "every " + type)} is not available to a token limited to Patient/{request.Caller.Patient}: ask for the history of one resource.");
+        }
+        var access = AccessOf(request);
+        if (access.Role.Access is not (AccessKind.Service or AccessKind.Operator))
+        {
+            throw Decision.Deny("history.across-resources",
+                $"The {access.Role.Name} role reads history one resource at a time (GET [type]/[id]/_history); history across {(type is null ? "the node" : "every " + type)} is for service integrations.").Refusal();
         }
     }
 
     /// <summary>
-    /// A write: the scope for its interaction, and for patient/ scopes both the stored version it replaces and the new
-    /// version must be in the compartment of the patient in context.
+    /// A write: the scope and the policy for its interaction, and both the stored version it replaces and the new
+    /// version must be permitted (for patient/ scopes: in the compartment of the patient in context).
     /// </summary>
-    private static void PermitWrite(StoreSession s, AccessGrant caller, string type, string id, CurrentInfo? current, Interaction interaction, IndexSet? next)
+    private static void PermitWrite(StoreSession s, FhirRequest request, string type, string id, CurrentInfo? current, Interaction interaction, IndexSet? next)
     {
-        if (Permit(caller, type, interaction) != Reach.Patient || !PatientData(type))
+        var caller = request.Caller;
+        var reach = Permit(request, type, interaction);
+        var access = AccessOf(request);
+        if (access.Masked || access.CountsOnly)
+        {
+            throw Decision.Deny("view.read-only", $"The {access.Role.Name} role reads only.").Refusal();
+        }
+        if (current is { Deleted: false } c)
+        {
+            if (reach == Reach.Patient && AccessPolicy.PatientData(type) && !s.InCompartment(type, id, caller.Patient!))
+            {
+                throw OutsideContext(caller, $"{type}/{id}");
+            }
+            Enforce(request, access.Decide(s, interaction, type, c.Rid));
+        }
+        if (next is not null)
+        {
+            if (reach == Reach.Patient && AccessPolicy.PatientData(type) && !next.Patients.Contains(caller.Patient!))
+            {
+                throw OutsideContext(caller, $"the {type} written (it names no patient, or another one)");
+            }
+            var labels = next.Tokens.Where(t => t.Param == "_security").Select(t => (t.System, t.Code)).ToList();
+            Enforce(request, access.Decide(s, interaction, type, next.Patients, labels));
+        }
+    }
+
+    /// <summary>
+    /// Break-the-glass: records an opening (a review item for the security officer) for each patient the request is
+    /// about, so that the policy lets this user reach them for the policy's time. The justification was checked when the
+    /// request's access was built.
+    /// </summary>
+    private void OpenGlass(StoreSession s, FhirRequest request, IEnumerable<FhirRequest>? entries = null)
+    {
+        var access = AccessOf(request);
+        if (access.Justification is not { } why)
         {
             return;
         }
-        if (current is { Deleted: false } && !s.InCompartment(type, id, caller.Patient!))
+        var patients = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var r in entries ?? [request])
         {
-            throw OutsideContext(caller, $"{type}/{id}");
+            patients.UnionWith(FocusPatients(s, r));
         }
-        if (next is not null && !next.Patients.Contains(caller.Patient!))
+        if (patients.Count == 0)
         {
-            throw OutsideContext(caller, $"the {type} written (it names no patient, or another one)");
+            throw FhirException.BadRequest("Break-the-glass opens one patient's record: name the patient (read one of their resources, search Patient/[id]/[type] or with patient=, or write a resource of theirs).");
         }
+        var now = Now();
+        var caller = request.Caller;
+        foreach (var p in patients)
+        {
+            s.BreakGlass(caller.Subject, caller.Role, caller.FhirUser, p, why, now, now + Policy.GlassLifetime.Ticks);
+        }
+        access.ForgetFacts();
+    }
+
+    /// <summary>The patients a request is about: its target's, its compartment's, its patient= search value's, or those its body names.</summary>
+    private HashSet<string> FocusPatients(StoreSession s, FhirRequest request)
+    {
+        var found = new HashSet<string>(StringComparer.Ordinal);
+        var segments = request.Path.Length == 0 ? [] : request.Path.Split('/');
+        if (segments is ["Patient", var pid, ..] && ReferenceParser.IsValidId(pid))
+        {
+            found.Add(pid);
+        }
+        else if (segments is [var type, var id, ..] && SearchParameters.IsKnownType(type) && ReferenceParser.IsValidId(id) && s.GetCurrent(type, id) is { } c)
+        {
+            found.UnionWith(s.PolicyFacts([c.Rid])[c.Rid].Patients);
+        }
+        foreach (var (key, value) in request.Query)
+        {
+            if (key is "patient" or "subject" or "patient:Patient" or "subject:Patient" && !value.Contains(','))
+            {
+                var id = value.StartsWith("Patient/", StringComparison.Ordinal) ? value[8..] : value;
+                if (ReferenceParser.IsValidId(id))
+                {
+                    found.Add(id);
+                }
+            }
+        }
+        if (request.Resource is { } resource)
+        {
+            found.UnionWith(Indexer.Index(resource, store.Keys.Blind).Patients);
+        }
+        return found;
     }
 }

@@ -48,7 +48,7 @@ internal sealed partial class FhirEngine
     private FhirResponse AuditEvents(StoreSession s, FhirRequest request, string[] segments)
     {
         CheckAuditWrite(request.Method, segments);
-        Permit(request.Caller, "AuditEvent", segments.Length == 1 ? Interaction.Search : Interaction.Read);
+        PermitScope(request.Caller, "AuditEvent", segments.Length == 1 ? Interaction.Search : Interaction.Read);
         var reach = AuditReach(request.Caller);
         switch (segments)
         {

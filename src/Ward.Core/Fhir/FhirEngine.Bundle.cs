@@ -64,6 +64,9 @@ internal sealed partial class FhirEngine
             Strict = outer.Strict,
             BaseUrl = outer.BaseUrl,
             Caller = outer.Caller,
+            Purpose = outer.Purpose,
+            BreakGlass = outer.BreakGlass,
+            Access = outer.Access,
             Address = outer.Address,
         };
     }
@@ -114,6 +117,8 @@ internal sealed partial class FhirEngine
         var responses = await store.WriteAsync(session =>
         {
             trail.Restart();
+            AccessOf(outer).ForgetFacts();
+            OpenGlass(session, outer, entries);
             // A second attempt (the first met a conflict or a lost connection) plans again inside its own transaction.
             if (attempt++ > 0 || !assumptions.All(a => Match(session, a.Type, a.Criteria, outer, "A lookup").SequenceEqual(a.Rids)))
             {
@@ -172,9 +177,9 @@ internal sealed partial class FhirEngine
                         throw FhirException.PreconditionFailed($"Entry {i}: ifNoneExist '{e.IfNoneExist}' matches more than one {e.Path}.");
                     }
                     var existing = s.LoadCurrent(found)[0];
-                    PermitRead(s, e.Caller, existing.Type, existing.Id);
+                    PermitRead(s, e, existing.Type, existing.Id);
                     id = existing.Id;
-                    plan.Responses[i] = Ok(existing);
+                    plan.Responses[i] = Ok(existing, e);
                 }
                 else
                 {

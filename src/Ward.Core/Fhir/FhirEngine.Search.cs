@@ -1,6 +1,7 @@
 using System.Globalization;
 using Hl7.Fhir.Model;
 using Hl7.Fhir.Rest;
+using Ward.Core.Policy;
 using Ward.Core.Search;
 using Ward.Core.Storage;
 
@@ -10,7 +11,12 @@ internal sealed partial class FhirEngine
 {
     private FhirResponse Search(StoreSession session, FhirRequest request, SearchQuery query)
     {
-        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine);
+        var access = AccessOf(request);
+        if (access.Masked)
+        {
+            ManagementView.CheckSearch(query);
+        }
+        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine, access, session);
         var where = sql.Where(query);
         var matches = new List<StoredVersion>();
         List<long>? page = null;
@@ -29,38 +35,46 @@ internal sealed partial class FhirEngine
                 : Convert.ToInt64(session.Scalar($"SELECT count(*) FROM resource r WHERE {where}", sql.Args), CultureInfo.InvariantCulture);
         }
         var included = query.Includes.Count + query.RevIncludes.Count > 0 && matches.Count > 0
-            ? session.LoadCurrent(SqlSearch.Includes(session, query, matches)).Where(v => Visible(session, request.Caller, v)).ToList()
+            ? Visible(session, request, session.LoadCurrent(SqlSearch.Includes(session, query, matches)))
             : [];
+        var withheld = access.CountsOnly && total < access.Policy.SmallCell;
 
         request.Trail?.Touched(matches);
         request.Trail?.Touched(included);
         var path = query.CompartmentPatient is { } pid ? $"Patient/{pid}/{query.Type}" : query.Type;
         using var bundle = new BundleWriter("searchset", NewId(), clock.GetUtcNow());
-        if (total is { } t)
+        if (total is { } t && !withheld)
         {
             bundle.Total(t);
         }
         bundle.Links(PageLinks(request, path, query, total, matches.Count));
         foreach (var m in matches)
         {
-            bundle.SearchEntry($"{request.BaseUrl}/{m.Type}/{m.Id}", Shape(m.Data!, query), "match");
+            bundle.SearchEntry($"{request.BaseUrl}/{m.Type}/{m.Id}", Shape(m.Data!, query, access), "match");
         }
         foreach (var i in included)
         {
-            bundle.SearchEntry($"{request.BaseUrl}/{i.Type}/{i.Id}", Shape(i.Data!, query), "include");
+            bundle.SearchEntry($"{request.BaseUrl}/{i.Type}/{i.Id}", Shape(i.Data!, query, access), "include");
         }
-        if (query.Warnings.Count > 0)
+        var issues = query.Warnings.Select(w => new OperationOutcome.IssueComponent
         {
-            var outcome = new OperationOutcome
+            Severity = OperationOutcome.IssueSeverity.Warning,
+            Code = OperationOutcome.IssueType.NotSupported,
+            Diagnostics = w,
+        }).ToList();
+        if (withheld)
+        {
+            // Small cells are not answered exactly: a count below the threshold could single someone out.
+            issues.Add(new OperationOutcome.IssueComponent
             {
-                Issue = query.Warnings.Select(w => new OperationOutcome.IssueComponent
-                {
-                    Severity = OperationOutcome.IssueSeverity.Warning,
-                    Code = OperationOutcome.IssueType.NotSupported,
-                    Diagnostics = w,
-                }).ToList(),
-            };
-            bundle.OutcomeEntry(FhirJson.Serialize(outcome));
+                Severity = OperationOutcome.IssueSeverity.Information,
+                Code = OperationOutcome.IssueType.Informational,
+                Diagnostics = $"<{access.Policy.SmallCell}: fewer than {access.Policy.SmallCell} resources match; counts below {access.Policy.SmallCell} are not given (counts.small-cell in the access policy).",
+            });
+        }
+        if (issues.Count > 0)
+        {
+            bundle.OutcomeEntry(FhirJson.Serialize(new OperationOutcome { Issue = issues }));
         }
         return FhirResponse.Of(200, bundle.ToArray());
     }
@@ -89,9 +103,13 @@ internal sealed partial class FhirEngine
         }
     }
 
-    /// <summary>Applies _summary and _elements; the stored bytes are served as they are when neither is asked for.</summary>
-    private static byte[] Shape(byte[] data, SearchQuery query)
+    /// <summary>Applies _summary, _elements and the management view's masking; the stored bytes are served as they are when none applies.</summary>
+    private static byte[] Shape(byte[] data, SearchQuery query, CallerAccess access)
     {
+        if (access.Masked)
+        {
+            data = ManagementView.Mask(data, access.Blind);
+        }
         if (query.Summary == SummaryType.False && query.Elements is null)
         {
             return data;
@@ -105,6 +123,10 @@ internal sealed partial class FhirEngine
 
     private FhirResponse History(StoreSession session, FhirRequest request, string? type, string? id)
     {
+        if (AccessOf(request).Masked)
+        {
+            throw Decision.Deny("view.no-history", "The management view shows current versions only, masked: history is not available.").Refusal();
+        }
         var count = SearchQuery.DefaultCount;
         var offset = 0;
         long? since = null;
@@ -141,8 +163,11 @@ internal sealed partial class FhirEngine
                 throw new Crypto.RecordErasedException(type!, id);
             }
         }
-        var total = session.HistoryCount(type, id, since);
-        var versions = session.History(type, id, since, count, offset);
+        // Across resources (service integrations only), the versions of resources the caller may not read are left out.
+        var filter = new List<(string, object?)>();
+        var where = id is null ? AccessOf(request).RowFilter(session, "r", v => { filter.Add(($"@f{filter.Count}", v)); return $"@f{filter.Count - 1}"; }) : null;
+        var total = session.HistoryCount(type, id, since, where, filter);
+        var versions = session.History(type, id, since, count, offset, where, filter);
         request.Trail?.Touched(versions);
         var path = type is null ? "_history" : id is null ? $"{type}/_history" : $"{type}/{id}/_history";
         using var bundle = new BundleWriter("history", NewId(), clock.GetUtcNow());
@@ -228,10 +253,12 @@ internal sealed partial class FhirEngine
             if (request.Caller.ReachOf("*", Access.Interaction.Read) == Access.Reach.Patient)
             {
                 // What the compartment refers to may belong to another patient (a linked or related person's record).
-                referenced = session.LoadCurrent(referenced).Where(v => Visible(session, request.Caller, v)).Select(v => v.Rid).ToList();
+                referenced = Visible(session, request, session.LoadCurrent(referenced)).Select(v => v.Rid).ToList();
             }
             all.AddRange(referenced.Where(seen.Add));
         }
+        // Each resource decided on its own: labels, Consent and the other patients a referenced resource belongs to.
+        all = AccessOf(request).ReadableRids(session, all, d => Enforce(request, d));
         var filtered = all;
         if (types is not null || since is not null)
         {

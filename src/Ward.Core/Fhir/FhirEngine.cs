@@ -5,6 +5,7 @@ using Hl7.Fhir.Model;
 using Hl7.Fhir.Rest;
 using Ward.Core.Access;
 using Ward.Core.Audit;
+using Ward.Core.Policy;
 using Ward.Core.Search;
 using Ward.Core.Storage;
 
@@ -52,6 +53,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
 
     private async Task<FhirResponse> RunAsync(FhirRequest request, AuditTrail trail, CancellationToken ct)
     {
+        var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind);
         if (request.Method == "POST" && request.Path.Length == 0)
         {
             return await BundleAsync(request, ct);
@@ -63,6 +65,11 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             {
                 // Proofs against a checkpoint that covers every entry committed so far.
                 await audit.CheckpointAsync(ct);
+            }
+            if (access.Justification is not null)
+            {
+                // The opening is recorded (and committed) before the read it opens.
+                await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
             }
             var response = await store.ReadAsync(s => Dispatch(request, s), ct);
             await audit.RecordAsync(trail.Records(response.Status, Now()));
@@ -78,6 +85,8 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         return await store.WriteAsync(s =>
         {
             trail.Restart();
+            access.ForgetFacts();
+            OpenGlass(s, request);
             var response = create is null ? Dispatch(request, s) : Apply(s, create, request);
             audit.Append(s, trail.Records(response.Status, Now()));
             return response;
@@ -93,7 +102,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             case ("GET", 1) when segments[0] == "metadata":
                 return FhirResponse.Of(200, CapabilityStatementBuilder.Bytes);
             case ("GET", 1) when segments[0] == "_history":
-                PermitHistory(request.Caller, null);
+                PermitHistory(request, null);
                 return History(s, request, null, null);
             case ("POST", 0):
                 throw FhirException.BadRequest("A batch or transaction cannot be nested in another.");
@@ -116,49 +125,49 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         {
             return AuditEvents(s, request, segments);
         }
-        var caller = request.Caller;
+        var count = request.Query.Any(kv => kv.Key == "_summary" && kv.Value == "count");
         switch (request.Method, segments.Length)
         {
             case ("GET", 1):
             case ("POST", 2) when segments[1] == "_search":
-                return Search(s, request, SearchQuery.Parse(type, request.Query, request.Strict, SearchCompartment(caller, type, null)));
+                return Search(s, request, SearchQuery.Parse(type, request.Query, request.Strict, SearchCompartment(request, type, null, count)));
             case ("POST", 1):
-                Permit(caller, type, Interaction.Create);
+                Permit(request, type, Interaction.Create);
                 return Create(s, type, RequireResource(request, type), request.IfNoneExist, request);
             case ("PUT", 1):
-                Permit(caller, type, Interaction.Update);
+                Permit(request, type, Interaction.Update);
                 return ConditionalUpdate(s, type, request);
             case ("DELETE", 1):
-                Permit(caller, type, Interaction.Delete);
+                Permit(request, type, Interaction.Delete);
                 return ConditionalDelete(s, type, request);
             case ("GET", 2) when segments[1] == "_history":
-                PermitHistory(caller, type);
+                PermitHistory(request, type);
                 return History(s, request, type, null);
             case ("GET", 2):
-                PermitRead(s, caller, type, segments[1]);
+                PermitRead(s, request, type, segments[1]);
                 return Read(s, request, type, segments[1]);
             case ("PUT", 2):
-                Permit(caller, type, Interaction.Update);
+                Permit(request, type, Interaction.Update);
                 return Update(s, type, segments[1], RequireResource(request, type), request.IfMatch, request);
             case ("PATCH", 2):
-                Permit(caller, type, Interaction.Update);
+                Permit(request, type, Interaction.Update);
                 return Patch(s, type, segments[1], request);
             case ("DELETE", 2):
                 return Delete(s, type, segments[1], request);
             case ("GET", 3) when segments[2] == "_history":
-                PermitRead(s, caller, type, segments[1]);
+                PermitRead(s, request, type, segments[1]);
                 return History(s, request, type, segments[1]);
             case ("GET", 3) when type == "Patient" && segments[2] == AccessLog:
                 return AccessLogOf(s, request, segments[1]);
             case ("GET", 3) when type == "Patient" && segments[2] == "$everything":
-                PermitEverything(caller, segments[1]);
+                PermitEverything(s, request, segments[1]);
                 request.Trail?.Patient(segments[1]);
                 return Everything(s, request, segments[1]);
             case ("GET", 3) when type == "Patient" && SearchParameters.IsKnownType(segments[2]):
                 request.Trail?.Patient(segments[1]);
-                return Search(s, request, SearchQuery.Parse(segments[2], request.Query, request.Strict, SearchCompartment(caller, segments[2], segments[1])));
+                return Search(s, request, SearchQuery.Parse(segments[2], request.Query, request.Strict, SearchCompartment(request, segments[2], segments[1], count)));
             case ("GET", 4) when segments[2] == "_history":
-                PermitRead(s, caller, type, segments[1]);
+                PermitRead(s, request, type, segments[1]);
                 return VRead(s, request, type, segments[1], segments[3]);
         }
         throw new FhirException(HttpStatusCode.NotFound, OperationOutcome.IssueType.NotSupported,
@@ -202,7 +211,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         {
             return new FhirResponse { Status = 304, ETag = ETag(v.Version), LastModified = v.LastUpdated };
         }
-        return Ok(v);
+        return Ok(v, request);
     }
 
     private static FhirResponse VRead(StoreSession session, FhirRequest request, string type, string id, string vid)
@@ -218,13 +227,13 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         {
             throw FhirException.Gone($"Version {version} of {type}/{id} is a deletion.");
         }
-        return Ok(v);
+        return Ok(v, request);
     }
 
-    private static FhirResponse Ok(StoredVersion v) => new()
+    private static FhirResponse Ok(StoredVersion v, FhirRequest request) => new()
     {
         Status = 200,
-        Body = v.Data,
+        Body = request.Access?.Masked == true ? ManagementView.Mask(v.Data!, request.Access.Blind) : v.Data,
         ETag = ETag(v.Version),
         LastModified = v.LastUpdated,
         Location = $"{v.Type}/{v.Id}/_history/{v.Version}",
@@ -248,9 +257,9 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             if (existing.Count == 1)
             {
                 var found = s.LoadCurrent(existing)[0];
-                PermitRead(s, request.Caller, found.Type, found.Id);
+                PermitRead(s, request, found.Type, found.Id);
                 request.Trail?.Saw(found);
-                return Ok(found);
+                return Ok(found, request);
             }
             if (existing.Count > 1)
             {
@@ -313,7 +322,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
 
     private static FhirResponse Apply(StoreSession s, PreparedVersion p, FhirRequest request)
     {
-        PermitWrite(s, request.Caller, p.Type, p.Id, p.Current, p.Method == "POST" ? Interaction.Create : Interaction.Update, p.Index);
+        PermitWrite(s, request, p.Type, p.Id, p.Current, p.Method == "POST" ? Interaction.Create : Interaction.Update, p.Index);
         var (_, digest) = s.Put(p.Type, p.Id, p.Current, p.Version, p.Ticks, p.Method, p.Bytes, p.Index);
         request.Trail?.Wrote(p.Type, p.Id, p.Version, digest, p.Index.Owner);
         return new FhirResponse
@@ -329,7 +338,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
     private FhirResponse Delete(StoreSession s, string type, string id, FhirRequest request)
     {
         var current = s.GetCurrent(type, id);
-        PermitWrite(s, request.Caller, type, id, current, Interaction.Delete, null);
+        PermitWrite(s, request, type, id, current, Interaction.Delete, null);
         if (current is null)
         {
             throw FhirException.NotFound($"{type}/{id} does not exist.");
@@ -442,7 +451,8 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
     private List<long> MatchQuery(StoreSession s, string type, IReadOnlyList<KeyValuePair<string, string>> query, FhirRequest request)
     {
         var q = SearchQuery.Parse(type, query, strict: true);
-        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine);
+        // Matched within what the caller may read: a conditional interaction must not reveal a resource it cannot see.
+        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine, request.Access, s);
         var where = sql.Where(q);
         return s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} LIMIT 2", sql.Args);
     }

@@ -22,6 +22,12 @@ internal sealed class FhirRequest
     public bool Strict { get; init; }
     /// <summary>Who asks, and what their token grants: checked for every interaction, batch and transaction entries included.</summary>
     public required Access.AccessGrant Caller { get; init; }
+    /// <summary>The purpose of use the request names (Ward-Purpose header), or null for the role's default.</summary>
+    public string? Purpose { get; init; }
+    /// <summary>The break-the-glass justification (Ward-Break-Glass header), or null.</summary>
+    public string? BreakGlass { get; init; }
+    /// <summary>The access policy as it applies to this request (built by the engine from the caller, purpose and break-the-glass).</summary>
+    public Policy.CallerAccess? Access { get; set; }
     /// <summary>The client's network address, for the audit trail.</summary>
     public string? Address { get; init; }
     /// <summary>What this interaction touched, for its audit records (a transaction's entries share the transaction's).</summary>

@@ -25,6 +25,8 @@ internal sealed class IndexSet
     public List<CompositeEntry> Composites { get; } = [];
     /// <summary>Ids of the patients whose compartment holds the resource (CompartmentDefinition-patient).</summary>
     public HashSet<string> Patients { get; } = new(StringComparer.Ordinal);
+    /// <summary>The enforceable provisions of an active Consent (<see cref="Policy.ConsentRules"/>).</summary>
+    public List<Policy.ConsentRule> Consents { get; } = [];
 
     /// <summary>
     /// The patient whose data key seals the resource: the Patient itself, else the first patient named by the
@@ -89,6 +91,10 @@ internal static class Indexer
         {
             set.Owner = resource.Id;
             set.Patients.Add(resource.Id);
+        }
+        if (resource is Consent consent)
+        {
+            set.Consents.AddRange(Policy.ConsentRules.Of(consent));
         }
         return set;
     }

@@ -1,7 +1,9 @@
 using System.Text;
 using Hl7.Fhir.Model;
 using Ward.Core.Crypto;
+using Ward.Core.Access;
 using Ward.Core.Fhir;
+using Ward.Core.Policy;
 using Ward.Core.Storage;
 
 namespace Ward.Core.Search;
@@ -16,13 +18,33 @@ internal sealed class SqlSearch
     private readonly string? _baseUrl;
     private readonly Blinder _blind;
     private readonly StoreEngine _engine;
+    private readonly CallerAccess? _access;
+    private readonly StoreSession? _session;
     private int _alias;
 
-    public SqlSearch(string? baseUrl, Blinder blind, StoreEngine engine)
+    /// <summary>With <paramref name="access"/>, every resource the search reaches (the matches, and those its chains and _has go through) is filtered by the access policy.</summary>
+    public SqlSearch(string? baseUrl, Blinder blind, StoreEngine engine, CallerAccess? access = null, StoreSession? session = null)
     {
         _baseUrl = baseUrl?.TrimEnd('/') + "/";
         _blind = blind;
         _engine = engine;
+        _access = access;
+        _session = session;
+    }
+
+    /// <summary>" AND (policy condition)" for a resource of <paramref name="type"/> under <paramref name="alias"/> that the search goes through; 403 when the caller may not read that type at all.</summary>
+    private string Permitted(string type, string alias)
+    {
+        if (_access is null)
+        {
+            return "";
+        }
+        var decision = _access.DecideType(Interaction.Search, type, countOnly: true);
+        if (!decision.Permitted)
+        {
+            throw decision.Refusal();
+        }
+        return _access.RowFilter(_session!, alias, Arg) is { } filter ? " AND " + filter : "";
     }
 
     public IReadOnlyList<(string Name, object? Value)> Args => _args;
@@ -51,7 +73,7 @@ internal sealed class SqlSearch
         {
             parts.Add(Criterion(query.Type, "r", c.Name, c.Value));
         }
-        return string.Join(" AND ", parts);
+        return string.Join(" AND ", parts) + Permitted(query.Type, "r");
     }
 
     public string OrderBy(SearchQuery query, string alias = "r")
@@ -429,7 +451,7 @@ internal sealed class SqlSearch
             throw FhirException.BadRequest($"Cannot chain '{code}.{rest}': no target type of '{code}' has a search parameter '{restCode}'. Name the target type, for example {code}:Patient.{rest}.");
         }
         var t = "t" + (++_alias).ToString(System.Globalization.CultureInfo.InvariantCulture);
-        var byType = usable.Select(tt => $"({t}.type = {Arg(tt)} AND {Criterion(tt, t, rest, value)})");
+        var byType = usable.Select(tt => $"({t}.type = {Arg(tt)} AND {Criterion(tt, t, rest, value)}{Permitted(tt, t)})");
         return $"{alias}.rid IN (SELECT x.rid FROM ix_reference x JOIN resource {t} ON {t}.type = x.target_type AND {t}.id = x.target_id " +
                $"WHERE x.param = {Arg(sp.Code)} AND {t}.deleted = 0 AND ({string.Join(" OR ", byType)}))";
     }
@@ -450,7 +472,7 @@ internal sealed class SqlSearch
         }
         var s = "h" + (++_alias).ToString(System.Globalization.CultureInfo.InvariantCulture);
         return $"{alias}.id IN (SELECT x.target_id FROM ix_reference x JOIN resource {s} ON {s}.rid = x.rid " +
-               $"WHERE x.param = {Arg(reference.Code)} AND x.target_type = {Arg(type)} AND {s}.type = {Arg(source)} AND {s}.deleted = 0 AND {Criterion(source, s, parts[3], value)})";
+               $"WHERE x.param = {Arg(reference.Code)} AND x.target_type = {Arg(type)} AND {s}.type = {Arg(source)} AND {s}.deleted = 0 AND {Criterion(source, s, parts[3], value)}{Permitted(source, s)})";
     }
 
     /// <summary>Rows that the includes of <paramref name="query"/> add to a page of matches.</summary>

@@ -309,6 +309,28 @@ internal static class Migrations
             CREATE TRIGGER audit_checkpoint_no_update BEFORE UPDATE ON audit_checkpoint BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
             """),
+        (5, "access policy: Consent rules in the index, break-the-glass openings", """
+            -- Enforceable provisions of active Consents, replaced with the Consent's other index rows.
+            CREATE TABLE ix_consent (rid INTEGER NOT NULL, patient_id TEXT NOT NULL, effect TEXT NOT NULL, actor TEXT, purpose TEXT, label TEXT, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+            CREATE INDEX ix_consent_rid ON ix_consent (rid);
+            CREATE INDEX ix_consent_actor ON ix_consent (actor, purpose);
+            -- One row per break-the-glass opening (user, patient), until the security officer reviews it.
+            CREATE TABLE break_glass (
+                id            INTEGER PRIMARY KEY,
+                subject       TEXT    NOT NULL,
+                role          TEXT,
+                fhir_user     TEXT,
+                patient_id    TEXT    NOT NULL,
+                opened        INTEGER NOT NULL,
+                expires       INTEGER NOT NULL,
+                justification TEXT    NOT NULL,
+                uses          INTEGER NOT NULL,
+                reviewed      INTEGER,
+                reviewer      TEXT,
+                review_note   TEXT
+            );
+            CREATE INDEX break_glass_open ON break_glass (subject, expires);
+            """),
     ];
 
     // PostgreSQL: the same tables and columns. Text compares byte-wise (COLLATE "C"), as in SQLite, so that prefix ranges
@@ -624,6 +646,26 @@ internal static class Migrations
             CREATE TRIGGER audit_entry_no_truncate BEFORE TRUNCATE ON audit_entry FOR EACH STATEMENT EXECUTE FUNCTION ward_append_only();
             CREATE TRIGGER audit_tree_no_truncate BEFORE TRUNCATE ON audit_tree FOR EACH STATEMENT EXECUTE FUNCTION ward_append_only();
             CREATE TRIGGER audit_checkpoint_no_truncate BEFORE TRUNCATE ON audit_checkpoint FOR EACH STATEMENT EXECUTE FUNCTION ward_append_only();
+            """),
+        (5, "access policy: Consent rules in the index, break-the-glass openings", """
+            CREATE TABLE ix_consent (rid bigint NOT NULL, patient_id text COLLATE "C" NOT NULL, effect text COLLATE "C" NOT NULL, actor text COLLATE "C", purpose text COLLATE "C", label text COLLATE "C", lo bigint NOT NULL, hi bigint NOT NULL);
+            CREATE INDEX ix_consent_rid ON ix_consent (rid);
+            CREATE INDEX ix_consent_actor ON ix_consent (actor, purpose);
+            CREATE TABLE break_glass (
+                id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                subject       text COLLATE "C" NOT NULL,
+                role          text COLLATE "C",
+                fhir_user     text COLLATE "C",
+                patient_id    text COLLATE "C" NOT NULL,
+                opened        bigint NOT NULL,
+                expires       bigint NOT NULL,
+                justification text NOT NULL,
+                uses          integer NOT NULL,
+                reviewed      bigint,
+                reviewer      text,
+                review_note   text
+            );
+            CREATE INDEX break_glass_open ON break_glass (subject, expires);
             """),
     ];
 }

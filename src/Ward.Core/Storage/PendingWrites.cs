@@ -117,6 +117,10 @@ internal sealed class PendingWrites(PostgresStore store)
                 Col(rows, e => e.Lo), Col(rows, e => e.Hi)]);
         Rows(batch, "ix_compartment (rid, patient_id)", "$1::bigint[], $2::text[]", ix => ix.Patients,
             rows => [Rids(rows), Col(rows, e => e)]);
+        Rows(batch, "ix_consent (rid, patient_id, effect, actor, purpose, label, lo, hi)",
+            "$1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[]", ix => ix.Consents,
+            rows => [Rids(rows), Col(rows, e => e.Patient), Col(rows, e => e.Effect), Col(rows, e => e.Actor), Col(rows, e => e.Purpose), Col(rows, e => e.Label),
+                Col(rows, e => e.Lo), Col(rows, e => e.Hi)]);
     }
 
     private void Rows<T>(NpgsqlBatch batch, string target, string arrays, Func<IndexSet, IEnumerable<T>> entries, Func<List<(long Rid, T Entry)>, object[]> columns)

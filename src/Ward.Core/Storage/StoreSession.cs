@@ -229,12 +229,15 @@ internal sealed partial class StoreSession : IDisposable
     }
 
     /// <summary>History, newest first: of one resource, of a type, or of the whole node. Erased versions are left out.</summary>
-    public List<StoredVersion> History(string? type, string? id, long? sinceTicks, int count, int offset)
+    public List<StoredVersion> History(string? type, string? id, long? sinceTicks, int count, int offset, string? filter = null, IReadOnlyList<(string, object?)>? filterArgs = null)
     {
-        var (where, args) = HistoryWhere(type, id, sinceTicks);
+        var (where, args) = HistoryWhere(type, id, sinceTicks, filter, filterArgs);
         args.Add(("@count", count));
         args.Add(("@offset", offset));
-        using var reader = Cmd($"SELECT {AnyVersionColumns} FROM {AnyVersionFrom} WHERE {where} ORDER BY v.seq DESC LIMIT @count OFFSET @offset", [.. args]).ExecuteReader();
+        var sql = $"SELECT {AnyVersionColumns} FROM {AnyVersionFrom} WHERE {where} ORDER BY v.seq DESC LIMIT @count OFFSET @offset";
+        // A policy filter makes the text vary by caller: not worth a prepared command.
+        using var adHoc = filter is null ? null : AdHoc(sql, args);
+        using var reader = (adHoc ?? Cmd(sql, [.. args])).ExecuteReader();
         var list = new List<StoredVersion>();
         while (reader.Read())
         {
@@ -243,14 +246,16 @@ internal sealed partial class StoreSession : IDisposable
         return list;
     }
 
-    public long HistoryCount(string? type, string? id, long? sinceTicks)
+    public long HistoryCount(string? type, string? id, long? sinceTicks, string? filter = null, IReadOnlyList<(string, object?)>? filterArgs = null)
     {
-        var (where, args) = HistoryWhere(type, id, sinceTicks);
-        return Convert.ToInt64(Cmd($"SELECT count(*) FROM {AnyVersionFrom} WHERE {where}", [.. args]).ExecuteScalar(), CultureInfo.InvariantCulture);
+        var (where, args) = HistoryWhere(type, id, sinceTicks, filter, filterArgs);
+        var sql = $"SELECT count(*) FROM {AnyVersionFrom} WHERE {where}";
+        using var adHoc = filter is null ? null : AdHoc(sql, args);
+        return Convert.ToInt64((adHoc ?? Cmd(sql, [.. args])).ExecuteScalar(), CultureInfo.InvariantCulture);
     }
 
     /// <summary>The filter of a history (only the conditions that apply, so that no parameter is an untyped null).</summary>
-    private static (string Where, List<(string, object?)> Args) HistoryWhere(string? type, string? id, long? sinceTicks)
+    private static (string Where, List<(string, object?)> Args) HistoryWhere(string? type, string? id, long? sinceTicks, string? filter, IReadOnlyList<(string, object?)>? filterArgs)
     {
         var where = new List<string> { "r.deleted < 2 AND (v.kid IS NULL OR k.wrapped IS NOT NULL)" };
         var args = new List<(string, object?)>();
@@ -268,6 +273,11 @@ internal sealed partial class StoreSession : IDisposable
         {
             where.Add("v.last_updated >= @s");
             args.Add(("@s", since));
+        }
+        if (filter is not null)
+        {
+            where.Add(filter);
+            args.AddRange(filterArgs ?? []);
         }
         return (string.Join(" AND ", where), args);
     }
@@ -336,7 +346,7 @@ internal sealed partial class StoreSession : IDisposable
 
     /// <summary>The search index tables, each keyed by the resource's row id.</summary>
     internal static readonly string[] IndexTables =
-        ["ix_string", "ix_token", "ix_date", "ix_number", "ix_quantity", "ix_uri", "ix_reference", "ix_composite", "ix_compartment"];
+        ["ix_string", "ix_token", "ix_date", "ix_number", "ix_quantity", "ix_uri", "ix_reference", "ix_composite", "ix_compartment", "ix_consent"];
 
     private void WriteIndex(long rid, IndexSet ix)
     {
@@ -376,6 +386,11 @@ internal sealed partial class StoreSession : IDisposable
         foreach (var p in ix.Patients)
         {
             Cmd("INSERT INTO ix_compartment (rid, patient_id) VALUES (@r, @p)", ("@r", rid), ("@p", p)).ExecuteNonQuery();
+        }
+        foreach (var c in ix.Consents)
+        {
+            Cmd("INSERT INTO ix_consent (rid, patient_id, effect, actor, purpose, label, lo, hi) VALUES (@r, @p, @e, @a, @u, @l, @lo, @hi)",
+                ("@r", rid), ("@p", c.Patient), ("@e", c.Effect), ("@a", c.Actor), ("@u", c.Purpose), ("@l", c.Label), ("@lo", c.Lo), ("@hi", c.Hi)).ExecuteNonQuery();
         }
     }
 

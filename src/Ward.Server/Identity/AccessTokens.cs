@@ -124,7 +124,7 @@ internal sealed class AccessTokens
             return null;
         }
         return new AccessGrant(subject, identity.FindFirst("client_id")?.Value, identity.FindFirst(Claims.Role)?.Value, parsed,
-            identity.FindFirst(Claims.Patient)?.Value, identity.FindFirst(Claims.FhirUser)?.Value);
+            identity.FindFirst(Claims.Patient)?.Value, identity.FindFirst(Claims.User)?.Value ?? identity.FindFirst(Claims.FhirUser)?.Value);
     }
 
     /// <summary>
@@ -174,5 +174,7 @@ internal sealed class AccessTokens
         public const string Role = "ward_role";
         public const string Patient = "patient";
         public const string FhirUser = "fhirUser";
+        /// <summary>The user's FHIR resource (Practitioner/…), always in the access token: the access policy needs it whatever scopes the app asked for.</summary>
+        public const string User = "ward_user";
     }
 }

@@ -163,9 +163,13 @@ internal static class SmartEndpoints
 
         var identity = new ClaimsIdentity(TokenValidationParameters.DefaultAuthenticationType, Claims.Name, Claims.Role);
         identity.SetClaim(Claims.Subject, user.Id).SetClaim(Claims.PreferredUsername, user.UserName).SetClaim(AccessTokens.Claims.Role, user.Role);
-        if (scopes.Has("fhirUser") && user.FhirUser is { } fhirUser)
+        if (user.FhirUser is { } fhirUser)
         {
-            identity.SetClaim(AccessTokens.Claims.FhirUser, $"{fhirBase}/{fhirUser}");
+            identity.SetClaim(AccessTokens.Claims.User, fhirUser);
+            if (scopes.Has("fhirUser"))
+            {
+                identity.SetClaim(AccessTokens.Claims.FhirUser, $"{fhirBase}/{fhirUser}");
+            }
         }
         if (patient is not null)
         {

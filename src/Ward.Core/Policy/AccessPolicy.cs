@@ -1,0 +1,413 @@
+using Ward.Core.Access;
+using Ward.Core.Node;
+using Ward.Core.Search;
+using YamlDotNet.Serialization;
+using YamlDotNet.Serialization.NamingConventions;
+
+namespace Ward.Core.Policy;
+
+/// <summary>How a role reaches patient data (see the comments of the shipped <c>policy.yaml</c>).</summary>
+internal enum AccessKind { Care, Service, Management, Counts, Own, None, Operator }
+
+/// <summary>A set of resource types from the policy file: a list, or every type ("*").</summary>
+internal sealed class TypeSet(bool all, IReadOnlySet<string> types)
+{
+    public static readonly TypeSet Empty = new(false, new HashSet<string>());
+    public static readonly TypeSet Every = new(true, new HashSet<string>());
+
+    public bool Contains(string type) => all || types.Contains(type);
+
+    public bool IsEmpty => !all && types.Count == 0;
+
+    public bool All => all;
+
+    public IEnumerable<string> Types => types;
+
+    public override string ToString() => all ? "*" : string.Join(", ", types.Order(StringComparer.Ordinal));
+}
+
+/// <summary>One role of the policy file.</summary>
+internal sealed record RolePolicy(string Name, AccessKind Access, IReadOnlyList<string> Purposes, TypeSet Read, TypeSet Write, bool Delete, bool BreakGlass, int MaxConfidentiality);
+
+/// <summary>
+/// The node's access policy: data read from <c>policy.yaml</c> (the node's own in its data folder, else the default
+/// shipped with Ward), validated once, then consulted by <see cref="Decide"/> for every resource any request touches.
+/// </summary>
+internal sealed class AccessPolicy
+{
+    public const string FileName = "policy.yaml";
+    public const string ConfidentialitySystem = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+    public const string SensitivitySystem = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+    public static readonly string[] PurposeCodes = ["TREAT", "ETREAT", "HOPERAT", "PUBHLTH", "HRESCH", "PATRQT"];
+    public const int N = 0, R = 1, V = 2;
+
+    /// <summary>The CLI acting on the data folder with the node's keys (import, demo set-up): not a role of the file.</summary>
+    public static readonly RolePolicy OperatorRole = new("operator", AccessKind.Operator, ["HOPERAT"], TypeSet.Every, TypeSet.Every, true, false, V);
+
+    private readonly Dictionary<string, RolePolicy> _roles;
+
+    private AccessPolicy(string source, Dictionary<string, RolePolicy> roles, PolicyDocument doc, Dictionary<string, int> sensitivity)
+    {
+        Source = source;
+        _roles = roles;
+        Sensitivity = sensitivity;
+        Explanations = doc.Relationship.Explanations;
+        EncounterWindow = TimeSpan.FromDays(doc.Relationship.EncounterWindowDays);
+        MinJustification = doc.BreakGlass.MinJustification;
+        GlassLifetime = TimeSpan.FromHours(doc.BreakGlass.Hours);
+        GlassOpens = doc.BreakGlass.Opens.ToHashSet(StringComparer.Ordinal);
+        SmallCell = doc.Counts.SmallCell;
+    }
+
+    /// <summary>Where the policy came from (a file path, or "default").</summary>
+    public string Source { get; }
+    public IReadOnlyDictionary<string, RolePolicy> Roles => _roles;
+    public IReadOnlyList<string> Explanations { get; }
+    public TimeSpan EncounterWindow { get; }
+    public int MinJustification { get; }
+    public TimeSpan GlassLifetime { get; }
+    public IReadOnlySet<string> GlassOpens { get; }
+    public int SmallCell { get; }
+    /// <summary>Sensitivity code to the confidentiality it counts as.</summary>
+    public IReadOnlyDictionary<string, int> Sensitivity { get; }
+
+    public static readonly AccessPolicy Default = Parse(ReadDefault(), "default");
+
+    public static string ReadDefault()
+    {
+        using var stream = typeof(AccessPolicy).Assembly.GetManifestResourceStream("policy.yaml")!;
+        return new StreamReader(stream).ReadToEnd();
+    }
+
+    /// <summary>The node's policy: <c>DIR/policy.yaml</c> when present, else the default.</summary>
+    public static AccessPolicy Load(string dataDir)
+    {
+        var file = Path.Combine(dataDir, FileName);
+        return File.Exists(file) ? Parse(File.ReadAllText(file), file) : Default;
+    }
+
+    /// <summary>The role a caller acts in; a token whose role the policy does not know reaches nothing.</summary>
+    public RolePolicy RoleOf(AccessGrant caller) =>
+        ReferenceEquals(caller, AccessGrant.Operator) ? OperatorRole
+        : caller.Role is { } r && _roles.TryGetValue(r, out var role) ? role
+        : new RolePolicy(caller.Role ?? "none", AccessKind.None, [], TypeSet.Empty, TypeSet.Empty, false, false, N);
+
+    /// <summary>The confidentiality of a resource from its security labels (N when it has none).</summary>
+    public int Confidentiality(IEnumerable<(string? System, string? Code)> labels)
+    {
+        var level = N;
+        foreach (var (system, code) in labels)
+        {
+            var l = system switch
+            {
+                ConfidentialitySystem => code switch { "R" => R, "V" => V, _ => N },
+                SensitivitySystem when code is not null => Sensitivity.GetValueOrDefault(code, N),
+                _ => N,
+            };
+            level = Math.Max(level, l);
+        }
+        return level;
+    }
+
+    /// <summary>The (system, code) pairs that make a resource at least <paramref name="level"/>.</summary>
+    public IEnumerable<(string System, string Code)> LabelsAtLeast(int level)
+    {
+        if (level <= R)
+        {
+            yield return (ConfidentialitySystem, "R");
+        }
+        yield return (ConfidentialitySystem, "V");
+        foreach (var (code, l) in Sensitivity)
+        {
+            if (l >= level)
+            {
+                yield return (SensitivitySystem, code);
+            }
+        }
+    }
+
+    public static string LevelName(int level) => level switch { N => "N", R => "R", _ => "V" };
+
+    // ------------------------------------------------------------------------------------------------- decisions
+
+    /// <summary>Whether a role may use an interaction on a type at all (before looking at any resource).</summary>
+    public static Decision DecideType(RolePolicy role, Interaction interaction, string type, bool countOnly = false)
+    {
+        if (role.Access == AccessKind.Operator)
+        {
+            return Decision.Permit;
+        }
+        var patientData = PatientData(type);
+        if (interaction is Interaction.Read or Interaction.Search)
+        {
+            if (!role.Read.Contains(type))
+            {
+                return role.Access switch
+                {
+                    AccessKind.None when role.Name == "researcher" => Decision.Deny("role.researcher",
+                        $"Researchers get no direct FHIR access: their data comes de-identified from the research export (ward research export). Reading {type} is not allowed."),
+                    AccessKind.None when patientData || role.Read.IsEmpty => Decision.Deny("role.no-clinical-data",
+                        $"The {role.Name} role reads no clinical data: {type} is not among the types it may read ({Listed(role.Read)})."),
+                    _ => Decision.Deny("role.read-types",
+                        $"The {role.Name} role may not read {type}: its policy lists {Listed(role.Read)} (roles.{role.Name}.read in the policy file)."),
+                };
+            }
+            if (role.Access == AccessKind.Counts && (interaction != Interaction.Search || !countOnly))
+            {
+                return Decision.Deny("view.counts-only",
+                    $"The {role.Name} role receives counts only: search {type} with _summary=count.");
+            }
+            return Decision.Permit;
+        }
+        if (!role.Write.Contains(type))
+        {
+            return Decision.Deny("role.write-types",
+                $"The {role.Name} role may not {Verb(interaction)} {type}: its policy lets it write {Listed(role.Write)} (roles.{role.Name}.write in the policy file).");
+        }
+        if (interaction == Interaction.Delete && !role.Delete)
+        {
+            return Decision.Deny("role.delete", $"The {role.Name} role may not delete resources (roles.{role.Name}.delete in the policy file).");
+        }
+        return Decision.Permit;
+    }
+
+    /// <summary>
+    /// The decision for one resource of <paramref name="patients"/> (empty: data of no patient) with confidentiality
+    /// <paramref name="confidentiality"/> and security label codes <paramref name="labels"/>, for a caller whose facts
+    /// about each patient <paramref name="facts"/> gives. The type-level decision must have permitted first.
+    /// </summary>
+    public Decision Decide(RolePolicy role, IReadOnlyCollection<string> patients, int confidentiality, IReadOnlyCollection<string> labels, Func<string, PatientFacts> facts, string? self)
+    {
+        if (role.Access == AccessKind.Operator || patients.Count == 0)
+        {
+            return role.Access == AccessKind.Management ? Decision.View : Decision.Permit;
+        }
+        if (role.Access == AccessKind.Own)
+        {
+            return self is not null && patients.Contains(self)
+                ? Decision.Permit
+                : Decision.Deny("patient.own-compartment", "A patient reads and writes only their own record.");
+        }
+        var glass = false;
+        foreach (var p in patients)
+        {
+            var d = DecideOne(role, p, confidentiality, labels, facts(p));
+            if (!d.Permitted)
+            {
+                return d;
+            }
+            glass |= d.BreakGlass;
+        }
+        return role.Access == AccessKind.Management ? Decision.View : glass ? Decision.Glass : Decision.Permit;
+    }
+
+    private Decision DecideOne(RolePolicy role, string patient, int confidentiality, IReadOnlyCollection<string> labels, PatientFacts f)
+    {
+        var glassDeny = f.Glass && GlassOpens.Contains("consent-deny");
+        if (f.ConsentDenies && !glassDeny)
+        {
+            return Decision.Deny("consent.deny",
+                $"The Consent of Patient/{patient} denies access to you or for your purpose of use." + (role.BreakGlass && GlassOpens.Contains("consent-deny") ? GlassHint : ""));
+        }
+        if (!glassDeny && f.DeniedLabels is { Count: > 0 } denied && labels.FirstOrDefault(denied.Contains) is { } label)
+        {
+            return Decision.Deny("consent.deny-label",
+                $"The Consent of Patient/{patient} denies access to data labelled {label} to you or for your purpose of use." + (role.BreakGlass && GlassOpens.Contains("consent-deny") ? GlassHint : ""));
+        }
+        if (role.Access == AccessKind.Care)
+        {
+            if (confidentiality == V && !f.PermitsV && !(f.Glass && GlassOpens.Contains("very-restricted")))
+            {
+                return Decision.Deny("label.very-restricted",
+                    $"This resource of Patient/{patient} is labelled very restricted (V): it needs a permit for you in the patient's Consent (a provision of type permit with security label V).");
+            }
+            if (f.Relationship)
+            {
+                return Decision.Permit;
+            }
+            if (f.Glass && GlassOpens.Contains("relationship"))
+            {
+                return Decision.Glass;
+            }
+            return Decision.Deny("relationship.required",
+                $"You have no care relationship with Patient/{patient}: no active CareTeam lists you and no Encounter has you as participant within {EncounterWindow.TotalDays:0} days ({string.Join(", ", Explanations)})."
+                + (role.BreakGlass ? GlassHint : ""));
+        }
+        if (confidentiality > role.MaxConfidentiality)
+        {
+            return confidentiality == V
+                ? Decision.Deny("label.very-restricted", $"This resource of Patient/{patient} is labelled very restricted (V): the {role.Name} role reads data up to {LevelName(role.MaxConfidentiality)} (max-confidentiality in the policy file).")
+                : Decision.Deny("label.restricted", $"This resource of Patient/{patient} is labelled restricted (R): it needs a care relationship, and the {role.Name} role reads data up to {LevelName(role.MaxConfidentiality)} (max-confidentiality in the policy file).");
+        }
+        return Decision.Permit;
+    }
+
+    private const string GlassHint = " In an emergency, break the glass: repeat the request with the header Ward-Break-Glass: <justification> (purpose ETREAT); it is recorded and reviewed.";
+
+    private static string Listed(TypeSet types) => types.IsEmpty ? "no type" : types.ToString();
+
+    private static string Verb(Interaction i) => i switch { Interaction.Create => "create", Interaction.Update => "update", _ => "delete" };
+
+    /// <summary>Whether a type can belong to a patient compartment.</summary>
+    public static bool PatientData(string type) => type == "Patient" || PatientCompartment.ParamsFor(type).Count > 0;
+
+    // ------------------------------------------------------------------------------------------------- the file
+
+    public static AccessPolicy Parse(string yaml, string source)
+    {
+        PolicyDocument doc;
+        try
+        {
+            doc = new DeserializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build().Deserialize<PolicyDocument>(yaml) ?? new PolicyDocument();
+        }
+        catch (YamlDotNet.Core.YamlException e)
+        {
+            throw new NodeException($"{source}: {e.Message}{(e.InnerException is { } inner ? " " + inner.Message : "")} (line {e.Start.Line}).");
+        }
+        var errors = new List<string>();
+        var roles = new Dictionary<string, RolePolicy>(StringComparer.Ordinal);
+        foreach (var (name, r) in doc.Roles)
+        {
+            var where = $"roles.{name}";
+            if (!Enum.TryParse<AccessKind>(r.Access, ignoreCase: true, out var kind) || kind == AccessKind.Operator || int.TryParse(r.Access, out _))
+            {
+                errors.Add($"{where}.access: '{r.Access}' is not one of care, service, management, counts, own, none.");
+                continue;
+            }
+            if (r.Purposes.Count == 0)
+            {
+                errors.Add($"{where}.purposes: name at least one purpose of use ({string.Join(", ", PurposeCodes)}).");
+            }
+            errors.AddRange(r.Purposes.Where(p => !PurposeCodes.Contains(p)).Select(p => $"{where}.purposes: '{p}' is not a purpose of use this node knows ({string.Join(", ", PurposeCodes)})."));
+            var read = Types(r.Read, $"{where}.read", errors);
+            var write = Types(r.Write, $"{where}.write", errors);
+            if (kind == AccessKind.None)
+            {
+                errors.AddRange(read.Types.Concat(write.Types).Where(PatientData).Distinct().Select(t => $"{where}: the role reads no clinical data (access: none), but lists {t}, which belongs to patients."));
+                if (read.All || write.All)
+                {
+                    errors.Add($"{where}: '*' includes patient data, which a role with access: none may not reach; list the shared types it needs.");
+                }
+            }
+            if (kind is AccessKind.Management or AccessKind.Counts && !write.IsEmpty)
+            {
+                errors.Add($"{where}.write: a {kind.ToString().ToLowerInvariant()} role reads only; remove its write list.");
+            }
+            if (r.BreakGlass && kind != AccessKind.Care)
+            {
+                errors.Add($"{where}.break-glass: only care roles can break the glass.");
+            }
+            var max = r.MaxConfidentiality switch { "N" => N, "R" => R, "V" => V, _ => -1 };
+            if (max < 0)
+            {
+                errors.Add($"{where}.max-confidentiality: '{r.MaxConfidentiality}' must be N, R or V.");
+            }
+            roles[name] = new RolePolicy(name, kind, r.Purposes, read, write, r.Delete, r.BreakGlass, Math.Max(max, N));
+        }
+        var sensitivity = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (code, level) in doc.Labels.Sensitivity)
+        {
+            sensitivity[code] = level switch { "N" => N, "R" => R, "V" => V, _ => -1 };
+            if (sensitivity[code] < 0)
+            {
+                errors.Add($"labels.sensitivity.{code}: '{level}' must be N, R or V.");
+            }
+        }
+        errors.AddRange(doc.Relationship.Explanations.Where(e => e is not ("care-team" or "encounter" or "general-practitioner"))
+            .Select(e => $"relationship.explanations: '{e}' is not one of care-team, encounter, general-practitioner."));
+        if (doc.Relationship.EncounterWindowDays is < 0 or > 3650)
+        {
+            errors.Add("relationship.encounter-window-days must be between 0 and 3650.");
+        }
+        errors.AddRange(doc.BreakGlass.Opens.Where(o => o is not ("relationship" or "consent-deny" or "very-restricted"))
+            .Select(o => $"break-glass.opens: '{o}' is not one of relationship, consent-deny, very-restricted."));
+        if (doc.BreakGlass.MinJustification is < 1 or > 1000)
+        {
+            errors.Add("break-glass.min-justification must be between 1 and 1000 characters.");
+        }
+        if (doc.BreakGlass.Hours is <= 0 or > 72)
+        {
+            errors.Add("break-glass.hours must be more than 0 and at most 72.");
+        }
+        if (doc.Counts.SmallCell is < 1 or > 1000)
+        {
+            errors.Add("counts.small-cell must be between 1 and 1000.");
+        }
+        if (errors.Count > 0)
+        {
+            throw new NodeException($"{source} is not a valid access policy:{Environment.NewLine}  " + string.Join(Environment.NewLine + "  ", errors));
+        }
+        return new AccessPolicy(source, roles, doc, sensitivity);
+    }
+
+    private static TypeSet Types(List<string> listed, string where, List<string> errors)
+    {
+        if (listed.Contains("*"))
+        {
+            return TypeSet.Every;
+        }
+        errors.AddRange(listed.Where(t => !SearchParameters.IsKnownType(t) || t == "AuditEvent").Select(t => t == "AuditEvent"
+            ? $"{where}: AuditEvent is read through the audit rules (security officer, and patients for their own entries), not the policy file."
+            : $"{where}: '{t}' is not a FHIR R4 resource type."));
+        return new TypeSet(false, listed.ToHashSet(StringComparer.Ordinal));
+    }
+
+    private sealed class PolicyDocument
+    {
+        public RelationshipSection Relationship { get; set; } = new();
+        public LabelSection Labels { get; set; } = new();
+        public GlassSection BreakGlass { get; set; } = new();
+        public CountSection Counts { get; set; } = new();
+        public Dictionary<string, RoleSection> Roles { get; set; } = [];
+    }
+
+    private sealed class RelationshipSection
+    {
+        public List<string> Explanations { get; set; } = ["care-team", "encounter"];
+        public int EncounterWindowDays { get; set; } = 30;
+    }
+
+    private sealed class LabelSection
+    {
+        public Dictionary<string, string> Sensitivity { get; set; } = [];
+    }
+
+    private sealed class GlassSection
+    {
+        public int MinJustification { get; set; } = 20;
+        public double Hours { get; set; } = 4;
+        public List<string> Opens { get; set; } = ["relationship", "consent-deny"];
+    }
+
+    private sealed class CountSection
+    {
+        public int SmallCell { get; set; } = 10;
+    }
+
+    private sealed class RoleSection
+    {
+        public string Access { get; set; } = "";
+        public List<string> Purposes { get; set; } = [];
+        public List<string> Read { get; set; } = [];
+        public List<string> Write { get; set; } = [];
+        public bool Delete { get; set; }
+        public bool BreakGlass { get; set; }
+        public string MaxConfidentiality { get; set; } = "N";
+    }
+}
+
+/// <summary>What the caller's circumstances say about one patient.</summary>
+internal readonly record struct PatientFacts(bool Relationship, bool Glass, bool ConsentDenies, bool PermitsV, IReadOnlySet<string>? DeniedLabels);
+
+/// <summary>The outcome of the policy: permit, deny (with the rule and what would permit), or permit with a masked view.</summary>
+internal readonly record struct Decision(bool Permitted, string Rule, string Message, bool Masked, bool BreakGlass)
+{
+    public static readonly Decision Permit = new(true, "permit", "", false, false);
+    public static readonly Decision View = new(true, "view.management", "", true, false);
+    public static readonly Decision Glass = new(true, "break-glass", "", false, true);
+
+    public static Decision Deny(string rule, string message) => new(false, rule, message, false, false);
+
+    /// <summary>The 403 for a denial: names the rule and says what would permit.</summary>
+    public Fhir.FhirException Refusal() => Fhir.FhirException.Forbidden($"Denied by the access policy (rule {Rule}): {Message}");
+}

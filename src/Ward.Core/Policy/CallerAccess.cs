@@ -1,0 +1,342 @@
+using System.Globalization;
+using System.Text;
+using Ward.Core.Access;
+using Ward.Core.Fhir;
+using Ward.Core.Search;
+using Ward.Core.Storage;
+
+namespace Ward.Core.Policy;
+
+/// <summary>
+/// The policy applied to one request: the caller's role, purpose of use and break-the-glass justification, and the
+/// facts about patients that the decisions need (care relationships, open break-the-glass, Consent rules), loaded once
+/// per request from the store. It decides single resources (<see cref="Decide"/>) and writes the same decision as a SQL
+/// predicate for searches (<see cref="RowFilter"/>), so that totals, paging and counts see only what is permitted.
+/// </summary>
+internal sealed class CallerAccess
+{
+    private Facts? _facts;
+
+    public CallerAccess(AccessPolicy policy, AccessGrant caller, string? purpose, string? breakGlass, long nowTicks, Crypto.Blinder blind)
+    {
+        Policy = policy;
+        Blind = blind;
+        Caller = caller;
+        Role = policy.RoleOf(caller);
+        Now = nowTicks;
+        Justification = breakGlass?.Trim();
+        if (Justification is not null)
+        {
+            if (!Role.BreakGlass)
+            {
+                throw Decision.Deny("break-glass.role", $"The {Role.Name} role cannot break the glass (roles.{Role.Name}.break-glass in the policy file).").Refusal();
+            }
+            if (Justification.Length < policy.MinJustification)
+            {
+                throw FhirException.BadRequest($"Ward-Break-Glass needs a justification of at least {policy.MinJustification} characters (the reason for the emergency access, without clinical details); it is recorded and reviewed.");
+            }
+            if (purpose is not null && purpose != "ETREAT")
+            {
+                throw FhirException.BadRequest($"Break-the-glass acts for the purpose ETREAT (emergency treatment), not {purpose}: leave Ward-Purpose out or set it to ETREAT.");
+            }
+            purpose = "ETREAT";
+        }
+        else if (purpose == "ETREAT" && Role.Access != AccessKind.Operator)
+        {
+            throw FhirException.BadRequest("The purpose ETREAT (emergency treatment) is the purpose of break-the-glass: send Ward-Break-Glass: <justification> with it.");
+        }
+        if (purpose is not null && Role.Access != AccessKind.Operator && !Role.Purposes.Contains(purpose))
+        {
+            throw Decision.Deny("purpose.not-allowed", Role.Purposes.Count == 0
+                ? $"The {Role.Name} role has no purpose of use in the policy file."
+                : $"The {Role.Name} role may act for {string.Join(", ", Role.Purposes)}, not {purpose} (Ward-Purpose header).").Refusal();
+        }
+        Purpose = purpose ?? Role.Purposes.FirstOrDefault() ?? "HOPERAT";
+        GlassUsed = Justification;
+    }
+
+    /// <summary>The purpose its audit records state: emergency treatment whenever break-the-glass let the request through.</summary>
+    public string AuditPurpose => GlassUsed is null ? Purpose : "ETREAT";
+
+    /// <summary>The justification of the break-the-glass this request used (its own, or an opening still in force), for its audit records.</summary>
+    public string? GlassUsed { get; private set; }
+
+    public AccessPolicy Policy { get; }
+    /// <summary>The node's index key, which also makes the management view's pseudonyms.</summary>
+    public Crypto.Blinder Blind { get; }
+    public AccessGrant Caller { get; }
+    public RolePolicy Role { get; }
+    public string Purpose { get; }
+    /// <summary>The break-the-glass justification this request carries (null: none).</summary>
+    public string? Justification { get; }
+    public long Now { get; }
+    public bool Unrestricted => Role.Access == AccessKind.Operator;
+    public bool Masked => Role.Access == AccessKind.Management;
+    public bool CountsOnly => Role.Access == AccessKind.Counts;
+
+    /// <summary>The patient a patient's token speaks for.</summary>
+    private string? Self => Caller.Patient ?? (Caller.FhirUser is { } u && u.StartsWith("Patient/", StringComparison.Ordinal) ? u[8..] : null);
+
+    /// <summary>The break-the-glass justification in force for a patient (this request's, or that of an opening still valid).</summary>
+    public string? GlassFor(StoreSession s, string patient) => FactsFor(s).Glass.GetValueOrDefault(patient);
+
+    public void ForgetFacts() => _facts = null;
+
+    // ---------------------------------------------------------------------------------------------- single resources
+
+    public Decision DecideType(Interaction interaction, string type, bool countOnly = false) =>
+        AccessPolicy.DecideType(Role, interaction, type, countOnly);
+
+    /// <summary>The decision for one stored resource (its current compartments and labels), or for a version about to be written.</summary>
+    public Decision Decide(StoreSession s, Interaction interaction, string type, IReadOnlyCollection<string> patients, IReadOnlyCollection<(string? System, string? Code)> labels)
+    {
+        var d = DecideType(interaction, type);
+        if (!d.Permitted || Unrestricted)
+        {
+            return d;
+        }
+        var facts = patients.Count == 0 || Role.Access == AccessKind.Own ? Facts.Empty : FactsFor(s);
+        d = Policy.Decide(Role, patients, Policy.Confidentiality(labels), labels.Select(l => l.Code ?? "").ToList(), facts.Of, Self);
+        if (d.BreakGlass)
+        {
+            GlassUsed ??= patients.Select(p => facts.Glass.GetValueOrDefault(p)).FirstOrDefault(j => j is not null);
+        }
+        return d;
+    }
+
+    public Decision Decide(StoreSession s, Interaction interaction, string type, long rid)
+    {
+        var f = s.PolicyFacts([rid])[rid];
+        return Decide(s, interaction, type, f.Patients, f.Labels);
+    }
+
+    /// <summary>The resources of a list the caller may read, each decided on its own.</summary>
+    public List<StoredVersion> Readable(StoreSession s, List<StoredVersion> versions, Action<Decision>? onPermit = null)
+    {
+        if (Unrestricted || versions.Count == 0)
+        {
+            return versions;
+        }
+        var facts = s.PolicyFacts(versions.Select(v => v.Rid).ToList());
+        var kept = new List<StoredVersion>(versions.Count);
+        foreach (var v in versions)
+        {
+            var d = Decide(s, Interaction.Read, v.Type, facts[v.Rid].Patients, facts[v.Rid].Labels);
+            if (d.Permitted)
+            {
+                onPermit?.Invoke(d);
+                kept.Add(v);
+            }
+        }
+        return kept;
+    }
+
+    /// <summary>The rows of a list the caller may read (types looked up), in the order given.</summary>
+    public List<long> ReadableRids(StoreSession s, List<long> rids, Action<Decision>? onPermit = null)
+    {
+        if (Unrestricted || rids.Count == 0)
+        {
+            return rids;
+        }
+        var facts = s.PolicyFacts(rids, withType: true);
+        var kept = new List<long>(rids.Count);
+        foreach (var rid in rids)
+        {
+            var f = facts[rid];
+            var d = Decide(s, Interaction.Read, f.Type, f.Patients, f.Labels);
+            if (d.Permitted)
+            {
+                onPermit?.Invoke(d);
+                kept.Add(rid);
+            }
+        }
+        return kept;
+    }
+
+    // ---------------------------------------------------------------------------------------------- searches
+
+    /// <summary>
+    /// The SQL condition over alias <paramref name="a"/> that keeps exactly the rows <see cref="Decide"/> permits for a
+    /// read (the type-level decision is made before); null when nothing is filtered. Values are bound through <paramref name="arg"/>.
+    /// </summary>
+    public string? RowFilter(StoreSession s, string a, Func<object?, string> arg)
+    {
+        if (Unrestricted)
+        {
+            return null;
+        }
+        string In(IEnumerable<string> ids) => string.Join(", ", ids.Select(i => arg(i)));
+        string Compartment(string condition) => $"EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = {a}.rid{condition})";
+        string Labelled(IEnumerable<(string System, string Code)> labels)
+        {
+            var bySystem = labels.GroupBy(l => l.System).Select(g => $"(t.system = {arg(g.Key)} AND t.code IN ({In(g.Select(l => l.Code))}))");
+            return $"EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = {a}.rid AND t.param = '_security' AND ({string.Join(" OR ", bySystem)}))";
+        }
+        var parts = new List<string>();
+        switch (Role.Access)
+        {
+            case AccessKind.Own:
+                return Self is { } self ? $"(NOT {Compartment("")} OR {Compartment($" AND c.patient_id = {arg(self)}")})" : $"NOT {Compartment("")}";
+            case AccessKind.None:
+                return $"NOT {Compartment("")}";
+        }
+        var f = FactsFor(s);
+        if (Role.Access == AccessKind.Care)
+        {
+            var allowed = f.Relationship.Concat(Policy.GlassOpens.Contains("relationship") ? f.Glass.Keys : [])
+                .Where(p => !f.Denied.Contains(p) || GlassOverridesConsent(f, p)).ToHashSet(StringComparer.Ordinal);
+            parts.Add(allowed.Count == 0 ? $"NOT {Compartment("")}" : $"NOT {Compartment($" AND c.patient_id NOT IN ({In(allowed)})")}");
+            var v = allowed.Where(p => f.PermitV.Contains(p) || (f.Glass.ContainsKey(p) && Policy.GlassOpens.Contains("very-restricted"))).ToList();
+            parts.Add($"(NOT {Labelled(Policy.LabelsAtLeast(AccessPolicy.V))} OR NOT {Compartment(v.Count == 0 ? "" : $" AND c.patient_id NOT IN ({In(v)})")})");
+        }
+        else
+        {
+            if (f.Denied.Count > 0)
+            {
+                parts.Add($"NOT {Compartment($" AND c.patient_id IN ({In(f.Denied)})")}");
+            }
+            if (Role.MaxConfidentiality < AccessPolicy.V)
+            {
+                parts.Add($"NOT ({Compartment("")} AND {Labelled(Policy.LabelsAtLeast(Role.MaxConfidentiality + 1))})");
+            }
+        }
+        foreach (var (patient, labels) in f.LabelDenied)
+        {
+            if (!GlassOverridesConsent(f, patient))
+            {
+                parts.Add($"NOT ({Compartment($" AND c.patient_id = {arg(patient)}")} AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = {a}.rid AND t.param = '_security' AND t.code IN ({In(labels)})))");
+            }
+        }
+        return parts.Count == 0 ? null : "(" + string.Join(" AND ", parts) + ")";
+    }
+
+    private bool GlassOverridesConsent(Facts f, string patient) =>
+        Role.Access == AccessKind.Care && f.Glass.ContainsKey(patient) && Policy.GlassOpens.Contains("consent-deny");
+
+    // ---------------------------------------------------------------------------------------------- facts
+
+    private Facts FactsFor(StoreSession s) => _facts ??= Load(s);
+
+    private Facts Load(StoreSession s)
+    {
+        var f = new Facts();
+        if (Role.Access is AccessKind.Own or AccessKind.None or AccessKind.Operator)
+        {
+            return f;
+        }
+        var actors = Actors(s);
+        if (Role.Access == AccessKind.Care && actors.Count > 0)
+        {
+            Relationships(s, actors, f.Relationship);
+        }
+        if (Role.BreakGlass)
+        {
+            foreach (var (patient, justification) in s.OpenGlass(Caller.Subject, Now))
+            {
+                f.Glass[patient] = justification;
+            }
+        }
+        var purposes = Purpose == "ETREAT" ? new[] { "ETREAT", "TREAT" } : [Purpose];
+        foreach (var rule in s.ConsentRules(actors, purposes, Now))
+        {
+            switch (rule.Effect, rule.Label)
+            {
+                case ("deny", null):
+                    f.Denied.Add(rule.Patient);
+                    break;
+                case ("deny", { } label):
+                    if (!f.LabelDenied.TryGetValue(rule.Patient, out var set))
+                    {
+                        f.LabelDenied[rule.Patient] = set = new HashSet<string>(StringComparer.Ordinal);
+                    }
+                    set.Add(label);
+                    break;
+                case ("permit", "V"):
+                    f.PermitV.Add(rule.Patient);
+                    break;
+            }
+        }
+        return f;
+    }
+
+    /// <summary>The references that stand for the caller: their Practitioner (or PractitionerRole), that practitioner's roles and their organizations.</summary>
+    private List<string> Actors(StoreSession s)
+    {
+        var actors = new List<string>();
+        if (Caller.FhirUser is not { } user || !ReferenceParser.TryParseLocal(user, out var type, out var id))
+        {
+            return actors;
+        }
+        actors.Add($"{type}/{id}");
+        if (type == "Practitioner")
+        {
+            actors.AddRange(s.QueryStrings(
+                "SELECT 'PractitionerRole/' || r.id FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE x.target_type = 'Practitioner' AND x.target_id = @i AND x.param = 'practitioner' AND r.type = 'PractitionerRole' AND r.deleted = 0",
+                [("@i", id)]));
+        }
+        var roles = actors.Where(a => a.StartsWith("PractitionerRole/", StringComparison.Ordinal)).Select(a => a[17..]).ToList();
+        if (roles.Count > 0)
+        {
+            var args = roles.Select((r, i) => ($"@r{i}", (object?)r)).ToList();
+            actors.AddRange(s.QueryStrings(
+                $"SELECT DISTINCT x.target_type || '/' || x.target_id FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE r.type = 'PractitionerRole' AND r.id IN ({string.Join(", ", args.Select(a => a.Item1))}) AND x.param IN ('organization', 'practitioner') AND x.target_id IS NOT NULL",
+                args));
+        }
+        return [.. actors.Distinct()];
+    }
+
+    /// <summary>The patients the caller has a care relationship with, by the explanations the policy enables.</summary>
+    private void Relationships(StoreSession s, List<string> actors, HashSet<string> into)
+    {
+        var args = new List<(string, object?)>();
+        var refs = new StringBuilder();
+        foreach (var actor in actors.Where(a => a.StartsWith("Practitioner", StringComparison.Ordinal)))
+        {
+            var slash = actor.IndexOf('/');
+            refs.Append(refs.Length == 0 ? "" : " OR ").Append(CultureInfo.InvariantCulture, $"(x.target_type = @t{args.Count} AND x.target_id = @i{args.Count})");
+            var n = args.Count;
+            args.Add(($"@t{n}", actor[..slash]));
+            args.Add(($"@i{n}", actor[(slash + 1)..]));
+        }
+        if (refs.Length == 0)
+        {
+            return;
+        }
+        var ways = new List<string>();
+        if (Policy.Explanations.Contains("care-team"))
+        {
+            ways.Add("(r.type = 'CareTeam' AND x.param = 'participant' AND NOT EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code IN ('inactive', 'suspended', 'entered-in-error')))");
+        }
+        if (Policy.Explanations.Contains("encounter"))
+        {
+            args.Add(("@cutoff", Now - Policy.EncounterWindow.Ticks));
+            ways.Add("(r.type = 'Encounter' AND x.param = 'participant' AND (EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code IN ('arrived', 'triaged', 'in-progress', 'onleave'))"
+                + " OR (EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code = 'finished') AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND d.hi >= @cutoff))))");
+        }
+        if (Policy.Explanations.Contains("general-practitioner"))
+        {
+            ways.Add("(r.type = 'Patient' AND x.param = 'general-practitioner')");
+        }
+        if (ways.Count == 0)
+        {
+            return;
+        }
+        into.UnionWith(s.QueryStrings(
+            $"SELECT DISTINCT c.patient_id FROM ix_reference x JOIN resource r ON r.rid = x.rid JOIN ix_compartment c ON c.rid = r.rid WHERE ({refs}) AND r.deleted = 0 AND ({string.Join(" OR ", ways)})",
+            args));
+    }
+
+    /// <summary>What the caller's circumstances say about patients; see <see cref="PatientFacts"/>.</summary>
+    private sealed class Facts
+    {
+        public static readonly Facts Empty = new();
+        public HashSet<string> Relationship { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, string> Glass { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> Denied { get; } = new(StringComparer.Ordinal);
+        public Dictionary<string, HashSet<string>> LabelDenied { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> PermitV { get; } = new(StringComparer.Ordinal);
+
+        public PatientFacts Of(string patient) => new(Relationship.Contains(patient), Glass.ContainsKey(patient), Denied.Contains(patient),
+            PermitV.Contains(patient), LabelDenied.GetValueOrDefault(patient));
+    }
+}

@@ -1,0 +1,106 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Ward.Core.Crypto;
+using Ward.Core.Search;
+
+namespace Ward.Core.Policy;
+
+/// <summary>
+/// The management view (purpose HOPERAT): administrative resources with the patient replaced by a pseudonym and the
+/// elements that identify people removed, and searches that cannot single a patient out.
+/// </summary>
+internal static class ManagementView
+{
+    /// <summary>Elements removed wherever they appear at the top of a resource: identifiers, narrative, contacts, free text.</summary>
+    private static readonly string[] Removed = ["identifier", "text", "contained", "name", "telecom", "address", "photo", "contact", "extension", "modifierExtension", "note"];
+
+    /// <summary>A patient's pseudonym in the management view: stable within the node, not reversible without the index key.</summary>
+    public static string Pseudonym(Blinder blind, string patientId) => "p-" + blind.Hash('m', "management", patientId).Replace('_', '.');
+
+    public static byte[] Mask(byte[] data, Blinder blind)
+    {
+        var root = JsonNode.Parse(data)!.AsObject();
+        foreach (var name in Removed)
+        {
+            root.Remove(name);
+        }
+        if (root["resourceType"]?.GetValue<string>() == "Patient")
+        {
+            root["id"] = Pseudonym(blind, root["id"]!.GetValue<string>());
+            Year(root, "birthDate");
+            Year(root, "deceasedDateTime");
+        }
+        MaskReferences(root, blind);
+        return JsonSerializer.SerializeToUtf8Bytes(root);
+    }
+
+    private static void Year(JsonObject o, string name)
+    {
+        if (o[name]?.GetValue<string>() is { Length: >= 4 } date)
+        {
+            o[name] = date[..4];
+        }
+    }
+
+    /// <summary>Every reference to a Patient becomes a reference to its pseudonym, without display or identifier.</summary>
+    private static void MaskReferences(JsonNode? node, Blinder blind)
+    {
+        switch (node)
+        {
+            case JsonObject o:
+                if (o["reference"] is JsonValue v && v.TryGetValue<string>(out var reference) && PatientId(reference) is { } id)
+                {
+                    o["reference"] = "Patient/" + Pseudonym(blind, id);
+                    o.Remove("display");
+                    o.Remove("identifier");
+                }
+                foreach (var (_, child) in o.ToList())
+                {
+                    MaskReferences(child, blind);
+                }
+                break;
+            case JsonArray a:
+                foreach (var child in a)
+                {
+                    MaskReferences(child, blind);
+                }
+                break;
+        }
+    }
+
+    private static string? PatientId(string reference)
+    {
+        var i = reference.LastIndexOf("Patient/", StringComparison.Ordinal);
+        if (i < 0 || (i > 0 && reference[i - 1] != '/'))
+        {
+            return null;
+        }
+        var id = reference[(i + 8)..];
+        var end = id.IndexOf('/');
+        return end < 0 ? id : id[..end];
+    }
+
+    /// <summary>Refuses the searches that would find a patient by who they are: by reference to a patient, by identifying values, through chains, _has or includes.</summary>
+    public static void CheckSearch(SearchQuery query)
+    {
+        if (query.Includes.Count + query.RevIncludes.Count > 0)
+        {
+            throw Refused("_include and _revinclude are not available in the management view.");
+        }
+        foreach (var c in query.Criteria)
+        {
+            var code = c.Name.Split(':')[0];
+            if (c.Name.StartsWith("_has", StringComparison.Ordinal) || c.Name.Contains('.'))
+            {
+                throw Refused($"'{c.Name}': chained and reverse-chained (_has) searches are not available in the management view.");
+            }
+            if (SearchParameters.Find(query.Type, code) is { } sp && (sp.Blind || sp.Type == ParamType.Reference && (sp.Targets.Contains("Patient") || sp.Targets.Count == 0)
+                || query.Type == "Patient" && sp.Code == "_id"))
+            {
+                throw Refused($"'{code}' finds resources by patient or by identifying values, which the management view does not show.");
+            }
+        }
+    }
+
+    private static Fhir.FhirException Refused(string what) => Decision.Deny("view.pseudonymised", what).Refusal();
+}

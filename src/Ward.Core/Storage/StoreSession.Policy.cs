@@ -1,0 +1,140 @@
+using System.Globalization;
+using Ward.Core.Policy;
+
+namespace Ward.Core.Storage;
+
+/// <summary>What the access policy reads from the store: compartments and labels of rows, Consent rules, break-the-glass openings.</summary>
+internal sealed partial class StoreSession
+{
+    /// <summary>For each row: the patients whose compartment holds it and its security labels (current version), and its type when asked.</summary>
+    public Dictionary<long, RowFacts> PolicyFacts(IReadOnlyList<long> rids, bool withType = false)
+    {
+        var result = new Dictionary<long, RowFacts>();
+        foreach (var chunk in rids.Distinct().Chunk(500))
+        {
+            var list = string.Join(',', chunk);
+            foreach (var rid in chunk)
+            {
+                result[rid] = new RowFacts("", [], []);
+            }
+            if (withType)
+            {
+                using var cmd = AdHoc($"SELECT rid, type FROM resource WHERE rid IN ({list})", []);
+                using var reader = cmd.ExecuteReader();
+                while (reader.Read())
+                {
+                    result[reader.GetInt64(0)] = result[reader.GetInt64(0)] with { Type = reader.GetString(1) };
+                }
+            }
+            using (var cmd = AdHoc($"SELECT rid, patient_id FROM ix_compartment WHERE rid IN ({list})", []))
+            using (var reader = cmd.ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    result[reader.GetInt64(0)].Patients.Add(reader.GetString(1));
+                }
+            }
+            using (var cmd = AdHoc($"SELECT rid, system, code FROM ix_token WHERE param = '_security' AND rid IN ({list})", []))
+            using (var reader = cmd.ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    result[reader.GetInt64(0)].Labels.Add((reader.IsDBNull(1) ? null : reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2)));
+                }
+            }
+        }
+        return result;
+    }
+
+    /// <summary>A single-column text query (values bound).</summary>
+    public List<string> QueryStrings(string sql, IReadOnlyList<(string Name, object? Value)> args)
+    {
+        using var cmd = AdHoc(sql, args);
+        using var reader = cmd.ExecuteReader();
+        var list = new List<string>();
+        while (reader.Read())
+        {
+            list.Add(reader.GetString(0));
+        }
+        return list;
+    }
+
+    /// <summary>Consent rules in force at <paramref name="now"/> that concern these actors (or any actor) and these purposes (or any).</summary>
+    public List<ConsentRule> ConsentRules(IReadOnlyList<string> actors, IReadOnlyList<string> purposes, long now)
+    {
+        var args = new List<(string, object?)> { ("@now", now) };
+        string Params(string prefix, IReadOnlyList<string> values)
+        {
+            var names = values.Select((v, i) => { args.Add(($"{prefix}{i}", v)); return $"{prefix}{i}"; }).ToList();
+            return string.Join(", ", names);
+        }
+        var actorCond = actors.Count == 0 ? "c.actor IS NULL" : $"(c.actor IS NULL OR c.actor IN ({Params("@a", actors)}))";
+        var sql = $"SELECT c.patient_id, c.effect, c.actor, c.purpose, c.label, c.lo, c.hi FROM ix_consent c WHERE {actorCond} AND (c.purpose IS NULL OR c.purpose IN ({Params("@u", purposes)})) AND c.lo <= @now AND c.hi >= @now";
+        using var cmd = AdHoc(sql, args);
+        using var reader = cmd.ExecuteReader();
+        var rules = new List<ConsentRule>();
+        while (reader.Read())
+        {
+            rules.Add(new ConsentRule(reader.GetString(0), reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2),
+                reader.IsDBNull(3) ? null : reader.GetString(3), reader.IsDBNull(4) ? null : reader.GetString(4), reader.GetInt64(5), reader.GetInt64(6)));
+        }
+        return rules;
+    }
+
+    /// <summary>The patients a user's break-the-glass openings still cover, with the justification of each.</summary>
+    public List<(string Patient, string Justification)> OpenGlass(string subject, long now)
+    {
+        using var reader = Cmd("SELECT patient_id, justification FROM break_glass WHERE subject = @s AND expires > @n ORDER BY id", ("@s", subject), ("@n", now)).ExecuteReader();
+        var list = new List<(string, string)>();
+        while (reader.Read())
+        {
+            list.Add((reader.GetString(0), reader.GetString(1)));
+        }
+        return list;
+    }
+
+    /// <summary>Records a use of break-the-glass: a new opening (a review item), or one more use of the opening in force.</summary>
+    public void BreakGlass(string subject, string? role, string? fhirUser, string patient, string justification, long now, long expires)
+    {
+        EnsureWriter();
+        var updated = Cmd("UPDATE break_glass SET uses = uses + 1 WHERE id = (SELECT max(id) FROM break_glass WHERE subject = @s AND patient_id = @p AND expires > @n)",
+            ("@s", subject), ("@p", patient), ("@n", now)).ExecuteNonQuery();
+        if (updated == 0)
+        {
+            Cmd("INSERT INTO break_glass (subject, role, fhir_user, patient_id, opened, expires, justification, uses) VALUES (@s, @r, @f, @p, @n, @e, @j, 1)",
+                ("@s", subject), ("@r", role), ("@f", fhirUser), ("@p", patient), ("@n", now), ("@e", expires), ("@j", justification)).ExecuteNonQuery();
+        }
+    }
+
+    /// <summary>Break-the-glass openings, newest first: those awaiting review, or all.</summary>
+    public List<GlassOpening> GlassOpenings(bool all)
+    {
+        using var reader = Cmd($"SELECT id, subject, role, fhir_user, patient_id, opened, expires, justification, uses, reviewed, reviewer, review_note FROM break_glass{(all ? "" : " WHERE reviewed IS NULL")} ORDER BY id DESC").ExecuteReader();
+        var list = new List<GlassOpening>();
+        while (reader.Read())
+        {
+            string? S(int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
+            list.Add(new GlassOpening(reader.GetInt64(0), reader.GetString(1), S(2), S(3), reader.GetString(4), reader.GetInt64(5), reader.GetInt64(6), reader.GetString(7),
+                reader.GetInt32(8), reader.IsDBNull(9) ? null : reader.GetInt64(9), S(10), S(11)));
+        }
+        return list;
+    }
+
+    /// <summary>Marks an opening reviewed; false when there is no such opening or it was reviewed already.</summary>
+    public bool ReviewGlass(long id, string reviewer, string note, long now)
+    {
+        EnsureWriter();
+        return Cmd("UPDATE break_glass SET reviewed = @n, reviewer = @r, review_note = @t WHERE id = @i AND reviewed IS NULL",
+            ("@n", now), ("@r", reviewer), ("@t", note), ("@i", id)).ExecuteNonQuery() == 1;
+    }
+}
+
+/// <summary>What the policy needs to know of one stored resource.</summary>
+internal sealed record RowFacts(string Type, List<string> Patients, List<(string? System, string? Code)> Labels);
+
+/// <summary>One break-the-glass opening: who, which patient, when, why, how often used, and its review.</summary>
+internal sealed record GlassOpening(long Id, string Subject, string? Role, string? FhirUser, string Patient, long Opened, long Expires, string Justification,
+    int Uses, long? Reviewed, string? Reviewer, string? ReviewNote)
+{
+    public string OpenedText => new DateTime(Opened, DateTimeKind.Utc).ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture);
+}
