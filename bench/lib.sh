@@ -8,11 +8,19 @@ machine() {
 # The median of the numbers on standard input (separated by spaces or lines).
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
-# An access token for the load generators: a user made for the run on the node, with every user/ scope, for 60 minutes.
+# An access token for the load generators: the node's backend integration (role service, as an interface engine that
+# feeds and reads records), registered for the run with a fresh P-384 key, with every system/ scope, for 60 minutes.
 # Usage: bench_token "<ward command>" NODE_DIR
 bench_token() {
-    echo "bench-password-$RANDOM-$RANDOM" | $1 users add --data "$2" --username bench --role admin --password-stdin >/dev/null
-    $1 token --data "$2" --user bench --scope "user/*.cruds" --minutes 60
+    local key x y
+    key=$(mktemp)
+    openssl ecparam -name secp384r1 -genkey -noout -out "$key" 2>/dev/null
+    x=$(openssl ec -in "$key" -pubout -outform DER 2>/dev/null | tail -c 96 | head -c 48 | basenc --base64url | tr -d '=\n')
+    y=$(openssl ec -in "$key" -pubout -outform DER 2>/dev/null | tail -c 48 | basenc --base64url | tr -d '=\n')
+    rm -f "$key"
+    printf '{"keys":[{"kty":"EC","crv":"P-384","kid":"bench","use":"sig","alg":"ES384","x":"%s","y":"%s"}]}' "$x" "$y" >"$2/bench-jwks.json"
+    $1 clients add --data "$2" --client-id bench --kind backend --scopes "system/*.cruds" --jwks "$2/bench-jwks.json" >/dev/null
+    $1 token --data "$2" --client bench --scope "system/*.cruds" --minutes 60
 }
 
 # Builds this tree (Release) and names its commands: $ward (the CLI) and $bench (the load generator).

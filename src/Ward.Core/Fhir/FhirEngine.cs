@@ -17,6 +17,8 @@ namespace Ward.Core.Fhir;
 /// </summary>
 internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, TimeProvider clock)
 {
+    private readonly CallerAccess.FactCache _facts = new(store);
+
     /// <summary>Set by <c>ward serve --read-only</c>: every write answers 503 with this reason; reads, and their audit, go on.</summary>
     public string? ReadOnlyReason { get; set; }
 
@@ -53,7 +55,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
 
     private async Task<FhirResponse> RunAsync(FhirRequest request, AuditTrail trail, CancellationToken ct)
     {
-        var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind);
+        var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
         if (request.Method == "POST" && request.Path.Length == 0)
         {
             return await BundleAsync(request, ct);

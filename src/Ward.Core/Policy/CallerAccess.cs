@@ -15,12 +15,14 @@ namespace Ward.Core.Policy;
 /// </summary>
 internal sealed class CallerAccess
 {
+    private readonly FactCache? _cache;
     private Facts? _facts;
 
-    public CallerAccess(AccessPolicy policy, AccessGrant caller, string? purpose, string? breakGlass, long nowTicks, Crypto.Blinder blind)
+    public CallerAccess(AccessPolicy policy, AccessGrant caller, string? purpose, string? breakGlass, long nowTicks, Crypto.Blinder blind, FactCache? cache = null)
     {
         Policy = policy;
         Blind = blind;
+        _cache = cache;
         Caller = caller;
         Role = policy.RoleOf(caller);
         Now = nowTicks;
@@ -106,6 +108,11 @@ internal sealed class CallerAccess
 
     public Decision Decide(StoreSession s, Interaction interaction, string type, long rid)
     {
+        var d = DecideType(interaction, type);
+        if (!d.Permitted || Unrestricted)
+        {
+            return d;
+        }
         var f = s.PolicyFacts([rid])[rid];
         return Decide(s, interaction, type, f.Patients, f.Labels);
     }
@@ -215,7 +222,35 @@ internal sealed class CallerAccess
 
     // ---------------------------------------------------------------------------------------------- facts
 
-    private Facts FactsFor(StoreSession s) => _facts ??= Load(s);
+    private Facts FactsFor(StoreSession s) => _facts ??= s.IsWriter || _cache is null
+        ? Load(s)
+        : _cache.Get((Caller.Subject, Caller.FhirUser, Role.Name, Purpose), Now, () => Load(s));
+
+    /// <summary>
+    /// Facts about callers, kept between their requests while no write that could change them has committed in this
+    /// process (<see cref="RecordStore.PolicyGeneration"/>) and for at most a second (time moves encounter windows,
+    /// Consent periods and break-the-glass expiries; another process may write).
+    /// </summary>
+    internal sealed class FactCache(RecordStore store)
+    {
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<(string, string?, string, string), (Facts Facts, long Generation, long Loaded)> _entries = new();
+
+        internal Facts Get((string, string?, string, string) key, long now, Func<Facts> load)
+        {
+            var generation = store.PolicyGeneration;
+            if (_entries.TryGetValue(key, out var e) && e.Generation == generation && now - e.Loaded is >= 0 and < TimeSpan.TicksPerSecond)
+            {
+                return e.Facts;
+            }
+            var facts = load();
+            if (_entries.Count > 10_000)
+            {
+                _entries.Clear();
+            }
+            _entries[key] = (facts, generation, now);
+            return facts;
+        }
+    }
 
     private Facts Load(StoreSession s)
     {
@@ -327,7 +362,7 @@ internal sealed class CallerAccess
     }
 
     /// <summary>What the caller's circumstances say about patients; see <see cref="PatientFacts"/>.</summary>
-    private sealed class Facts
+    internal sealed class Facts
     {
         public static readonly Facts Empty = new();
         public HashSet<string> Relationship { get; } = new(StringComparer.Ordinal);

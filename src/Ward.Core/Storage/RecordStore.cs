@@ -24,6 +24,16 @@ internal abstract partial class RecordStore : IDisposable
 
     protected RecordStore(KeyRing keys) => Keys = keys;
 
+    private long _policyGeneration;
+
+    /// <summary>
+    /// Bumped when a write that can change an access decision commits in this process (CareTeam, Encounter, Patient,
+    /// PractitionerRole, Consent, a break-the-glass opening): the policy's cached facts about callers are stale then.
+    /// </summary>
+    public long PolicyGeneration => Interlocked.Read(ref _policyGeneration);
+
+    internal void PolicyChanged() => Interlocked.Increment(ref _policyGeneration);
+
     public KeyRing Keys { get; }
 
     public abstract StoreEngine Engine { get; }

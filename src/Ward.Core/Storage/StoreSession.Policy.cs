@@ -19,27 +19,27 @@ internal sealed partial class StoreSession
             }
             if (withType)
             {
-                using var cmd = AdHoc($"SELECT rid, type FROM resource WHERE rid IN ({list})", []);
-                using var reader = cmd.ExecuteReader();
-                while (reader.Read())
+                using var types = AdHoc($"SELECT rid, type FROM resource WHERE rid IN ({list})", []);
+                using var typeReader = types.ExecuteReader();
+                while (typeReader.Read())
                 {
-                    result[reader.GetInt64(0)] = result[reader.GetInt64(0)] with { Type = reader.GetString(1) };
+                    result[typeReader.GetInt64(0)] = result[typeReader.GetInt64(0)] with { Type = typeReader.GetString(1) };
                 }
             }
-            using (var cmd = AdHoc($"SELECT rid, patient_id FROM ix_compartment WHERE rid IN ({list})", []))
-            using (var reader = cmd.ExecuteReader())
+            // One round trip: compartments (kind 0) and security labels (kind 1).
+            using var cmd = AdHoc($"SELECT rid, 0, patient_id, NULL FROM ix_compartment WHERE rid IN ({list}) UNION ALL SELECT rid, 1, system, code FROM ix_token WHERE param = '_security' AND rid IN ({list})", []);
+            using var reader = cmd.ExecuteReader();
+            while (reader.Read())
             {
-                while (reader.Read())
+                var row = result[reader.GetInt64(0)];
+                string? Text(int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
+                if (reader.GetInt32(1) == 0)
                 {
-                    result[reader.GetInt64(0)].Patients.Add(reader.GetString(1));
+                    row.Patients.Add(reader.GetString(2));
                 }
-            }
-            using (var cmd = AdHoc($"SELECT rid, system, code FROM ix_token WHERE param = '_security' AND rid IN ({list})", []))
-            using (var reader = cmd.ExecuteReader())
-            {
-                while (reader.Read())
+                else
                 {
-                    result[reader.GetInt64(0)].Labels.Add((reader.IsDBNull(1) ? null : reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2)));
+                    row.Labels.Add((Text(2), Text(3)));
                 }
             }
         }
@@ -93,10 +93,23 @@ internal sealed partial class StoreSession
         return list;
     }
 
+    /// <summary>Marks this transaction as one that changes access decisions: the policy's cached facts go stale when it commits.</summary>
+    private void PolicyChanged()
+    {
+        if (!_policyChanged)
+        {
+            _policyChanged = true;
+            OnCommitted(_store.PolicyChanged);
+        }
+    }
+
+    private bool _policyChanged;
+
     /// <summary>Records a use of break-the-glass: a new opening (a review item), or one more use of the opening in force.</summary>
     public void BreakGlass(string subject, string? role, string? fhirUser, string patient, string justification, long now, long expires)
     {
         EnsureWriter();
+        PolicyChanged();
         var updated = Cmd("UPDATE break_glass SET uses = uses + 1 WHERE id = (SELECT max(id) FROM break_glass WHERE subject = @s AND patient_id = @p AND expires > @n)",
             ("@s", subject), ("@p", patient), ("@n", now)).ExecuteNonQuery();
         if (updated == 0)

@@ -290,6 +290,10 @@ internal sealed partial class StoreSession : IDisposable
     public (long Rid, byte[] Digest) Put(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, byte[]? data, IndexSet? index)
     {
         EnsureWriter();
+        if (type is "CareTeam" or "Encounter" or "Patient" or "PractitionerRole" or "Consent")
+        {
+            PolicyChanged();
+        }
         long? kid = null;
         byte[]? envelope = null;
         if (data is not null)

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# What the access policy costs: reads (GET /fhir/Patient/{id}) and searches (GET /fhir/Observation?patient={id}&_count=20)
+# by a clinician, with the policy engine (care relationship through a CareTeam for every patient, Consent and labels
+# checked, searches filtered in SQL) against the tree before the engine (BASE, default e08a521: scopes only, i.e. allow
+# all), alternating round after round on fresh nodes loaded with the same 100 Synthea patients. Target: ratio >= 0.90.
+# Usage: bench/policy.sh [SECONDS] [ROUNDS] [BASE]   (needs zstd, wrk, openssl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+seconds=${1:-20}
+rounds=${2:-3}
+base=${3:-e08a521}
+work=$(mktemp -d /tmp/ward-policy.XXXXXX)
+port=8195
+trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+build_tree
+git worktree add -q --detach "$work/base" "$base"
+(cd "$work/base" && dotnet build -c Release -v q -nologo Ward.slnx >/dev/null)
+declare -A wards=([on]="$ward" [off]="dotnet $work/base/src/Ward.Cli/bin/Release/net10.0/ward.dll")
+unpack_synthea "$work/synthea"
+echo "== machine: $(machine)"
+
+load() { # on|off: a fresh node with the Synthea patients, a CareTeam per patient, and a clinician's token in $work/clinician
+    local node="$work/node-$1" w="${wards[$1]}"
+    rm -rf "$node"
+    $w init --data "$node" >/dev/null
+    local token
+    token=$(bench_token "$w" "$node")
+    DOTNET_gcServer=1 DOTNET_gcConcurrent=1 $w serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+    echo $! >"$work/pid"
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+    WARD_TOKEN="$token" $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 >/dev/null
+    WARD_TOKEN="$token" $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null
+    while read -r id; do
+        curl -sf -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/fhir+json' "http://127.0.0.1:$port/fhir/CareTeam" \
+            -d "{\"resourceType\":\"CareTeam\",\"status\":\"active\",\"subject\":{\"reference\":\"Patient/$id\"},\"participant\":[{\"member\":{\"reference\":\"Practitioner/bench-doc\"}}]}"
+    done <"$work/ids.txt"
+    echo "bench-password-$RANDOM-$RANDOM" | $w users add --data "$node" --username doc --role clinician --practitioner Practitioner/bench-doc --password-stdin >/dev/null
+    $w token --data "$node" --user doc --scope "user/*.rs" --minutes 60 >"$work/clinician"
+}
+
+measure() { # PATH: requests/s, p99, non-2xx
+    WARD_TOKEN="$(cat "$work/clinician")" WARD_IDS="$work/ids.txt" WARD_PATH="$1" wrk -t1 -c16 -d3s -s bench/reads.lua "http://127.0.0.1:$port" >/dev/null
+    WARD_TOKEN="$(cat "$work/clinician")" WARD_IDS="$work/ids.txt" WARD_PATH="$1" wrk -t1 -c16 -d"${seconds}s" --latency -s bench/reads.lua "http://127.0.0.1:$port" \
+        | awk '/Requests\/sec/{r=$2} / 99%/{p=$2} /Non-2xx/{e=$NF} END{printf "%d %s %s\n", r, p, e+0}'
+}
+
+declare -A reads searches
+for r in $(seq "$rounds"); do
+    for v in on off; do
+        load "$v"
+        read -r q qp qe < <(measure "/fhir/Patient/%s")
+        read -r s sp se < <(measure "/fhir/Observation?patient=%s&_count=20")
+        kill "$(cat "$work/pid")"; wait "$(cat "$work/pid")" 2>/dev/null || true
+        [ "$qe" = 0 ] && [ "$se" = 0 ] || { echo "round $r policy $v: $qe + $se non-2xx responses"; exit 1; }
+        reads[$v]+="$q "
+        searches[$v]+="$s "
+        echo "round $r policy $v: reads $q req/s (p99 $qp), searches $s req/s (p99 $sp)"
+    done
+done
+for what in reads searches; do
+    declare -n m=$what
+    on=$(echo "${m[on]}" | median)
+    off=$(echo "${m[off]}" | median)
+    awk -v w="$what" -v on="$on" -v off="$off" 'BEGIN{printf "median %s: policy on %d, off %d, ratio %.3f\n", w, on, off, on/off}'
+done
