@@ -19,8 +19,7 @@ port=8194
 trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
-git worktree add -q --detach "$work/base" "$base"
-(cd "$work/base" && dotnet build -c Release -v q -nologo Ward.slnx >/dev/null)
+build_base "$work/base" "$base"
 declare -A wards=([on]="$ward" [off]="dotnet $work/base/src/Ward.Cli/bin/Release/net10.0/ward.dll")
 declare -A benches=([on]="$bench" [off]="dotnet $work/base/bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll")
 unpack_synthea "$work/synthea"

@@ -30,6 +30,12 @@ build_tree() {
     bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
 }
 
+# Builds commit $2 in a git worktree at $1 (the "before" side of a same-run comparison; the caller removes the worktree).
+build_base() {
+    git worktree add -q --detach "$1" "$2"
+    (cd "$1" && dotnet build -c Release -v q -nologo Ward.slnx >/dev/null)
+}
+
 # Unpacks the 100-patient Synthea set (shared test data) into the folder $1.
 unpack_synthea() {
     mkdir -p "$1"

@@ -15,8 +15,7 @@ port=8195
 trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
-git worktree add -q --detach "$work/base" "$base"
-(cd "$work/base" && dotnet build -c Release -v q -nologo Ward.slnx >/dev/null)
+build_base "$work/base" "$base"
 declare -A wards=([on]="$ward" [off]="dotnet $work/base/src/Ward.Cli/bin/Release/net10.0/ward.dll")
 unpack_synthea "$work/synthea"
 echo "== machine: $(machine)"

@@ -32,11 +32,7 @@ internal sealed partial class FhirEngine
     private static Reach Permit(FhirRequest request, string type, Interaction interaction, bool countOnly = false)
     {
         var reach = PermitScope(request.Caller, type, interaction);
-        var decision = AccessOf(request).DecideType(interaction, type, countOnly);
-        if (!decision.Permitted)
-        {
-            throw decision.Refusal();
-        }
+        AccessOf(request).DecideType(interaction, type, countOnly).Require();
         return reach;
     }
 
@@ -60,26 +56,32 @@ internal sealed partial class FhirEngine
     /// <summary>A read of one resource: scope, then (for patient/ scopes) compartment membership, then the policy on the resource itself.</summary>
     private static void PermitRead(StoreSession s, FhirRequest request, string type, string id)
     {
-        var caller = request.Caller;
-        var reach = Permit(request, type, Interaction.Read);
-        var current = s.GetCurrent(type, id);
-        if (reach == Reach.Patient && AccessPolicy.PatientData(type) && !s.InCompartment(type, id, caller.Patient!))
+        var scoped = Permit(request, type, Interaction.Read) == Reach.Patient && AccessPolicy.PatientData(type);
+        if (s.GetCurrent(type, id) is not { } current)
         {
-            throw current is null ? FhirException.NotFound($"{type}/{id} does not exist.") : OutsideContext(caller, $"{type}/{id}");
+            if (scoped)
+            {
+                throw FhirException.NotFound($"{type}/{id} does not exist.");
+            }
+            return;
         }
-        if (current is { } c)
-        {
-            Enforce(request, AccessOf(request).Decide(s, Interaction.Read, type, c.Rid));
-        }
+        Decide(s, request, type, id, current, Interaction.Read, scoped);
     }
 
-    /// <summary>Throws the refusal of a denial.</summary>
-    private static void Enforce(FhirRequest request, Decision decision)
+    /// <summary>A stored resource: in the compartment of the patient in context (patient/ scopes), then the policy, from one read of its compartments and labels.</summary>
+    private static void Decide(StoreSession s, FhirRequest request, string type, string id, CurrentInfo current, Interaction interaction, bool scoped)
     {
-        if (!decision.Permitted)
+        var access = AccessOf(request);
+        if (!scoped && access.Unrestricted)
         {
-            throw decision.Refusal();
+            return;
         }
+        var facts = s.PolicyFacts([current.Rid])[current.Rid];
+        if (scoped && !facts.Patients.Contains(request.Caller.Patient!))
+        {
+            throw OutsideContext(request.Caller, $"{type}/{id}");
+        }
+        access.Decide(s, interaction, type, facts.Patients, facts.Labels).Require();
     }
 
     /// <summary>What of a list of loaded resources (included, referenced, conditionally matched) the caller may see, each decided on its own.</summary>
@@ -92,7 +94,7 @@ internal sealed partial class FhirEngine
             Reach.Patient => !AccessPolicy.PatientData(v.Type) || s.InCompartment(v.Rid, caller.Patient!),
             _ => false,
         }).ToList();
-        return AccessOf(request).Readable(s, inScope, d => Enforce(request, d));
+        return AccessOf(request).Readable(s, inScope);
     }
 
     /// <summary>The compartment a search of <paramref name="type"/> is confined to (patient/ scopes: the patient in context).</summary>
@@ -159,18 +161,9 @@ internal sealed partial class FhirEngine
     {
         var caller = request.Caller;
         var reach = Permit(request, type, interaction);
-        var access = AccessOf(request);
-        if (access.Masked || access.CountsOnly)
-        {
-            throw Decision.Deny("view.read-only", $"The {access.Role.Name} role reads only.").Refusal();
-        }
         if (current is { Deleted: false } c)
         {
-            if (reach == Reach.Patient && AccessPolicy.PatientData(type) && !s.InCompartment(type, id, caller.Patient!))
-            {
-                throw OutsideContext(caller, $"{type}/{id}");
-            }
-            Enforce(request, access.Decide(s, interaction, type, c.Rid));
+            Decide(s, request, type, id, c, interaction, reach == Reach.Patient && AccessPolicy.PatientData(type));
         }
         if (next is not null)
         {
@@ -179,7 +172,7 @@ internal sealed partial class FhirEngine
                 throw OutsideContext(caller, $"the {type} written (it names no patient, or another one)");
             }
             var labels = next.Tokens.Where(t => t.Param == "_security").Select(t => (t.System, t.Code)).ToList();
-            Enforce(request, access.Decide(s, interaction, type, next.Patients, labels));
+            AccessOf(request).Decide(s, interaction, type, next.Patients, labels).Require();
         }
     }
 

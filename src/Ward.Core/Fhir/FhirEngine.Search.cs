@@ -258,7 +258,7 @@ internal sealed partial class FhirEngine
             all.AddRange(referenced.Where(seen.Add));
         }
         // Each resource decided on its own: labels, Consent and the other patients a referenced resource belongs to.
-        all = AccessOf(request).ReadableRids(session, all, d => Enforce(request, d));
+        all = AccessOf(request).ReadableRids(session, all);
         var filtered = all;
         if (types is not null || since is not null)
         {

@@ -400,13 +400,23 @@ internal sealed class AccessPolicy
 internal readonly record struct PatientFacts(bool Relationship, bool Glass, bool ConsentDenies, bool PermitsV, IReadOnlySet<string>? DeniedLabels);
 
 /// <summary>The outcome of the policy: permit, deny (with the rule and what would permit), or permit with a masked view.</summary>
-internal readonly record struct Decision(bool Permitted, string Rule, string Message, bool Masked, bool BreakGlass)
+internal readonly record struct Decision(bool Permitted, string Rule, string Message, bool BreakGlass)
 {
-    public static readonly Decision Permit = new(true, "permit", "", false, false);
-    public static readonly Decision View = new(true, "view.management", "", true, false);
-    public static readonly Decision Glass = new(true, "break-glass", "", false, true);
+    public static readonly Decision Permit = new(true, "permit", "", false);
+    /// <summary>Permitted through the management view: served masked.</summary>
+    public static readonly Decision View = new(true, "view.management", "", false);
+    public static readonly Decision Glass = new(true, "break-glass", "", true);
 
-    public static Decision Deny(string rule, string message) => new(false, rule, message, false, false);
+    public static Decision Deny(string rule, string message) => new(false, rule, message, false);
+
+    /// <summary>Throws the refusal of a denial.</summary>
+    public void Require()
+    {
+        if (!Permitted)
+        {
+            throw Refusal();
+        }
+    }
 
     /// <summary>The 403 for a denial: names the rule and says what would permit.</summary>
     public Fhir.FhirException Refusal() => Fhir.FhirException.Forbidden($"Denied by the access policy (rule {Rule}): {Message}");

@@ -79,9 +79,6 @@ internal sealed class CallerAccess
     /// <summary>The patient a patient's token speaks for.</summary>
     private string? Self => Caller.Patient ?? (Caller.FhirUser is { } u && u.StartsWith("Patient/", StringComparison.Ordinal) ? u[8..] : null);
 
-    /// <summary>The break-the-glass justification in force for a patient (this request's, or that of an opening still valid).</summary>
-    public string? GlassFor(StoreSession s, string patient) => FactsFor(s).Glass.GetValueOrDefault(patient);
-
     public void ForgetFacts() => _facts = null;
 
     // ---------------------------------------------------------------------------------------------- single resources
@@ -106,58 +103,24 @@ internal sealed class CallerAccess
         return d;
     }
 
-    public Decision Decide(StoreSession s, Interaction interaction, string type, long rid)
-    {
-        var d = DecideType(interaction, type);
-        if (!d.Permitted || Unrestricted)
-        {
-            return d;
-        }
-        var f = s.PolicyFacts([rid])[rid];
-        return Decide(s, interaction, type, f.Patients, f.Labels);
-    }
+    /// <summary>The resources of a list the caller may read, each decided on its own, in the order given.</summary>
+    public List<StoredVersion> Readable(StoreSession s, List<StoredVersion> versions) => Keep(s, versions, v => v.Rid, v => v.Type);
 
-    /// <summary>The resources of a list the caller may read, each decided on its own.</summary>
-    public List<StoredVersion> Readable(StoreSession s, List<StoredVersion> versions, Action<Decision>? onPermit = null)
-    {
-        if (Unrestricted || versions.Count == 0)
-        {
-            return versions;
-        }
-        var facts = s.PolicyFacts(versions.Select(v => v.Rid).ToList());
-        var kept = new List<StoredVersion>(versions.Count);
-        foreach (var v in versions)
-        {
-            var d = Decide(s, Interaction.Read, v.Type, facts[v.Rid].Patients, facts[v.Rid].Labels);
-            if (d.Permitted)
-            {
-                onPermit?.Invoke(d);
-                kept.Add(v);
-            }
-        }
-        return kept;
-    }
+    /// <summary>The rows of a list the caller may read (their types looked up), in the order given.</summary>
+    public List<long> ReadableRids(StoreSession s, List<long> rids) => Keep(s, rids, rid => rid, null);
 
-    /// <summary>The rows of a list the caller may read (types looked up), in the order given.</summary>
-    public List<long> ReadableRids(StoreSession s, List<long> rids, Action<Decision>? onPermit = null)
+    private List<T> Keep<T>(StoreSession s, List<T> items, Func<T, long> rid, Func<T, string>? type)
     {
-        if (Unrestricted || rids.Count == 0)
+        if (Unrestricted || items.Count == 0)
         {
-            return rids;
+            return items;
         }
-        var facts = s.PolicyFacts(rids, withType: true);
-        var kept = new List<long>(rids.Count);
-        foreach (var rid in rids)
+        var facts = s.PolicyFacts(items.Select(rid).ToList(), withType: type is null);
+        return items.Where(item =>
         {
-            var f = facts[rid];
-            var d = Decide(s, Interaction.Read, f.Type, f.Patients, f.Labels);
-            if (d.Permitted)
-            {
-                onPermit?.Invoke(d);
-                kept.Add(rid);
-            }
-        }
-        return kept;
+            var f = facts[rid(item)];
+            return Decide(s, Interaction.Read, type?.Invoke(item) ?? f.Type, f.Patients, f.Labels).Permitted;
+        }).ToList();
     }
 
     // ---------------------------------------------------------------------------------------------- searches
@@ -266,7 +229,7 @@ internal sealed class CallerAccess
         }
         if (Role.BreakGlass)
         {
-            foreach (var (patient, justification) in s.OpenGlass(Caller.Subject, Now))
+            foreach (var (patient, justification) in s.GlassInForce(Caller.Subject, Now))
             {
                 f.Glass[patient] = justification;
             }

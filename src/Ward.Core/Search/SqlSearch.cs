@@ -39,11 +39,7 @@ internal sealed class SqlSearch
         {
             return "";
         }
-        var decision = _access.DecideType(Interaction.Search, type, countOnly: true);
-        if (!decision.Permitted)
-        {
-            throw decision.Refusal();
-        }
+        _access.DecideType(Interaction.Search, type, countOnly: true).Require();
         return _access.RowFilter(_session!, alias, Arg) is { } filter ? " AND " + filter : "";
     }
 

@@ -82,7 +82,7 @@ internal sealed partial class StoreSession
     }
 
     /// <summary>The patients a user's break-the-glass openings still cover, with the justification of each.</summary>
-    public List<(string Patient, string Justification)> OpenGlass(string subject, long now)
+    public List<(string Patient, string Justification)> GlassInForce(string subject, long now)
     {
         using var reader = Cmd("SELECT patient_id, justification FROM break_glass WHERE subject = @s AND expires > @n ORDER BY id", ("@s", subject), ("@n", now)).ExecuteReader();
         var list = new List<(string, string)>();

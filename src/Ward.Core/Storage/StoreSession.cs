@@ -126,14 +126,7 @@ internal sealed partial class StoreSession : IDisposable
         return reader.Read() ? new CurrentInfo(reader.GetInt64(0), reader.GetInt32(1), reader.GetInt32(2) != 0, reader.GetInt64(3), reader.GetInt32(2) == 2) : null;
     }
 
-    /// <summary>Whether the current version of a resource is in a patient's compartment.</summary>
-    public bool InCompartment(string type, string id, string patientId)
-    {
-        using var reader = Cmd("SELECT 1 FROM ix_compartment c JOIN resource r ON r.rid = c.rid WHERE r.type = @t AND r.id = @i AND c.patient_id = @p",
-            ("@t", type), ("@i", id), ("@p", patientId)).ExecuteReader();
-        return reader.Read();
-    }
-
+    /// <summary>Whether the current version of a row is in a patient's compartment.</summary>
     public bool InCompartment(long rid, string patientId)
     {
         using var reader = Cmd("SELECT 1 FROM ix_compartment WHERE rid = @r AND patient_id = @p", ("@r", rid), ("@p", patientId)).ExecuteReader();
