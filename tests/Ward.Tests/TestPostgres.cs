@@ -78,8 +78,18 @@ internal static class TestPostgres
         builder.Database = "postgres";
         using var connection = new NpgsqlConnection(builder.ConnectionString);
         connection.Open();
-        using var cmd = new NpgsqlCommand($"DROP DATABASE IF EXISTS {name} WITH (FORCE)", connection);
-        cmd.ExecuteNonQuery();
+        try
+        {
+            using var force = new NpgsqlCommand($"DROP DATABASE IF EXISTS {name} WITH (FORCE)", connection);
+            force.ExecuteNonQuery();
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InsufficientPrivilege)
+        {
+            // FORCE may not terminate an autovacuum worker (started on a freshly loaded database) without
+            // pg_signal_backend; a plain DROP DATABASE stops such workers itself.
+            using var plain = new NpgsqlCommand($"DROP DATABASE IF EXISTS {name}", connection);
+            plain.ExecuteNonQuery();
+        }
     }
 }
 
