@@ -54,10 +54,13 @@ internal sealed partial class FhirEngine
         FhirException.Forbidden($"This token reaches only the compartment of Patient/{caller.Patient}; {what} is outside it.");
 
     /// <summary>A read of one resource: scope, then (for patient/ scopes) compartment membership, then the policy on the resource itself.</summary>
-    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id)
+    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id) => PermitRead(s, request, type, id, s.GetCurrent(type, id)?.Rid);
+
+    /// <summary>A read of one resource whose row (<paramref name="rid"/>, null when there is none) the caller already has.</summary>
+    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id, long? rid)
     {
         var scoped = Permit(request, type, Interaction.Read) == Reach.Patient && AccessPolicy.PatientData(type);
-        if (s.GetCurrent(type, id) is not { } current)
+        if (rid is not { } current)
         {
             if (scoped)
             {
@@ -69,14 +72,14 @@ internal sealed partial class FhirEngine
     }
 
     /// <summary>A stored resource: in the compartment of the patient in context (patient/ scopes), then the policy, from one read of its compartments and labels.</summary>
-    private static void Decide(StoreSession s, FhirRequest request, string type, string id, CurrentInfo current, Interaction interaction, bool scoped)
+    private static void Decide(StoreSession s, FhirRequest request, string type, string id, long rid, Interaction interaction, bool scoped)
     {
         var access = AccessOf(request);
         if (!scoped && access.Unrestricted)
         {
             return;
         }
-        var facts = s.PolicyFacts([current.Rid])[current.Rid];
+        var facts = s.PolicyFacts(rid);
         if (scoped && !facts.Patients.Contains(request.Caller.Patient!))
         {
             throw OutsideContext(request.Caller, $"{type}/{id}");
@@ -163,7 +166,7 @@ internal sealed partial class FhirEngine
         var reach = Permit(request, type, interaction);
         if (current is { Deleted: false } c)
         {
-            Decide(s, request, type, id, c, interaction, reach == Reach.Patient && AccessPolicy.PatientData(type));
+            Decide(s, request, type, id, c.Rid, interaction, reach == Reach.Patient && AccessPolicy.PatientData(type));
         }
         if (next is not null)
         {
@@ -217,7 +220,7 @@ internal sealed partial class FhirEngine
         }
         else if (segments is [var type, var id, ..] && SearchParameters.IsKnownType(type) && ReferenceParser.IsValidId(id) && s.GetCurrent(type, id) is { } c)
         {
-            found.UnionWith(s.PolicyFacts([c.Rid])[c.Rid].Patients);
+            found.UnionWith(s.PolicyFacts(c.Rid).Patients);
         }
         foreach (var (key, value) in request.Query)
         {

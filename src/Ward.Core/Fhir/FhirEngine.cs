@@ -146,7 +146,6 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
                 PermitHistory(request, type);
                 return History(s, request, type, null);
             case ("GET", 2):
-                PermitRead(s, request, type, segments[1]);
                 return Read(s, request, type, segments[1]);
             case ("PUT", 2):
                 Permit(request, type, Interaction.Update);
@@ -199,7 +198,9 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
 
     private static FhirResponse Read(StoreSession session, FhirRequest request, string type, string id)
     {
-        var v = session.Read(type, id) ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
+        var v = session.Read(type, id);
+        PermitRead(session, request, type, id, v?.Rid);
+        v = v ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
         request.Trail?.Saw(v);
         if (v.Deleted)
         {

@@ -135,7 +135,8 @@ internal sealed class CallerAccess
         {
             return null;
         }
-        string In(IEnumerable<string> ids) => string.Join(", ", ids.Select(i => arg(i)));
+        string In(IEnumerable<string> values) => string.Join(", ", values.Select(v => arg(v)));
+        string Patients(IReadOnlyCollection<string> ids) => s.InSet("c.patient_id", ids, arg);
         string Compartment(string condition) => $"EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = {a}.rid{condition})";
         string Labelled(IEnumerable<(string System, string Code)> labels)
         {
@@ -155,15 +156,15 @@ internal sealed class CallerAccess
         {
             var allowed = f.Relationship.Concat(Policy.GlassOpens.Contains("relationship") ? f.Glass.Keys : [])
                 .Where(p => !f.Denied.Contains(p) || GlassOverridesConsent(f, p)).ToHashSet(StringComparer.Ordinal);
-            parts.Add(allowed.Count == 0 ? $"NOT {Compartment("")}" : $"NOT {Compartment($" AND c.patient_id NOT IN ({In(allowed)})")}");
+            parts.Add(allowed.Count == 0 ? $"NOT {Compartment("")}" : $"NOT {Compartment($" AND NOT {Patients(allowed)}")}");
             var v = allowed.Where(p => f.PermitV.Contains(p) || (f.Glass.ContainsKey(p) && Policy.GlassOpens.Contains("very-restricted"))).ToList();
-            parts.Add($"(NOT {Labelled(Policy.LabelsAtLeast(AccessPolicy.V))} OR NOT {Compartment(v.Count == 0 ? "" : $" AND c.patient_id NOT IN ({In(v)})")})");
+            parts.Add($"(NOT {Labelled(Policy.LabelsAtLeast(AccessPolicy.V))} OR NOT {Compartment(v.Count == 0 ? "" : $" AND NOT {Patients(v)}")})");
         }
         else
         {
             if (f.Denied.Count > 0)
             {
-                parts.Add($"NOT {Compartment($" AND c.patient_id IN ({In(f.Denied)})")}");
+                parts.Add($"NOT {Compartment($" AND {Patients(f.Denied)}")}");
             }
             if (Role.MaxConfidentiality < AccessPolicy.V)
             {

@@ -331,6 +331,12 @@ internal static class Migrations
             );
             CREATE INDEX break_glass_open ON break_glass (subject, expires);
             """),
+        (6, "access policy: covering indexes for the per-row policy checks", """
+            -- The policy checks of a search ask, row by row, for the row's patients and its security labels.
+            CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
+            DROP INDEX ix_compartment_rid;
+            CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
+            """),
     ];
 
     // PostgreSQL: the same tables and columns. Text compares byte-wise (COLLATE "C"), as in SQLite, so that prefix ranges
@@ -666,6 +672,12 @@ internal static class Migrations
                 review_note   text
             );
             CREATE INDEX break_glass_open ON break_glass (subject, expires);
+            """),
+        (6, "access policy: covering indexes for the per-row policy checks", """
+            -- The policy checks of a search ask, row by row, for the row's patients and its security labels.
+            CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
+            DROP INDEX ix_compartment_rid;
+            CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
             """),
     ];
 }

@@ -162,6 +162,12 @@ internal sealed class Lease(DbConnection connection, bool cacheCommands) : IDisp
 
     public DbConnection Connection { get; } = connection;
 
+    /// <summary>How many commands a connection keeps prepared: its fixed statements and the most used shapes of generated SQL.</summary>
+    private const int Kept = 512;
+
+    /// <summary>Whether <see cref="Command"/> keeps a prepared command for this SQL (generated SQL only while there is room).</summary>
+    public bool Keeps(string sql) => _commands is not null && (_commands.Count < Kept || _commands.ContainsKey(sql));
+
     /// <summary>A command for a fixed SQL text: the connection's prepared one when commands are cached, else a new one.</summary>
     public DbCommand Command(string sql, DbTransaction? tx)
     {

@@ -6,6 +6,19 @@ namespace Ward.Core.Storage;
 /// <summary>What the access policy reads from the store: compartments and labels of rows, Consent rules, break-the-glass openings.</summary>
 internal sealed partial class StoreSession
 {
+    /// <summary>The patients whose compartment holds one row and its security labels (current version), in one prepared round trip.</summary>
+    public RowFacts PolicyFacts(long rid)
+    {
+        var facts = new RowFacts("", [], []);
+        using var reader = Cmd("SELECT 0, patient_id, NULL FROM ix_compartment WHERE rid = @r UNION ALL SELECT 1, system, code FROM ix_token WHERE rid = @r AND param = '_security'",
+            ("@r", rid)).ExecuteReader();
+        while (reader.Read())
+        {
+            facts.Add(reader, 0);
+        }
+        return facts;
+    }
+
     /// <summary>For each row: the patients whose compartment holds it and its security labels (current version), and its type when asked.</summary>
     public Dictionary<long, RowFacts> PolicyFacts(IReadOnlyList<long> rids, bool withType = false)
     {
@@ -31,19 +44,33 @@ internal sealed partial class StoreSession
             using var reader = cmd.ExecuteReader();
             while (reader.Read())
             {
-                var row = result[reader.GetInt64(0)];
-                string? Text(int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
-                if (reader.GetInt32(1) == 0)
-                {
-                    row.Patients.Add(reader.GetString(2));
-                }
-                else
-                {
-                    row.Labels.Add((Text(2), Text(3)));
-                }
+                result[reader.GetInt64(0)].Add(reader, 1);
             }
         }
         return result;
+    }
+
+    /// <summary>
+    /// SQL for "<paramref name="column"/> is one of <paramref name="values"/>", the set bound as one value (a JSON array
+    /// on SQLite, a text array on PostgreSQL) so that the statement's text does not depend on the set's size.
+    /// </summary>
+    public string InSet(string column, IReadOnlyCollection<string> values, Func<object?, string> arg) => _store.Engine == StoreEngine.Postgres
+        ? $"{column} = ANY({arg(values.ToArray())})"
+        : $"{column} IN (SELECT value FROM json_each({arg(JsonArray(values))}))";
+
+    private static string JsonArray(IEnumerable<string> values)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var json = new System.Text.Json.Utf8JsonWriter(buffer))
+        {
+            json.WriteStartArray();
+            foreach (var v in values)
+            {
+                json.WriteStringValue(v);
+            }
+            json.WriteEndArray();
+        }
+        return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
     /// <summary>A single-column text query (values bound).</summary>
@@ -143,7 +170,22 @@ internal sealed partial class StoreSession
 }
 
 /// <summary>What the policy needs to know of one stored resource.</summary>
-internal sealed record RowFacts(string Type, List<string> Patients, List<(string? System, string? Code)> Labels);
+internal sealed record RowFacts(string Type, List<string> Patients, List<(string? System, string? Code)> Labels)
+{
+    /// <summary>Adds a fact read from columns (kind, value, value) from <paramref name="at"/>: kind 0 a patient, 1 a security label (system, code).</summary>
+    public void Add(System.Data.Common.DbDataReader reader, int at)
+    {
+        string? Text(int i) => reader.IsDBNull(i) ? null : reader.GetString(i);
+        if (reader.GetInt32(at) == 0)
+        {
+            Patients.Add(reader.GetString(at + 1));
+        }
+        else
+        {
+            Labels.Add((Text(at + 1), Text(at + 2)));
+        }
+    }
+}
 
 /// <summary>One break-the-glass opening: who, which patient, when, why, how often used, and its review.</summary>
 internal sealed record GlassOpening(long Id, string Subject, string? Role, string? FhirUser, string Patient, long Opened, long Expires, string Justification,

@@ -84,6 +84,16 @@ internal sealed partial class StoreSession : IDisposable
         return cmd;
     }
 
+    /// <summary>
+    /// A command for generated SQL (values bound): the connection's prepared one while it keeps that text (the same search
+    /// shape comes back with other values), else a one-off command returned in <paramref name="oneOff"/> for the caller to dispose.
+    /// </summary>
+    private DbCommand Generated(string sql, IReadOnlyList<(string Name, object? Value)> args, out DbCommand? oneOff)
+    {
+        oneOff = Lease.Keeps(sql) ? null : AdHoc(sql, args);
+        return oneOff ?? Cmd(sql, [.. args]);
+    }
+
     /// <summary>Binds named values (null as SQL NULL) to a command of either engine.</summary>
     internal static void Bind(DbCommand cmd, IEnumerable<(string Name, object? Value)> args)
     {
@@ -228,9 +238,9 @@ internal sealed partial class StoreSession : IDisposable
         args.Add(("@count", count));
         args.Add(("@offset", offset));
         var sql = $"SELECT {AnyVersionColumns} FROM {AnyVersionFrom} WHERE {where} ORDER BY v.seq DESC LIMIT @count OFFSET @offset";
-        // A policy filter makes the text vary by caller: not worth a prepared command.
-        using var adHoc = filter is null ? null : AdHoc(sql, args);
-        using var reader = (adHoc ?? Cmd(sql, [.. args])).ExecuteReader();
+        var cmd = Generated(sql, args, out var oneOff);
+        using var owned = oneOff;
+        using var reader = cmd.ExecuteReader();
         var list = new List<StoredVersion>();
         while (reader.Read())
         {
@@ -243,8 +253,9 @@ internal sealed partial class StoreSession : IDisposable
     {
         var (where, args) = HistoryWhere(type, id, sinceTicks, filter, filterArgs);
         var sql = $"SELECT count(*) FROM {AnyVersionFrom} WHERE {where}";
-        using var adHoc = filter is null ? null : AdHoc(sql, args);
-        return Convert.ToInt64((adHoc ?? Cmd(sql, [.. args])).ExecuteScalar(), CultureInfo.InvariantCulture);
+        var cmd = Generated(sql, args, out var oneOff);
+        using var owned = oneOff;
+        return Convert.ToInt64(cmd.ExecuteScalar(), CultureInfo.InvariantCulture);
     }
 
     /// <summary>The filter of a history (only the conditions that apply, so that no parameter is an untyped null).</summary>
@@ -394,7 +405,8 @@ internal sealed partial class StoreSession : IDisposable
     /// <summary>Runs a generated query (SQL built by <see cref="SqlSearch"/>, values always bound) returning row ids.</summary>
     public List<long> QueryRids(string sql, IReadOnlyList<(string Name, object? Value)> args)
     {
-        using var cmd = AdHoc(sql, args);
+        var cmd = Generated(sql, args, out var oneOff);
+        using var owned = oneOff;
         using var reader = cmd.ExecuteReader();
         var list = new List<long>();
         while (reader.Read())
@@ -406,7 +418,8 @@ internal sealed partial class StoreSession : IDisposable
 
     public object? Scalar(string sql, IReadOnlyList<(string Name, object? Value)> args)
     {
-        using var cmd = AdHoc(sql, args);
+        var cmd = Generated(sql, args, out var oneOff);
+        using var owned = oneOff;
         var value = cmd.ExecuteScalar();
         return value is DBNull ? null : value;
     }
