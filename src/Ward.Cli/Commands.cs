@@ -43,6 +43,7 @@ internal static partial class Commands
         root.Add(Doctor());
         root.Add(PolicyCommand());
         root.Add(BreakGlassCommand());
+        root.Add(ResearchCommand());
         return root;
     }
 
@@ -405,7 +406,7 @@ internal static partial class Commands
         {
             return await action();
         }
-        catch (Exception e) when (e is NodeException or Ward.Core.Privacy.PrivacyException)
+        catch (Exception e) when (e is NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException)
         {
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
             return 2;

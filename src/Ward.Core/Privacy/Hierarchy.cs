@@ -91,6 +91,11 @@ internal sealed class Hierarchy
         ? leaf
         : throw new PrivacyException($"Row {row + 1}: the value '{value}' of '{Column}' is not in its hierarchy.");
 
+    /// <summary>A hierarchy from its rows (one per original value, one column per level).</summary>
+    public static Hierarchy Of(string column, string[][] rows) => rows.Length == 0
+        ? throw new PrivacyException($"The hierarchy of '{column}' has no values.")
+        : new Hierarchy(column, rows);
+
     /// <summary>Loads <c>&lt;prefix&gt;_hierarchy_&lt;column&gt;.csv</c> from a folder.</summary>
     public static Hierarchy Load(string folder, string column, char separator)
     {

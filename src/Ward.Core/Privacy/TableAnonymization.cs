@@ -33,12 +33,11 @@ internal static class TableAnonymization
 {
     public sealed record Outcome(NodeResult Best, Risk Before, Risk After, int Evaluated, long LatticeSize, bool Optimal, IReadOnlyList<string> Columns);
 
+    /// <summary>A released table: the outcome of the search and the records with their quasi-identifiers generalised (suppressed ones as <c>*</c>).</summary>
+    public sealed record Release(Outcome Outcome, List<string[]> Records);
+
     public static Outcome Run(TableSettings s)
     {
-        if (s.Model.K < 1 || s.Model.SuppressionLimit is < 0 or > 1 || s.Model.L < 1 || s.Model.T is < 0 or > 1)
-        {
-            throw new PrivacyException("k and l must be at least 1, the suppression limit and t between 0 and 1.");
-        }
         var lines = Csv.Read(s.Input, s.Separator).ToList();
         if (lines.Count < 2)
         {
@@ -48,14 +47,46 @@ internal static class TableAnonymization
         var records = lines.Skip(1).Select((fields, i) => fields.Length == header.Length
             ? fields
             : throw new PrivacyException($"Record {i + 1} has {fields.Length} fields; the header has {header.Length}.")).ToList();
-        int Column(string name) => Array.IndexOf(header, name) is var c and >= 0 ? c : throw new PrivacyException($"No column '{name}' in {s.Input} (columns: {string.Join(", ", header)}).");
-        var qi = s.QuasiIdentifiers.Select(Column).ToArray();
         var hierarchies = s.QuasiIdentifiers.Select(q => Hierarchy.Load(s.HierarchyFolder, q, s.Separator)).ToArray();
+        var release = Anonymize(header, records, s.QuasiIdentifiers, hierarchies, s.Model, s.Metric, s.Sensitive, s.RiskThreshold, s.Input);
+        using (var writer = new StreamWriter(s.Output, false, new UTF8Encoding(false)))
+        {
+            writer.WriteLine(Csv.Line(header, s.Separator));
+            foreach (var record in release.Records)
+            {
+                writer.WriteLine(Csv.Line(record, s.Separator));
+            }
+        }
+        using var stream = File.Create(s.Report);
+        using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        json.WriteStartObject();
+        WriteOutcome(json, release.Outcome, s.Model, s.Metric, s.Sensitive, s.RiskThreshold, records.Count);
+        json.WriteEndObject();
+        return release.Outcome;
+    }
+
+    /// <summary>
+    /// Finds the optimal transformation of a table in memory: <paramref name="qis"/> name columns of <paramref name="header"/>,
+    /// each generalised by the hierarchy at the same position; <paramref name="source"/> names the table in errors.
+    /// </summary>
+    public static Release Anonymize(string[] header, List<string[]> records, IReadOnlyList<string> qis, Hierarchy[] hierarchies, PrivacyModel model,
+        LossMetric metric, string? sensitiveColumn, double riskThreshold, string source)
+    {
+        if (model.K < 1 || model.SuppressionLimit is < 0 or > 1 || model.L < 1 || model.T is < 0 or > 1)
+        {
+            throw new PrivacyException("k and l must be at least 1, the suppression limit and t between 0 and 1.");
+        }
+        if (records.Count == 0)
+        {
+            throw new PrivacyException($"{source} holds no records.");
+        }
+        int Column(string name) => Array.IndexOf(header, name) is var c and >= 0 ? c : throw new PrivacyException($"No column '{name}' in {source} (columns: {string.Join(", ", header)}).");
+        var qi = qis.Select(Column).ToArray();
         var rows = records.Select((r, i) => qi.Select((c, q) => hierarchies[q].Leaf(r[c], i)).ToArray()).ToList();
         Anonymizer anonymizer;
-        if (s.Model.NeedsSensitive)
+        if (model.NeedsSensitive)
         {
-            var sc = Column(s.Sensitive ?? throw new PrivacyException("l-diversity and t-closeness need --sensitive COLUMN."));
+            var sc = Column(sensitiveColumn ?? throw new PrivacyException("l-diversity and t-closeness need a sensitive column."));
             var codes = new Dictionary<string, int>(StringComparer.Ordinal);
             var sensitive = records.Select(r => codes.TryGetValue(r[sc], out var v) ? v : codes[r[sc]] = codes.Count).ToList();
             anonymizer = new Anonymizer(hierarchies, rows, sensitive, codes.Count);
@@ -64,65 +95,63 @@ internal static class TableAnonymization
         {
             anonymizer = new Anonymizer(hierarchies, rows);
         }
-        var (best, evaluated, optimal) = anonymizer.Search(s.Model, s.Metric);
+        var (best, evaluated, optimal) = anonymizer.Search(model, metric);
         if (best is null)
         {
             throw new PrivacyException($"No transformation of the {anonymizer.LatticeSize:N0} in the lattice satisfies the privacy model within the suppression limit; "
                 + "allow more suppression, lower k, l or raise t, or give the hierarchies more levels.");
         }
         var before = anonymizer.Classes(new int[qi.Length]).Select(c => c.Count).ToArray();
-        Write(s, header, records, rows, qi, hierarchies, anonymizer, best);
-        var outcome = new Outcome(best, Risk.Of(before, s.RiskThreshold), Risk.Of(best.ClassSizes, s.RiskThreshold), evaluated, anonymizer.LatticeSize, optimal, s.QuasiIdentifiers);
-        WriteReport(s, outcome, records.Count);
-        return outcome;
+        var outcome = new Outcome(best, Risk.Of(before, riskThreshold), Risk.Of(best.ClassSizes, riskThreshold), evaluated, anonymizer.LatticeSize, optimal, qis);
+        return new Release(outcome, Generalise(records, rows, qi, hierarchies, anonymizer, best, model));
     }
 
     /// <param name="rows">Each record's quasi-identifiers as leaf codes, as the search read them.</param>
-    private static void Write(TableSettings s, string[] header, List<string[]> records, List<int[]> rows, int[] qi, Hierarchy[] h, Anonymizer anonymizer, NodeResult best)
+    private static List<string[]> Generalise(List<string[]> records, List<int[]> rows, int[] qi, Hierarchy[] h, Anonymizer anonymizer, NodeResult best, PrivacyModel model)
     {
-        var suppressedTuples = anonymizer.Release(best.Levels, s.Model).Where(c => c.Suppressed).SelectMany(c => c.Tuples).ToHashSet();
-        var qiOfColumn = Enumerable.Range(0, header.Length).Select(c => Array.IndexOf(qi, c)).ToArray();
-        using var writer = new StreamWriter(s.Output, false, new UTF8Encoding(false));
-        writer.WriteLine(Csv.Line(header, s.Separator));
+        var suppressedTuples = anonymizer.Release(best.Levels, model).Where(c => c.Suppressed).SelectMany(c => c.Tuples).ToHashSet();
+        var released = new List<string[]>(records.Count);
         for (var r = 0; r < records.Count; r++)
         {
             var leaves = rows[r];
             var suppressed = suppressedTuples.Contains(anonymizer.TupleOf(leaves));
-            writer.WriteLine(Csv.Line(records[r].Select((value, c) => qiOfColumn[c] is var q and >= 0
-                ? suppressed ? "*" : h[q].Values[best.Levels[q]][h[q].Map[best.Levels[q]][leaves[q]]]
-                : value), s.Separator));
+            var record = (string[])records[r].Clone();
+            for (var q = 0; q < qi.Length; q++)
+            {
+                record[qi[q]] = suppressed ? "*" : h[q].Values[best.Levels[q]][h[q].Map[best.Levels[q]][leaves[q]]];
+            }
+            released.Add(record);
         }
+        return released;
     }
 
-    private static void WriteReport(TableSettings s, Outcome o, int records)
+    /// <summary>Writes the properties of a release's report (levels, metric, model, classes, risk, search) into the open JSON object.</summary>
+    public static void WriteOutcome(Utf8JsonWriter json, Outcome o, PrivacyModel model, LossMetric metric, string? sensitive, double riskThreshold, int records)
     {
-        using var stream = File.Create(s.Report);
-        using var json = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-        json.WriteStartObject();
         json.WriteStartObject("levels");
         for (var q = 0; q < o.Columns.Count; q++)
         {
             json.WriteNumber(o.Columns[q], o.Best.Levels[q]);
         }
         json.WriteEndObject();
-        json.WriteString("metric", s.Metric.ToString().ToLowerInvariant());
+        json.WriteString("metric", metric.ToString().ToLowerInvariant());
         json.WriteNumber("value", o.Best.Value);
         json.WriteNumber("records", records);
         json.WriteNumber("suppressed", o.Best.Suppressed);
         json.WriteStartObject("model");
-        json.WriteNumber("k", s.Model.K);
-        json.WriteNumber("suppressionLimit", s.Model.SuppressionLimit);
-        if (s.Model.L > 1)
+        json.WriteNumber("k", model.K);
+        json.WriteNumber("suppressionLimit", model.SuppressionLimit);
+        if (model.L > 1)
         {
-            json.WriteNumber("l", s.Model.L);
+            json.WriteNumber("l", model.L);
         }
-        if (s.Model.T is { } t)
+        if (model.T is { } t)
         {
             json.WriteNumber("t", t);
         }
-        if (s.Sensitive is not null)
+        if (sensitive is not null)
         {
-            json.WriteString("sensitive", s.Sensitive);
+            json.WriteString("sensitive", sensitive);
         }
         json.WriteEndObject();
         var sizes = o.Best.ClassSizes;
@@ -133,7 +162,7 @@ internal static class TableAnonymization
         json.WriteNumber("mean", sizes.Length == 0 ? 0 : sizes.Average());
         json.WriteEndObject();
         json.WriteStartObject("risk");
-        json.WriteNumber("threshold", s.RiskThreshold);
+        json.WriteNumber("threshold", riskThreshold);
         json.WriteString("note", "Prosecutor model over the released records. Without a population table, journalist risk equals prosecutor risk.");
         WriteRisk(json, "before", o.Before);
         WriteRisk(json, "after", o.After);
@@ -144,7 +173,6 @@ internal static class TableAnonymization
         json.WriteString("method", o.Optimal
             ? "exhaustive: every transformation decided, the optimum is proven"
             : $"heuristic (lattice larger than {Anonymizer.ExhaustiveLimit:N0}): greedy specialisation from the most general transformation; a minimal transformation, not proven optimal");
-        json.WriteEndObject();
         json.WriteEndObject();
     }
 

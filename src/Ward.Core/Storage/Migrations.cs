@@ -337,6 +337,11 @@ internal static class Migrations
             DROP INDEX ix_compartment_rid;
             CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
             """),
+        (7, "research: each researcher's differential-privacy budget and what was spent of it", """
+            CREATE TABLE research_budget (researcher TEXT PRIMARY KEY, name TEXT NOT NULL, epsilon REAL NOT NULL, granted INTEGER NOT NULL, granted_by TEXT NOT NULL);
+            CREATE TABLE research_spend (id INTEGER PRIMARY KEY, researcher TEXT NOT NULL, at INTEGER NOT NULL, epsilon REAL NOT NULL, query TEXT NOT NULL);
+            CREATE INDEX research_spend_researcher ON research_spend (researcher);
+            """),
     ];
 
     // PostgreSQL: the same tables and columns. Text compares byte-wise (COLLATE "C"), as in SQLite, so that prefix ranges
@@ -678,6 +683,11 @@ internal static class Migrations
             CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
             DROP INDEX ix_compartment_rid;
             CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
+            """),
+        (7, "research: each researcher's differential-privacy budget and what was spent of it", """
+            CREATE TABLE research_budget (researcher text COLLATE "C" PRIMARY KEY, name text NOT NULL, epsilon double precision NOT NULL, granted bigint NOT NULL, granted_by text NOT NULL);
+            CREATE TABLE research_spend (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, researcher text COLLATE "C" NOT NULL, at bigint NOT NULL, epsilon double precision NOT NULL, query text NOT NULL);
+            CREATE INDEX research_spend_researcher ON research_spend (researcher);
             """),
     ];
 }

@@ -85,6 +85,7 @@ internal static class Roles
 {
     public const string Patient = "patient";
     public const string Service = "service";
+    public const string Researcher = "researcher";
 
     public static readonly IReadOnlyList<string> All =
         ["clinician", "nurse", "management", "public-health", "researcher", "patient", "security-officer", "dpo", "admin", "service"];
