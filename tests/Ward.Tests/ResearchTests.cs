@@ -232,6 +232,7 @@ public sealed class ResearchTests(ResearchNode research) : IClassFixture<Researc
         Assert.All(classes, c => Assert.True(c.Count() >= 3, $"class {c.Key} has {c.Count()} records"));
         Assert.All(patients, p => Assert.True(p["department"].Length <= 2 || p["department"] == "unknown", p["department"]));
         Assert.All(patients, p => Assert.Equal("", p["race"]));
+        Assert.All(patients, p => Assert.False(int.TryParse(p["age"], CultureInfo.InvariantCulture, out var age) && age > 89, "an age over 89 is released only as 90+"));
 
         // The Parquet tables hold what the CSV tables hold.
         var parquet = await ReadParquetAsync(Path.Combine(outDir, "observations.parquet"));
@@ -380,6 +381,13 @@ public sealed class DifferentialPrivacyTests
         Assert.Throws<PrivacyException>(() => new CountQuery("AuditEvent", [], [], 0.1).Validate());
         Assert.Throws<PrivacyException>(() => DiscreteLaplace.Noise(-1, 1));
     }
+
+    [Theory]
+    [InlineData("0", "0-9")]
+    [InlineData("89", "80-89")]
+    [InlineData("90+", "90+")]
+    [InlineData("unknown", "unknown")]
+    public void Ages_fall_in_fixed_bands(string age, string band) => Assert.Equal(band, PrivateCounts.AgeBand(age));
 
     [Theory]
     [InlineData("75001", "75")]

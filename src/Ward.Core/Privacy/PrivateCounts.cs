@@ -202,8 +202,8 @@ internal static class PrivateCounts
         return result;
     }
 
-    public static string AgeBand(string age) => int.TryParse(age, NumberStyles.None, CultureInfo.InvariantCulture, out var years)
-        ? years >= 90 ? "90+" : $"{years / 10 * 10}-{years / 10 * 10 + 9}"
+    public static string AgeBand(string age) => age == ResearchData.Over89 ? "90+"
+        : int.TryParse(age, NumberStyles.None, CultureInfo.InvariantCulture, out var years) ? $"{years / 10 * 10}-{years / 10 * 10 + 9}"
         : ResearchData.Unknown;
 
     private static string Gender(string gender) => CountQuery.Genders.Contains(gender) ? gender : ResearchData.Unknown;

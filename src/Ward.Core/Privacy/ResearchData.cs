@@ -30,7 +30,7 @@ internal sealed record ResearchTable(string Name, string FhirType, IReadOnlyList
         new("patients", "Patient",
         [
             new("patient", ColumnKind.Pseudonym, "Patient.id", "The patient's pseudonym in this project (HMAC-SHA-256 under the project's key)."),
-            new("age", ColumnKind.QuasiIdentifier, "Patient.birthDate", "Age in years at the export (at death for the deceased), generalised as the privacy model requires."),
+            new("age", ColumnKind.QuasiIdentifier, "Patient.birthDate", "Age in years at the export (at death for the deceased; over 89 as 90+), generalised as the privacy model requires."),
             new("gender", ColumnKind.QuasiIdentifier, "Patient.gender", "Administrative gender."),
             new("department", ColumnKind.QuasiIdentifier, "Patient.address[0].postalCode", "The postal code reduced to its department (first two characters; three for overseas 97x/98x; 2A/2B for Corsica)."),
             new("race", ColumnKind.QuasiIdentifier, "Patient.extension(us-core-race).text", "Race as recorded (US Core), when present."),
@@ -197,7 +197,8 @@ internal sealed class ResearchData
         {
             var at = death ?? AsOf;
             var years = at.Year - born.Year - (at.Month < born.Month || (at.Month == born.Month && at.Day < born.Day) ? 1 : 0);
-            age = Math.Max(0, years).ToString(CultureInfo.InvariantCulture);
+            // HIPAA Safe Harbor: ages over 89 only as one group.
+            age = years >= 90 ? Over89 : Math.Max(0, years).ToString(CultureInfo.InvariantCulture);
         }
         var postal = p.TryGetProperty("address", out var addresses) && addresses.ValueKind == JsonValueKind.Array && addresses.GetArrayLength() > 0
             ? Text(addresses[0], "postalCode") : null;
@@ -213,6 +214,9 @@ internal sealed class ResearchData
             deceased ? "yes" : "no",
         ];
     }
+
+    /// <summary>The age of every patient over 89 (HIPAA Safe Harbor).</summary>
+    public const string Over89 = "90+";
 
     /// <summary>The value of a quasi-identifier that the source does not record.</summary>
     public const string Unknown = "unknown";

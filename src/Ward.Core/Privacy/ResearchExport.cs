@@ -166,13 +166,14 @@ internal static class ResearchExport
         {
             return Hierarchy.Load(folder, column, settings.Separator);
         }
-        var domain = values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
         if (column == "age")
         {
-            var ages = domain.Where(v => v != ResearchData.Unknown).Select(v => int.Parse(v, CultureInfo.InvariantCulture)).Append(120).Max();
-            return Hierarchy.Of(column, [.. Enumerable.Range(0, ages + 1).Select(a => AgeLevels(a)), [ResearchData.Unknown, ResearchData.Unknown, ResearchData.Unknown, ResearchData.Unknown, "*"]]);
+            // 0 to 89, then 90+ (which the 20-year level joins with 80 to 89), and unknown.
+            return Hierarchy.Of(column, [.. Enumerable.Range(0, 90).Select(AgeLevels),
+                [ResearchData.Over89, ResearchData.Over89, ResearchData.Over89, "[80-100[", "*"],
+                [ResearchData.Unknown, ResearchData.Unknown, ResearchData.Unknown, ResearchData.Unknown, "*"]]);
         }
-        return Hierarchy.Of(column, [.. domain.Select(v => new[] { v, "*" })]);
+        return Hierarchy.Of(column, [.. values.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).Select(v => new[] { v, "*" })]);
     }
 
     /// <summary>An age, its 5-year, 10-year and 20-year bands, and *.</summary>
