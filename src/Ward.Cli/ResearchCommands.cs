@@ -63,7 +63,7 @@ internal static partial class Commands
                 {
                     throw new NodeException("--epsilon must be between 0 and 100.");
                 }
-                var id = await ResearcherIdAsync(config, name, ct);
+                var id = await ResearcherIdAsync(config, name);
                 await store.WriteAsync(s =>
                 {
                     s.GrantEpsilon(id, name, e, "os:" + Environment.UserName, DateTime.UtcNow.Ticks);
@@ -99,7 +99,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             static List<string> List(string? text) => text?.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).ToList() ?? [];
             var question = new CountQuery(pr.GetValue(count), List(pr.GetValue(by)), List(pr.GetValue(codes)), pr.GetValue(epsilon));
-            var id = await ResearcherIdAsync(config, pr.GetValue(researcher)!, ct);
+            var id = await ResearcherIdAsync(config, pr.GetValue(researcher)!);
             using var store = RecordStore.Open(config);
             var answer = await PrivateCounts.AskAsync(store, store.Keys.Blind, id, question, DateTime.UtcNow, ct);
             await AuditAdminAsync(config, "research-query", 'E', $"research-budget/{id}", open: store);
@@ -115,10 +115,10 @@ internal static partial class Commands
     }
 
     /// <summary>The user id of a researcher, from their user name.</summary>
-    private static async Task<string> ResearcherIdAsync(NodeConfig config, string name, CancellationToken ct)
+    private static async Task<string> ResearcherIdAsync(NodeConfig config, string name)
     {
         await using var accounts = Accounts.Open(config);
-        var user = (await accounts.ListUsersAsync(ct)).FirstOrDefault(u => u.UserName == name) ?? throw new NodeException($"There is no user '{name}' (ward users list).");
+        var user = await accounts.FindUserAsync(name);
         return user.Role == Roles.Researcher ? user.Id : throw new NodeException($"'{name}' has the role {user.Role}: budgets are for users with the researcher role.");
     }
 }

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text.Json.Serialization;
-using Hl7.Fhir.Model;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -65,51 +64,15 @@ internal static class AuditEndpoints
             }
             var (data, patient) = await store.ReadAsync(s => Entry(s, index), ct);
             CheckOwn(caller, patient, index);
-            await audit.RecordAsync([new AuditRecord
-            {
-                Kind = AuditKind.Admin,
-                Subtype = "audit-entry-read",
-                Action = 'R',
-                Status = 200,
-                RecordedTicks = audit.NowTicks,
-                Subject = caller.Subject,
-                Role = caller.Role,
-                FhirUser = caller.FhirUser,
-                ClientId = caller.ClientId,
-                Address = http.Connection.RemoteIpAddress?.ToString(),
-                Purpose = caller.Purpose,
-                Patient = patient,
-                Entities = [new AuditEntity($"AuditEvent/{index.ToString(CultureInfo.InvariantCulture)}")],
-            }]);
+            await audit.RecordAsync([AuditRecord.Of(AuditKind.Admin, caller, http.Connection.RemoteIpAddress?.ToString(), "audit-entry-read", 'R', 200, audit.NowTicks,
+                [new AuditEntity($"AuditEvent/{index.ToString(CultureInfo.InvariantCulture)}")], patient: patient)]);
             return Results.Bytes(data, "application/fhir+json; charset=utf-8");
         }));
     }
 
-    private static async System.Threading.Tasks.Task RunAsync(HttpContext http, FhirEndpoint fhir, Func<AccessGrant, CancellationToken, Task<IResult>> work)
-    {
-        http.Response.Headers.CacheControl = "no-store";
-        IResult result;
-        try
-        {
-            var caller = await fhir.AuthenticateAsync(http);
-            if (caller is null)
-            {
-                return;
-            }
-            if (!FhirEngine.ReadsAudit(caller) && !(caller.Role == "patient" && caller.Patient is not null))
-            {
-                throw FhirException.Forbidden("The audit log is open to the security officer and the data protection officer, and to each patient for their own entries.");
-            }
-            result = await work(caller, http.RequestAborted);
-        }
-        catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException or AuditIntegrityException)
-        {
-            var (status, outcome) = Outcomes.FromException(e);
-            http.Response.StatusCode = (int)status;
-            result = Results.Bytes(FhirJson.Serialize(outcome), "application/fhir+json; charset=utf-8");
-        }
-        await result.ExecuteAsync(http);
-    }
+    private static System.Threading.Tasks.Task RunAsync(HttpContext http, FhirEndpoint fhir, Func<AccessGrant, CancellationToken, Task<IResult>> work) =>
+        ApiCall.RunAsync(http, fhir, caller => FhirEngine.ReadsAudit(caller) || (caller.Role == "patient" && caller.Patient is not null),
+            "The audit log is open to the security officer and the data protection officer, and to each patient for their own entries.", work);
 
     private static long Number(HttpContext http, string name) =>
         long.TryParse(http.Request.Query[name].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var value)

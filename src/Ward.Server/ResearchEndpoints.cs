@@ -1,4 +1,3 @@
-using System.Net;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -80,55 +79,22 @@ internal static class ResearchEndpoints
         }
     }
 
-    private static Task RecordAsync(AuditLog audit, HttpContext http, AccessGrant caller, int status, string what) => audit.RecordAsync([new AuditRecord
-    {
-        Kind = AuditKind.Admin,
-        Subtype = "research-query",
-        Action = 'E',
-        Status = status,
-        RecordedTicks = audit.NowTicks,
-        Subject = caller.Subject,
-        Role = caller.Role,
-        FhirUser = caller.FhirUser,
-        ClientId = caller.ClientId,
-        Address = http.Connection.RemoteIpAddress?.ToString(),
-        Purpose = "HRESCH",
-        Query = what,
-        Entities = [new AuditEntity($"research-budget/{caller.Subject}")],
-    }]);
+    private static Task RecordAsync(AuditLog audit, HttpContext http, AccessGrant caller, int status, string what) =>
+        audit.RecordAsync([AuditRecord.Of(AuditKind.Admin, caller, http.Connection.RemoteIpAddress?.ToString(), "research-query", 'E', status, audit.NowTicks,
+            [new AuditEntity($"research-budget/{caller.Subject}")], purpose: "HRESCH", query: what)]);
 
-    private static async Task RunAsync(HttpContext http, FhirEndpoint fhir, AuditLog audit, Func<AccessGrant, CancellationToken, Task<IResult>> work)
-    {
-        http.Response.Headers.CacheControl = "no-store";
-        IResult result;
-        AccessGrant? caller = null;
-        try
+    /// <summary>A call of the researcher role; a malformed question (400) or one over budget (403) is audited, and charges nothing.</summary>
+    private static Task RunAsync(HttpContext http, FhirEndpoint fhir, AuditLog audit, Func<AccessGrant, CancellationToken, Task<IResult>> work) =>
+        ApiCall.RunAsync(http, fhir, caller => caller.Role == Roles.Researcher, "Aggregate research questions are for the researcher role.", async (caller, ct) =>
         {
-            caller = await fhir.AuthenticateAsync(http);
-            if (caller is null)
-            {
-                return;
-            }
-            if (caller.Role != Roles.Researcher)
-            {
-                throw FhirException.Forbidden("Aggregate research questions are for the researcher role.");
-            }
             try
             {
-                result = await work(caller, http.RequestAborted);
+                return await work(caller, ct);
             }
             catch (Exception e) when (e is PrivacyException or BudgetException)
             {
                 await RecordAsync(audit, http, caller, e is BudgetException ? 403 : 400, e.Message);
                 throw e is BudgetException ? FhirException.Forbidden(e.Message) : FhirException.BadRequest(e.Message);
             }
-        }
-        catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException)
-        {
-            var (status, outcome) = Outcomes.FromException(e);
-            http.Response.StatusCode = (int)status;
-            result = Results.Bytes(FhirJson.Serialize(outcome), "application/fhir+json; charset=utf-8");
-        }
-        await result.ExecuteAsync(http);
-    }
+        });
 }

@@ -24,14 +24,7 @@ public sealed class ResearchNode : IAsyncLifetime
     public async Task InitializeAsync()
     {
         await Node.InitializeAsync();
-        Directory.CreateDirectory(SourceDir);
-        var archive = Path.Combine(TestData.Root, "synthea", "synthea-r4-small-blaze100.tar.zst");
-        using (var tar = Process.Start(new ProcessStartInfo("tar", ["--zstd", "-xf", archive, "-C", SourceDir]) { RedirectStandardError = true })!)
-        {
-            await tar.WaitForExitAsync();
-            Assert.True(tar.ExitCode == 0, "tar --zstd failed (install zstd): " + await tar.StandardError.ReadToEndAsync());
-        }
-        var files = Directory.EnumerateFiles(SourceDir, "*.json", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
+        var files = await SyntheaNode.UnpackAsync(SourceDir);
         foreach (var info in files.Where(f => Path.GetFileName(f).StartsWith("0-", StringComparison.Ordinal)))
         {
             await PostAsync(await File.ReadAllBytesAsync(info));

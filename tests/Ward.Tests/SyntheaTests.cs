@@ -24,14 +24,7 @@ public class SyntheaNode : IAsyncLifetime
     public async Task InitializeAsync()
     {
         await Node.InitializeAsync();
-        Directory.CreateDirectory(SourceDir);
-        var archive = Path.Combine(TestData.Root, "synthea", "synthea-r4-small-blaze100.tar.zst");
-        using (var tar = Process.Start(new ProcessStartInfo("tar", ["--zstd", "-xf", archive, "-C", SourceDir]) { RedirectStandardError = true })!)
-        {
-            await tar.WaitForExitAsync();
-            Assert.True(tar.ExitCode == 0, "tar --zstd failed (install zstd): " + await tar.StandardError.ReadToEndAsync());
-        }
-        var files = Directory.EnumerateFiles(SourceDir, "*.json", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
+        var files = await UnpackAsync(SourceDir);
         foreach (var file in files)
         {
             var doc = JsonDocument.Parse(await File.ReadAllBytesAsync(file));
@@ -43,6 +36,19 @@ public class SyntheaNode : IAsyncLifetime
         }
         await Parallel.ForEachAsync(files.Where(f => !Path.GetFileName(f).StartsWith("0-", StringComparison.Ordinal)),
             new ParallelOptions { MaxDegreeOfParallelism = 2 }, async (file, ct) => await PostAsync(await File.ReadAllBytesAsync(file, ct)));
+    }
+
+    /// <summary>Unpacks the 100-patient set into <paramref name="dir"/>; its bundle files in order (the shared ones, <c>0-*</c>, first).</summary>
+    internal static async Task<List<string>> UnpackAsync(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        var archive = Path.Combine(TestData.Root, "synthea", "synthea-r4-small-blaze100.tar.zst");
+        using (var tar = Process.Start(new ProcessStartInfo("tar", ["--zstd", "-xf", archive, "-C", dir]) { RedirectStandardError = true })!)
+        {
+            await tar.WaitForExitAsync();
+            Assert.True(tar.ExitCode == 0, "tar --zstd failed (install zstd): " + await tar.StandardError.ReadToEndAsync());
+        }
+        return Directory.EnumerateFiles(dir, "*.json", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToList();
     }
 
     private async Task PostAsync(byte[] bundle)

@@ -86,6 +86,27 @@ internal sealed record AuditRecord
         Entities = [new AuditEntity(target)],
     };
 
+    /// <summary>An event of an authenticated caller (REST interactions, and the HTTP APIs beside FHIR); the purpose is the caller's unless given.</summary>
+    public static AuditRecord Of(AuditKind kind, Access.AccessGrant caller, string? address, string subtype, char action, int status, long ticks,
+        IReadOnlyList<AuditEntity> entities, string? purpose = null, string? patient = null, string? query = null, string? breakGlass = null) => new()
+    {
+        Kind = kind,
+        Subtype = subtype,
+        Action = action,
+        Status = status,
+        RecordedTicks = ticks,
+        Subject = caller.Subject,
+        Role = caller.Role,
+        FhirUser = caller.FhirUser,
+        ClientId = caller.ClientId,
+        Address = address,
+        Purpose = purpose ?? caller.Purpose,
+        BreakGlass = breakGlass,
+        Patient = patient,
+        Query = query,
+        Entities = entities,
+    };
+
     /// <summary>BALP outcome: 0 success, 4 minor failure (refused, not found, bad request), 8 serious failure (the server failed).</summary>
     public string Outcome => Status < 400 ? "0" : Status < 500 ? "4" : "8";
 

@@ -106,28 +106,9 @@ internal sealed class AuditTrail
         return records;
     }
 
-    private AuditRecord Record(int status, long ticks, string? patient, string? query, IReadOnlyList<AuditEntity> entities)
-    {
-        var caller = _request.Caller;
-        return new AuditRecord
-        {
-            Kind = AuditKind.Rest,
-            Subtype = Subtype,
-            Action = Action,
-            Status = status,
-            RecordedTicks = ticks,
-            Subject = caller.Subject,
-            Role = caller.Role,
-            FhirUser = caller.FhirUser,
-            ClientId = caller.ClientId,
-            Address = _request.Address,
-            Purpose = _request.Access?.AuditPurpose ?? caller.Purpose,
-            BreakGlass = _request.Access?.GlassUsed,
-            Patient = patient,
-            Query = query,
-            Entities = entities,
-        };
-    }
+    private AuditRecord Record(int status, long ticks, string? patient, string? query, IReadOnlyList<AuditEntity> entities) =>
+        AuditRecord.Of(AuditKind.Rest, _request.Caller, _request.Address, Subtype, Action, status, ticks, entities,
+            _request.Access?.AuditPurpose, patient, query, _request.Access?.GlassUsed);
 
     /// <summary>
     /// The query as asked, with every value that could identify someone replaced by its blind (HMAC under the index key):

@@ -40,7 +40,6 @@ internal sealed class NodeConfig
 
     public string Resolve(string path) => System.IO.Path.IsPathRooted(path) ? path : System.IO.Path.Combine(DataDir, path);
 
-    private static readonly IDeserializer Reader = new DeserializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build();
     private static readonly ISerializer Writer = new SerializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build();
 
     public static NodeConfig Load(string dataDir)
@@ -54,7 +53,7 @@ internal sealed class NodeConfig
         NodeConfig config;
         try
         {
-            config = Reader.Deserialize<NodeConfig>(File.ReadAllText(file)) ?? new NodeConfig();
+            config = Yaml.Reader.Deserialize<NodeConfig>(File.ReadAllText(file)) ?? new NodeConfig();
         }
         catch (YamlDotNet.Core.YamlException e)
         {

@@ -1,8 +1,6 @@
 using Ward.Core.Access;
 using Ward.Core.Node;
 using Ward.Core.Search;
-using YamlDotNet.Serialization;
-using YamlDotNet.Serialization.NamingConventions;
 
 namespace Ward.Core.Policy;
 
@@ -255,15 +253,7 @@ internal sealed class AccessPolicy
 
     public static AccessPolicy Parse(string yaml, string source)
     {
-        PolicyDocument doc;
-        try
-        {
-            doc = new DeserializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build().Deserialize<PolicyDocument>(yaml) ?? new PolicyDocument();
-        }
-        catch (YamlDotNet.Core.YamlException e)
-        {
-            throw new NodeException($"{source}: {e.Message}{(e.InnerException is { } inner ? " " + inner.Message : "")} (line {e.Start.Line}).");
-        }
+        var doc = Yaml.Read<PolicyDocument>(yaml, source);
         var errors = new List<string>();
         var roles = new Dictionary<string, RolePolicy>(StringComparer.Ordinal);
         foreach (var (name, r) in doc.Roles)

@@ -182,7 +182,7 @@ internal sealed class ResearchData
         {
             return 0;
         }
-        var h = Convert.FromBase64String(_blind.Hash('s', "research-shift:" + _project, patientId).Replace('-', '+').Replace('_', '/') + "==");
+        var h = System.Buffers.Text.Base64Url.DecodeFromChars(_blind.Hash('s', "research-shift:" + _project, patientId));
         var v = (int)(BitConverter.ToUInt32(h, 0) % (uint)(2 * MaxShiftDays));
         return v < MaxShiftDays ? -(v + 1) : v - MaxShiftDays + 1;
     }

@@ -5,8 +5,6 @@ using Parquet;
 using Parquet.Schema;
 using Ward.Core.Crypto;
 using Ward.Core.Storage;
-using YamlDotNet.Serialization;
-using YamlDotNet.Serialization.NamingConventions;
 
 namespace Ward.Core.Privacy;
 
@@ -17,17 +15,13 @@ internal sealed record ExportSettings(
 {
     public static readonly string[] KnownFormats = ["parquet", "csv", "ndjson"];
 
+    /// <summary>The quasi-identifiers of the patients table that the configuration does not name: not released at all.</summary>
+    public IReadOnlySet<string> Withheld { get; } = ResearchTable.Named("patients").Columns
+        .Where(c => c.Kind == ColumnKind.QuasiIdentifier && !QuasiIdentifiers.Contains(c.Name)).Select(c => c.Name).ToHashSet(StringComparer.Ordinal);
+
     public static ExportSettings Parse(string yaml, string source, string? baseDir = null)
     {
-        ExportDocument doc;
-        try
-        {
-            doc = new DeserializerBuilder().WithNamingConvention(HyphenatedNamingConvention.Instance).Build().Deserialize<ExportDocument>(yaml) ?? new ExportDocument();
-        }
-        catch (YamlDotNet.Core.YamlException e)
-        {
-            throw new PrivacyException($"{source}: {e.Message}{(e.InnerException is { } inner ? " " + inner.Message : "")} (line {e.Start.Line}).");
-        }
+        var doc = Node.Yaml.Read<ExportDocument>(yaml, source);
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(doc.Project) || doc.Project.Any(c => !char.IsAsciiLetterOrDigit(c) && c is not '-' and not '_' and not '.'))
         {
@@ -118,7 +112,7 @@ internal sealed record ExportSettings(
 /// </summary>
 internal static class ResearchExport
 {
-    public sealed record Result(Dictionary<string, int> Rows, int OptedOut, TableAnonymization.Outcome Outcome, IReadOnlyList<string> Files);
+    public sealed record Result(Dictionary<string, int> Rows, int OptedOut, TableAnonymization.Outcome Outcome);
 
     public static async Task<Result> RunAsync(RecordStore store, Blinder blind, ExportSettings settings, string outDir, DateTime asOf, CancellationToken ct)
     {
@@ -129,33 +123,30 @@ internal static class ResearchExport
         var hierarchies = settings.QuasiIdentifiers.Select(q => HierarchyOf(settings, q, records.Select(r => r[Array.IndexOf(header, q)]))).ToArray();
         var release = TableAnonymization.Anonymize(header, records, settings.QuasiIdentifiers, hierarchies, settings.Model, settings.Metric, settings.Sensitive,
             settings.RiskThreshold, "the patients table");
-        // Quasi-identifiers not chosen for the model are not released at all.
-        var withheld = patients.Columns.Select((c, i) => c.Kind == ColumnKind.QuasiIdentifier && !settings.QuasiIdentifiers.Contains(c.Name) ? i : -1).Where(i => i >= 0).ToArray();
-        data.Rows["patients"] = [.. release.Records.Select(r => r.Select((v, i) => withheld.Contains(i) ? null : (object?)v).ToArray())];
+        data.Rows["patients"] = [.. release.Records.Select(r => r.Select((v, i) => settings.Withheld.Contains(header[i]) ? null : (object?)v).ToArray())];
 
         Directory.CreateDirectory(outDir);
-        var files = new List<string>();
         foreach (var table in settings.Tables)
         {
             var rows = data.Rows[table.Name];
             if (settings.Formats.Contains("csv"))
             {
-                files.Add(WriteCsv(outDir, table, rows));
+                WriteCsv(outDir, table, rows);
             }
             if (settings.Formats.Contains("parquet"))
             {
-                files.Add(await WriteParquetAsync(outDir, table, rows, ct));
+                await WriteParquetAsync(outDir, table, rows, ct);
             }
             if (settings.Formats.Contains("ndjson"))
             {
-                files.Add(WriteNdjson(outDir, table, rows));
+                WriteNdjson(outDir, table, rows);
             }
         }
         var counts = settings.Tables.ToDictionary(t => t.Name, t => data.Rows[t.Name].Count, StringComparer.Ordinal);
-        var result = new Result(counts, data.OptedOut, release.Outcome, files);
-        files.Add(WriteDictionary(outDir, settings, withheld.Select(i => patients.Columns[i].Name).ToHashSet()));
-        files.Add(WriteReport(outDir, settings, result, asOf, records.Count));
-        files.Add(ResearchReportPage.Write(outDir, settings, result, asOf));
+        var result = new Result(counts, data.OptedOut, release.Outcome);
+        WriteDictionary(outDir, settings);
+        WriteReport(outDir, settings, result, asOf, records.Count);
+        ResearchReportPage.Write(outDir, settings, result, asOf);
         return result;
     }
 
@@ -190,7 +181,7 @@ internal static class ResearchExport
         _ => (string)v,
     };
 
-    private static string WriteCsv(string dir, ResearchTable table, List<object?[]> rows)
+    private static void WriteCsv(string dir, ResearchTable table, List<object?[]> rows)
     {
         var path = Path.Combine(dir, table.Name + ".csv");
         using var writer = new StreamWriter(path, false, new UTF8Encoding(false));
@@ -199,10 +190,9 @@ internal static class ResearchExport
         {
             writer.WriteLine(Csv.Line(row.Select(Cell).ToArray(), ','));
         }
-        return path;
     }
 
-    private static async Task<string> WriteParquetAsync(string dir, ResearchTable table, List<object?[]> rows, CancellationToken ct)
+    private static async Task WriteParquetAsync(string dir, ResearchTable table, List<object?[]> rows, CancellationToken ct)
     {
         var path = Path.Combine(dir, table.Name + ".parquet");
         var fields = table.Columns.Select(c => c.Kind == ColumnKind.Number ? (DataField)new DataField<double?>(c.Name) : new DataField<string>(c.Name)).ToArray();
@@ -221,11 +211,10 @@ internal static class ResearchExport
                 await group.WriteAsync(fields[c], rows.Select(r => (string)r[c]!).ToArray(), null);
             }
         }
-        return path;
     }
 
     /// <summary>FHIR R4 resources rebuilt from the released rows only (never the source resources), one per line.</summary>
-    private static string WriteNdjson(string dir, ResearchTable table, List<object?[]> rows)
+    private static void WriteNdjson(string dir, ResearchTable table, List<object?[]> rows)
     {
         var path = Path.Combine(dir, table.FhirType + ".ndjson");
         using var stream = File.Create(path);
@@ -254,7 +243,6 @@ internal static class ResearchExport
             }
             stream.WriteByte((byte)'\n');
         }
-        return path;
     }
 
     private static void WriteFhirPatient(Utf8JsonWriter json, object?[] row, ResearchTable table, Dictionary<string, int> index)
@@ -392,7 +380,7 @@ internal static class ResearchExport
         }
     }
 
-    private static string WriteDictionary(string dir, ExportSettings settings, IReadOnlySet<string> withheld)
+    private static void WriteDictionary(string dir, ExportSettings settings)
     {
         var path = Path.Combine(dir, "dictionary.csv");
         using var writer = new StreamWriter(path, false, new UTF8Encoding(false));
@@ -401,23 +389,22 @@ internal static class ResearchExport
         {
             foreach (var c in table.Columns)
             {
-                writer.WriteLine(Csv.Line([table.Name, c.Name, c.Kind == ColumnKind.Number ? "number" : "text", Transformation(settings, c, withheld), c.Source, c.Description], ','));
+                writer.WriteLine(Csv.Line([table.Name, c.Name, c.Kind == ColumnKind.Number ? "number" : "text", Transformation(settings, c), c.Source, c.Description], ','));
             }
         }
-        return path;
     }
 
     /// <summary>What was done to a column's values, for the data dictionary.</summary>
-    public static string Transformation(ExportSettings settings, ResearchColumn c, IReadOnlySet<string> withheld) => c.Kind switch
+    public static string Transformation(ExportSettings settings, ResearchColumn c) => c.Kind switch
     {
         ColumnKind.Pseudonym => "pseudonymised (HMAC-SHA-256, project key)",
         ColumnKind.ShiftedDate => settings.MaxShiftDays == 0 ? "as recorded" : $"shifted by the patient's offset (±1 to {settings.MaxShiftDays} days)",
-        ColumnKind.QuasiIdentifier when withheld.Contains(c.Name) => "withheld (not a configured quasi-identifier)",
+        ColumnKind.QuasiIdentifier when settings.Withheld.Contains(c.Name) => "withheld (not a configured quasi-identifier)",
         ColumnKind.QuasiIdentifier => $"generalised ({settings.Model.K}-anonymity{(settings.Model.L > 1 ? $", {settings.Model.L}-diversity" : "")}{(settings.Model.T is { } t ? $", {t}-closeness" : "")})",
         _ => "as recorded",
     };
 
-    private static string WriteReport(string dir, ExportSettings settings, Result result, DateTime asOf, int patients)
+    private static void WriteReport(string dir, ExportSettings settings, Result result, DateTime asOf, int patients)
     {
         var path = Path.Combine(dir, "risk-report.json");
         using var stream = File.Create(path);
@@ -445,6 +432,5 @@ internal static class ResearchExport
         TableAnonymization.WriteOutcome(json, result.Outcome, settings.Model, settings.Metric, settings.Sensitive, settings.RiskThreshold, patients);
         json.WriteEndObject();
         json.WriteEndObject();
-        return path;
     }
 }

@@ -11,7 +11,7 @@ internal static class ResearchReportPage
     private static readonly (int From, int To, string Label)[] Buckets =
         [(1, 1, "1"), (2, 4, "2–4"), (5, 9, "5–9"), (10, 19, "10–19"), (20, 49, "20–49"), (50, 99, "50–99"), (100, int.MaxValue, "100+")];
 
-    public static string Write(string dir, ExportSettings settings, ResearchExport.Result result, DateTime asOf)
+    public static void Write(string dir, ExportSettings settings, ResearchExport.Result result, DateTime asOf)
     {
         var o = result.Outcome;
         var inv = CultureInfo.InvariantCulture;
@@ -67,19 +67,16 @@ internal static class ResearchReportPage
             h.Append("<tr><td>").Append(E(table)).Append("</td><td>").Append(rows.ToString("N0", inv)).Append("</td></tr>");
         }
         h.Append("</table><h2>Data dictionary</h2><table><tr><th>table</th><th>column</th><th>transformation</th><th>source</th><th>description</th></tr>");
-        var withheld = ResearchTable.Named("patients").Columns.Where(c => c.Kind == ColumnKind.QuasiIdentifier && !settings.QuasiIdentifiers.Contains(c.Name)).Select(c => c.Name).ToHashSet();
         foreach (var table in settings.Tables)
         {
             foreach (var c in table.Columns)
             {
-                h.Append("<tr><td>").Append(E(table.Name)).Append("</td><td>").Append(E(c.Name)).Append("</td><td>").Append(E(ResearchExport.Transformation(settings, c, withheld)))
+                h.Append("<tr><td>").Append(E(table.Name)).Append("</td><td>").Append(E(c.Name)).Append("</td><td>").Append(E(ResearchExport.Transformation(settings, c)))
                     .Append("</td><td>").Append(E(c.Source)).Append("</td><td>").Append(E(c.Description)).Append("</td></tr>");
             }
         }
         h.Append("</table></body></html>\n");
-        var path = Path.Combine(dir, "risk-report.html");
-        File.WriteAllText(path, h.ToString(), new UTF8Encoding(false));
-        return path;
+        File.WriteAllText(Path.Combine(dir, "risk-report.html"), h.ToString(), new UTF8Encoding(false));
     }
 
     /// <summary>A horizontal bar chart: one labelled bar per value, scaled to <paramref name="max"/>.</summary>

@@ -74,7 +74,7 @@ internal sealed class Accounts : IAsyncDisposable
     public async Task<List<WardUser>> ListUsersAsync(CancellationToken ct) =>
         await Task.Run(() => Users.Users.OrderBy(u => u.UserName).ToList(), ct);
 
-    private async Task<WardUser> FindUserAsync(string userName) =>
+    public async Task<WardUser> FindUserAsync(string userName) =>
         await Users.FindByNameAsync(userName) ?? throw new NodeException($"No user '{userName}' on this node (ward users list).");
 
     /// <summary>Disables an account for good: no sign-in, no new token, and every grant it holds revoked.</summary>
