@@ -42,6 +42,7 @@ internal static partial class Commands
         root.Add(Backup());
         root.Add(Doctor());
         root.Add(PolicyCommand());
+        root.Add(DicomCommand());
         root.Add(BreakGlassCommand());
         root.Add(ResearchCommand());
         return root;
@@ -406,7 +407,7 @@ internal static partial class Commands
         {
             return await action();
         }
-        catch (Exception e) when (e is NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException)
+        catch (Exception e) when (e is NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException or Ward.Core.Imaging.DicomException)
         {
             AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
             return 2;
