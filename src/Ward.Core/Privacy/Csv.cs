@@ -12,6 +12,12 @@ internal static class Csv
     public static IEnumerable<string[]> Read(string path, char separator)
     {
         using var reader = new StreamReader(path, Encoding.UTF8);
+        foreach (var record in Read(reader, separator, Path.GetFileName(path))) yield return record;
+    }
+
+    /// <summary>The records read from <paramref name="reader"/>; <paramref name="name"/> names the source in errors.</summary>
+    public static IEnumerable<string[]> Read(TextReader reader, char separator, string name)
+    {
         var number = 0;
         while (reader.ReadLine() is { } line)
         {
@@ -30,11 +36,11 @@ internal static class Csv
             var text = new StringBuilder(line);
             while (text.ToString().Count(c => c == '"') % 2 == 1)
             {
-                var next = reader.ReadLine() ?? throw new PrivacyException($"{Path.GetFileName(path)}, line {start}: a quoted field is not closed.");
+                var next = reader.ReadLine() ?? throw new PrivacyException($"{name}, line {start}: a quoted field is not closed.");
                 number++;
                 text.Append('\n').Append(next);
             }
-            yield return Fields(text.ToString(), separator, Path.GetFileName(path), start);
+            yield return Fields(text.ToString(), separator, name, start);
         }
     }
 
