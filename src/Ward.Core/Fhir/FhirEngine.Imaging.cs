@@ -1,0 +1,370 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Hl7.Fhir.Model;
+using Ward.Core.Access;
+using Ward.Core.Imaging;
+using Ward.Core.Policy;
+using Ward.Core.Search;
+using Ward.Core.Storage;
+
+namespace Ward.Core.Fhir;
+
+/// <summary>An instance STOW-RS refused, with its PS3.4 failure reason (0xC000 cannot understand, 0xA900 does not match, 0x0110 processing failure).</summary>
+internal readonly record struct FailedInstance(string? SopClass, string? SopInstance, ushort Reason, string Why);
+
+internal readonly record struct StoredInstance(string SopClass, string SopInstance, string StudyUid, string SeriesUid);
+
+/// <summary>One instance found by QIDO-RS or WADO-RS: its stored Part 10 bytes, read once.</summary>
+internal sealed record FoundInstance(long Rid, string Owner, byte[] Bytes)
+{
+    private DicomFile? _file;
+    public DicomFile File => _file ??= DicomFile.Read(Bytes);
+}
+
+/// <summary>QIDO-RS matching: the keys Ward matches on, with DICOM's matching rules (PS3.18 8.3.4).</summary>
+internal sealed record ImagingQuery(
+    string? StudyUid, string? SeriesUid, string? SopUid, string? PatientId, string? PatientName, string? Accession,
+    (long Lo, long Hi)? StudyDate, string? Modality, int Limit, int Offset, IReadOnlyList<DicomTag> IncludeFields, bool IncludeAll);
+
+/// <summary>
+/// Images under the same rules as records: each DICOM instance is stored as a version of the internal type
+/// <c>DicomInstance</c> (never reachable through the FHIR API) in its patient's compartment, sealed under that patient's
+/// key, indexed blind (UIDs, patient id, accession number) and in clear (modality, study date), and listed in the
+/// study's ImagingStudy resource. Access is decided as for ImagingStudy, row by row, by the same policy engine; every
+/// store, query and retrieval leaves BALP records naming the study.
+/// </summary>
+internal sealed partial class FhirEngine
+{
+    public const string InstanceType = "DicomInstance";
+    private const string DicomUidSystem = "urn:dicom:uid";
+    private const string DcmSystem = "http://dicom.nema.org/resources/ontology/DCM";
+
+    /// <summary>The ImagingStudy id of a study: a blind of its UID (UIDs can say when and where, so none appears in clear).</summary>
+    public string StudyResourceId(string studyUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-study", studyUid).Replace('_', '.');
+
+    private string InstanceId(string sopUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-sop", sopUid);
+
+    private string BlindUid(string param, string uid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-" + param, uid);
+
+    private sealed record Incoming(DicomFile File, byte[] Bytes, string StudyUid, string SeriesUid, string SopUid, string SopClass, string PatientId);
+
+    /// <summary>
+    /// STOW-RS: stores the instances of one request in one transaction with their ImagingStudy updates and audit records.
+    /// Instances that cannot be read or lack what Ward needs are reported as failed; a policy refusal fails the request.
+    /// </summary>
+    public async Task<(List<StoredInstance> Stored, List<FailedInstance> Failed)> StoreImagesAsync(FhirRequest request, IReadOnlyList<ReadOnlyMemory<byte>> parts, string? studyUid, CancellationToken ct)
+    {
+        var trail = request.Trail = new AuditTrail(request, store.Keys.Blind) { Subtype = "create", Action = 'C' };
+        var failed = new List<FailedInstance>();
+        var incoming = new List<Incoming>();
+        foreach (var part in parts)
+        {
+            DicomFile file;
+            try
+            {
+                file = DicomFile.Read(part);
+            }
+            catch (DicomException e)
+            {
+                failed.Add(new FailedInstance(null, null, 0xC000, e.Message));
+                continue;
+            }
+            var ds = file.Dataset;
+            var (sopClass, sop, study, series) = (ds.GetString(DicomTag.SopClassUid), ds.GetString(DicomTag.SopInstanceUid),
+                ds.GetString(DicomTag.StudyInstanceUid), ds.GetString(DicomTag.SeriesInstanceUid));
+            var patient = ds.GetString(DicomTag.PatientId);
+            if (string.IsNullOrEmpty(sopClass) || string.IsNullOrEmpty(sop) || string.IsNullOrEmpty(study) || string.IsNullOrEmpty(series))
+                failed.Add(new FailedInstance(sopClass, sop, 0xA900, "The instance lacks its SOP Class, SOP Instance, Study or Series Instance UID."));
+            else if (studyUid is not null && study != studyUid)
+                failed.Add(new FailedInstance(sopClass, sop, 0xA900, $"The instance belongs to another study than the one in the URL."));
+            else if (string.IsNullOrEmpty(patient))
+                failed.Add(new FailedInstance(sopClass, sop, 0xA900, "The instance has no Patient ID (0010,0020): every image must belong to a patient's compartment."));
+            else
+                incoming.Add(new Incoming(file, DicomWriter.ToBytes(file), study, series, sop, sopClass, patient));
+        }
+        var stored = new List<StoredInstance>();
+        if (incoming.Count == 0)
+        {
+            await audit.RecordAsync(trail.Records(failed.Count > 0 ? 409 : 400, Now()));
+            return (stored, failed);
+        }
+        try
+        {
+            var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
+            RefuseWriteWhenReadOnly();
+            Permit(request, "ImagingStudy", Interaction.Create);
+            Permit(request, "ImagingStudy", Interaction.Update);
+            await store.WriteAsync(s =>
+            {
+                trail.Restart();
+                access.ForgetFacts();
+                stored.Clear();
+                OpenGlass(s, request);
+                foreach (var study in incoming.GroupBy(i => i.StudyUid))
+                {
+                    stored.AddRange(StoreStudy(s, request, study.Key, [.. study]));
+                }
+                audit.Append(s, trail.Records(200, Now()));
+                return true;
+            }, ct);
+        }
+        catch (Exception e) when (e is not Audit.AuditUnavailableException and not OperationCanceledException)
+        {
+            var (status, _) = Outcomes.FromException(e);
+            await audit.RecordAsync(trail.Records((int)status, Now()));
+            throw;
+        }
+        return (stored, failed);
+    }
+
+    private List<StoredInstance> StoreStudy(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances)
+    {
+        var first = instances[0].File.Dataset;
+        var patientId = ResolvePatient(s, request, first);
+        if (instances.Any(i => i.PatientId != instances[0].PatientId))
+            throw FhirException.BadRequest($"The instances of one study name different Patient IDs; Ward keeps a study in one patient's compartment.");
+
+        var studyId = StudyResourceId(studyUid);
+        var current = s.GetCurrent("ImagingStudy", studyId);
+        var study = current is { Deleted: false } ? (ImagingStudy)FhirJson.Parse(s.Read("ImagingStudy", studyId)!.Data) : NewStudy(studyUid, patientId, first);
+        if (study.Subject?.Reference != $"Patient/{patientId}")
+            throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.Conflict,
+                "This study is already stored in another patient's compartment; an instance cannot move it.");
+        foreach (var instance in instances) AddToStudy(study, instance);
+        study.NumberOfSeries = study.Series.Count;
+        study.NumberOfInstances = study.Series.Sum(se => se.Instance.Count);
+        study.Modality = [.. study.Series.Select(se => se.Modality).Where(m => m is not null).DistinctBy(m => m.Code)];
+        Apply(s, Prepare("ImagingStudy", studyId, study, current, current is { Deleted: false } ? "PUT" : "POST"), request);
+
+        var ticks = Now();
+        var result = new List<StoredInstance>();
+        foreach (var instance in instances)
+        {
+            var id = InstanceId(instance.SopUid);
+            var existing = s.GetCurrent(InstanceType, id);
+            var version = existing is { } e ? e.Version + 1 : 1;
+            var index = InstanceIndex(instance, patientId);
+            var (_, digest) = s.Put(InstanceType, id, existing, version, Math.Max(ticks, existing?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0),
+                existing is null ? "POST" : "PUT", instance.Bytes, index);
+            request.Trail?.Wrote(InstanceType, id, version, digest, patientId);
+            result.Add(new StoredInstance(instance.SopClass, instance.SopUid, instance.StudyUid, instance.SeriesUid));
+        }
+        return result;
+    }
+
+    private IndexSet InstanceIndex(Incoming instance, string patientId)
+    {
+        var ds = instance.File.Dataset;
+        var index = new IndexSet { Owner = patientId };
+        index.Patients.Add(patientId);
+        index.Tokens.Add(new TokenEntry("study", null, BlindUid("study", instance.StudyUid), null));
+        index.Tokens.Add(new TokenEntry("series", null, BlindUid("series", instance.SeriesUid), null));
+        index.Tokens.Add(new TokenEntry("sop", null, BlindUid("sop", instance.SopUid), null));
+        index.Tokens.Add(new TokenEntry("patient-id", null, BlindUid("patient-id", instance.PatientId), null));
+        if (ds.GetString(DicomTag.AccessionNumber) is { Length: > 0 } accession)
+            index.Tokens.Add(new TokenEntry("accession", null, BlindUid("accession", accession), null));
+        if (ds.GetString(DicomTag.Modality) is { Length: > 0 } modality)
+            index.Tokens.Add(new TokenEntry("modality", null, modality, null));
+        if (Day(ds.GetString(DicomTag.StudyDate)) is { } day)
+            index.Dates.Add(new DateEntry("study-date", day.Ticks, day.AddDays(1).Ticks - 1));
+        return index;
+    }
+
+    private static DateTime? Day(string? dicomDate) =>
+        dicomDate is { Length: >= 8 } && DateTime.TryParseExact(dicomDate.AsSpan(0, 8), "yyyyMMdd", CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var d)
+            ? DateTime.SpecifyKind(d, DateTimeKind.Utc) : null;
+
+    /// <summary>
+    /// The patient an instance belongs to: the one Patient whose identifier has the instance's Patient ID (looked up
+    /// whatever the caller may read, so that images join their records), else a new Patient made from the instance.
+    /// </summary>
+    private string ResolvePatient(StoreSession s, FhirRequest request, DicomDataset ds)
+    {
+        var patientId = ds.GetString(DicomTag.PatientId)!;
+        var query = SearchQuery.Parse("Patient", [new("identifier", patientId.Replace("|", "\\|", StringComparison.Ordinal))], strict: true);
+        var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine, null, s);
+        var where = sql.Where(query);
+        var matches = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} LIMIT 2", sql.Args);
+        if (matches.Count > 1)
+            throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.MultipleMatches,
+                "The instance's Patient ID matches several patients; Ward cannot tell which compartment the images belong to.");
+        if (matches.Count == 1) return s.LoadCurrent(matches)[0].Id;
+
+        var patient = new Hl7.Fhir.Model.Patient
+        {
+            Identifier = [new Identifier(ds.GetString(DicomTag.IssuerOfPatientId) is { Length: > 0 } issuer ? $"urn:ward:dicom:issuer:{Uri.EscapeDataString(issuer)}" : "urn:ward:dicom:patient-id", patientId)],
+        };
+        if (ds.GetString(DicomTag.PatientName) is { Length: > 0 } name)
+        {
+            var parts = name.Split('=')[0].Split('^');
+            var human = new HumanName { Family = parts[0].Length > 0 ? parts[0] : null };
+            if (parts.Length > 1 && parts[1].Length > 0) human.Given = [parts[1]];
+            patient.Name = [human];
+        }
+        if (Day(ds.GetString(DicomTag.PatientBirthDate)) is { } birth) patient.BirthDate = birth.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
+        patient.Gender = ds.GetString(DicomTag.PatientSex) switch { "M" => AdministrativeGender.Male, "F" => AdministrativeGender.Female, "O" => AdministrativeGender.Other, _ => null };
+        var id = NewId();
+        Permit(request, "Patient", Interaction.Create);
+        Apply(s, Prepare("Patient", id, patient, null, "POST"), request);
+        return id;
+    }
+
+    private static ImagingStudy NewStudy(string studyUid, string patientId, DicomDataset ds)
+    {
+        var study = new ImagingStudy
+        {
+            Status = ImagingStudy.ImagingStudyStatus.Available,
+            Subject = new ResourceReference($"Patient/{patientId}"),
+            Identifier = [new Identifier(DicomUidSystem, "urn:oid:" + studyUid)],
+            Description = ds.GetString(DicomTag.StudyDescription) is { Length: > 0 } d ? d : null,
+        };
+        if (ds.GetString(DicomTag.AccessionNumber) is { Length: > 0 } accession)
+            study.Identifier.Add(new Identifier { Type = new CodeableConcept("http://terminology.hl7.org/CodeSystem/v2-0203", "ACSN"), Value = accession });
+        if (Day(ds.GetString(DicomTag.StudyDate)) is { } day)
+        {
+            var time = ds.GetString(DicomTag.StudyTime);
+            var at = time is { Length: >= 6 } && TimeSpan.TryParseExact(time[..6], "hhmmss", CultureInfo.InvariantCulture, out var t) ? day + t : day;
+            study.StartedElement = new FhirDateTime(new DateTimeOffset(at, TimeSpan.Zero));
+        }
+        return study;
+    }
+
+    private static void AddToStudy(ImagingStudy study, Incoming instance)
+    {
+        var ds = instance.File.Dataset;
+        var series = study.Series.FirstOrDefault(se => se.Uid == instance.SeriesUid);
+        if (series is null)
+        {
+            series = new ImagingStudy.SeriesComponent
+            {
+                Uid = instance.SeriesUid,
+                Number = ds.GetInt(DicomTag.SeriesNumber) is { } n && n >= 0 ? n : null,
+                Modality = new Coding(DcmSystem, ds.GetString(DicomTag.Modality) is { Length: > 0 } m ? m : "OT"),
+                Description = ds.GetString(DicomTag.SeriesDescription) is { Length: > 0 } d ? d : null,
+            };
+            study.Series.Add(series);
+        }
+        if (series.Instance.All(i => i.Uid != instance.SopUid))
+        {
+            series.Instance.Add(new ImagingStudy.InstanceComponent
+            {
+                Uid = instance.SopUid,
+                SopClass = new Coding("urn:ietf:rfc:3986", "urn:oid:" + instance.SopClass),
+                Number = ds.GetInt(DicomTag.InstanceNumber) is { } n && n >= 0 ? n : null,
+            });
+        }
+        series.NumberOfInstances = series.Instance.Count;
+    }
+
+    // ------------------------------------------------------------------------------------------------------ reading
+
+    /// <summary>
+    /// The instances of a study (and series, and instance) for WADO-RS, each decided by the policy as a read of the
+    /// study: 404 when none exists, 403 naming the rule when one exists that the caller may not read.
+    /// </summary>
+    public async Task<List<FoundInstance>> RetrieveImagesAsync(FhirRequest request, string studyUid, string? seriesUid, string? sopUid, CancellationToken ct)
+    {
+        var trail = request.Trail = new AuditTrail(request, store.Keys.Blind) { Subtype = "read", Action = 'R' };
+        var studyId = StudyResourceId(studyUid);
+        trail.Target = ("ImagingStudy", studyId);
+        try
+        {
+            request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
+            if (request.Access.Justification is not null) await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
+            var found = await store.ReadAsync(s =>
+            {
+                var scoped = Permit(request, "ImagingStudy", Interaction.Read) == Reach.Patient;
+                var (where, args) = InstanceCondition(studyUid, seriesUid, sopUid);
+                var rids = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid", args);
+                if (rids.Count == 0)
+                    throw FhirException.NotFound(sopUid is not null ? "No such instance." : seriesUid is not null ? "No such series." : "No such study.");
+                foreach (var rid in rids) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
+                var versions = s.LoadCurrent(rids);
+                foreach (var v in versions) trail.Patient(v.Owner);
+                if (s.Read("ImagingStudy", studyId) is { } studyVersion) trail.Saw(studyVersion);
+                return versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList();
+            }, ct);
+            await audit.RecordAsync(trail.Records(200, Now()));
+            return found;
+        }
+        catch (Exception e) when (e is not Audit.AuditUnavailableException and not OperationCanceledException)
+        {
+            var (status, _) = Outcomes.FromException(e);
+            await audit.RecordAsync(trail.Records((int)status, Now(), await store.ReadAsync(s => s.OwnerOf("ImagingStudy", studyId), ct)));
+            throw;
+        }
+    }
+
+    private (string Where, List<(string, object?)> Args) InstanceCondition(string? studyUid, string? seriesUid, string? sopUid)
+    {
+        var args = new List<(string, object?)> { ("@type", InstanceType) };
+        var where = "r.type = @type AND r.deleted = 0";
+        foreach (var (param, uid) in new[] { ("study", studyUid), ("series", seriesUid), ("sop", sopUid) })
+        {
+            if (uid is null) continue;
+            where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = '{param}' AND t.code = @{param})";
+            args.Add(($"@{param}", BlindUid(param, uid)));
+        }
+        return (where, args);
+    }
+
+    /// <summary>
+    /// QIDO-RS: the instances matching <paramref name="query"/> that the caller may read (filtered in SQL by the same
+    /// row filter as FHIR searches, so nothing withheld is counted), grouped by the caller at the asked level.
+    /// Patient names are matched on the decrypted instances, with DICOM wildcards.
+    /// </summary>
+    public async Task<List<FoundInstance>> QueryImagesAsync(FhirRequest request, ImagingQuery query, CancellationToken ct)
+    {
+        var trail = request.Trail = new AuditTrail(request, store.Keys.Blind) { Subtype = "search-type", Action = 'E' };
+        try
+        {
+            var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
+            if (access.Justification is not null) await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
+            var found = await store.ReadAsync(s =>
+            {
+                var reach = Permit(request, "ImagingStudy", Interaction.Search);
+                var (where, args) = InstanceCondition(query.StudyUid, query.SeriesUid, query.SopUid);
+                string Arg(object? value)
+                {
+                    var name = "@q" + args.Count.ToString(CultureInfo.InvariantCulture);
+                    args.Add((name, value));
+                    return name;
+                }
+                if (query.PatientId is { } pid)
+                    where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'patient-id' AND t.code = {Arg(BlindUid("patient-id", pid))})";
+                if (query.Accession is { } accession)
+                    where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'accession' AND t.code = {Arg(BlindUid("accession", accession))})";
+                if (query.StudyDate is var (lo, hi))
+                    where += $" AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'study-date' AND d.lo <= {Arg(hi)} AND d.hi >= {Arg(lo)})";
+                if (query.Modality is { } modality)
+                    where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'modality' AND t.code = {Arg(modality)})";
+                if (reach == Reach.Patient)
+                    where += $" AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = r.rid AND c.patient_id = {Arg(request.Caller.Patient)})";
+                if (access.RowFilter(s, "r", Arg) is { } filter) where += " AND " + filter;
+                var rids = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid", args);
+                var versions = s.LoadCurrent(rids);
+                var instances = versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList();
+                if (query.PatientName is { Length: > 0 } pattern)
+                {
+                    var regex = NamePattern(pattern);
+                    instances = [.. instances.Where(i => i.File.Dataset.GetString(DicomTag.PatientName) is { } name && (regex.IsMatch(name) || regex.IsMatch(name.Split('=')[0])))];
+                }
+                foreach (var i in instances) trail.Patient(i.Owner);
+                return instances;
+            }, ct);
+            await audit.RecordAsync(trail.Records(200, Now()));
+            return found;
+        }
+        catch (Exception e) when (e is not Audit.AuditUnavailableException and not OperationCanceledException)
+        {
+            var (status, _) = Outcomes.FromException(e);
+            await audit.RecordAsync(trail.Records((int)status, Now()));
+            throw;
+        }
+    }
+
+    /// <summary>DICOM wildcard matching (PS3.4 C.2.2.2.4): * any run, ? one character; case-insensitive, whole value.</summary>
+    private static Regex NamePattern(string pattern) =>
+        new("^" + Regex.Escape(pattern).Replace("\\*", ".*", StringComparison.Ordinal).Replace("\\?", ".", StringComparison.Ordinal) + "$",
+            RegexOptions.IgnoreCase | RegexOptions.CultureInvariant | RegexOptions.Singleline, TimeSpan.FromMilliseconds(100));
+}
