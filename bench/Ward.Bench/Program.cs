@@ -10,6 +10,12 @@ using System.Text.Json;
 //   audit DATA N CLIENTS     append N audit entries to a fresh node's log from CLIENTS concurrent requests (group commit),
 //                            then N in transactions of 1,000; then the latency of 10,000 inclusion proofs at size N
 //   serve DATA URL [--no-auth]  host the node's web server (as 'ward serve'); --no-auth skips token checks, for bench/auth.sh only
+//   stow URL FILE COUNT CLIENTS PER-REQUEST  STOW-RS COUNT copies of FILE (each with its own SOP Instance UID, 100 per
+//                            study) to URL (a DICOMweb base: Ward's /dicomweb or Orthanc's /dicom-web), PER-REQUEST
+//                            instances per request from CLIENTS concurrent clients; prints instances/s
+//   get URL N [ACCEPT]       latency of N GETs of URL (median, p99), for QIDO-RS and WADO-RS
+//   post URL N BODY          latency of N POSTs of BODY (JSON) to URL, for Orthanc's /instances/{id}/anonymize
+//   deid FILE N              in-process PS3.15 basic profile de-identification of FILE (read, de-identify, write), N times
 // The HTTP modes send the access token in WARD_TOKEN, if set.
 var mode = args.ElementAtOrDefault(0);
 using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 64 }) { Timeout = TimeSpan.FromMinutes(10) };
@@ -33,6 +39,14 @@ switch (mode)
         return await AuditAppends(args[1], int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture), int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture));
     case "crypto":
         return Crypto(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
+    case "stow":
+        return await Stow(http, args[1].TrimEnd('/'), args[2], Int(args[3]), Int(args[4]), Int(args[5]));
+    case "get":
+        return await Latency(http, HttpMethod.Get, args[1], Int(args[2]), args.ElementAtOrDefault(3), null);
+    case "post":
+        return await Latency(http, HttpMethod.Post, args[1], Int(args[2]), null, args[3]);
+    case "deid":
+        return Deid(args[1], Int(args[2]));
     default:
         Console.Error.WriteLine("usage: ingest URL DIR CLIENTS | ids URL TYPE OUT | search URL N | crypto SECONDS | audit DATA N CLIENTS | serve DATA URL [--no-auth]");
         return 2;
@@ -248,5 +262,105 @@ static int StoreReads(string dataDir, int n)
         var bare = w.Elapsed.TotalMilliseconds * 1000 / n;
         Console.WriteLine($"store-reads: Read {store_:F2} µs, bare SQL {bare:F2} µs, difference {store_ - bare:F2} µs");
     }
+    return 0;
+}
+
+static int Int(string text) => int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
+
+static async Task<int> Stow(HttpClient http, string url, string file, int count, int clients, int perRequest)
+{
+    // Every copy gets its own SOP Instance UID, and every 100 copies their own study and series, before the clock starts.
+    var source = Ward.Core.Imaging.DicomFile.Read(File.ReadAllBytes(file));
+    var prefix = "2.25." + Random.Shared.NextInt64(1, long.MaxValue).ToString(System.Globalization.CultureInfo.InvariantCulture);
+    var copies = new List<byte[]>(count);
+    for (var i = 0; i < count; i++)
+    {
+        var ds = source.Dataset;
+        ds.SetString(Ward.Core.Imaging.DicomTag.SopInstanceUid, Ward.Core.Imaging.DicomVR.UI, $"{prefix}.1.{i}");
+        ds.SetString(Ward.Core.Imaging.DicomTag.StudyInstanceUid, Ward.Core.Imaging.DicomVR.UI, $"{prefix}.2.{i / 100}");
+        ds.SetString(Ward.Core.Imaging.DicomTag.SeriesInstanceUid, Ward.Core.Imaging.DicomVR.UI, $"{prefix}.3.{i / 100}");
+        copies.Add(Ward.Core.Imaging.DicomWriter.ToBytes(source));
+    }
+    var requests = copies.Chunk(perRequest).ToList();
+    var next = -1;
+    var failures = 0;
+    var watch = Stopwatch.StartNew();
+    await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+    {
+        int r;
+        while ((r = Interlocked.Increment(ref next)) < requests.Count)
+        {
+            var content = new MultipartContent("related", "bench-" + r.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            content.Headers.ContentType!.Parameters.Add(new System.Net.Http.Headers.NameValueHeaderValue("type", "\"application/dicom\""));
+            foreach (var bytes in requests[r])
+            {
+                var part = new ByteArrayContent(bytes);
+                part.Headers.ContentType = new("application/dicom");
+                content.Add(part);
+            }
+            using var response = await http.PostAsync($"{url}/studies", content);
+            await response.Content.ReadAsByteArrayAsync();
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                Interlocked.Increment(ref failures);
+            }
+        }
+    }));
+    watch.Stop();
+    Console.WriteLine($"stow {count} instances of {new FileInfo(file).Length / 1024} KB, {perRequest} per request, {clients} clients: {count / watch.Elapsed.TotalSeconds:F0} instances/s ({failures} failed requests)");
+    return failures == 0 ? 0 : 1;
+}
+
+static async Task<int> Latency(HttpClient http, HttpMethod method, string url, int n, string? accept, string? body)
+{
+    var times = new List<double>(n);
+    for (var i = 0; i < n + 20; i++)
+    {
+        using var request = new HttpRequestMessage(method, url);
+        if (accept is not null)
+        {
+            request.Headers.TryAddWithoutValidation("Accept", accept);
+        }
+        if (body is not null)
+        {
+            request.Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json");
+        }
+        var watch = Stopwatch.StartNew();
+        using var response = await http.SendAsync(request);
+        await response.Content.ReadAsByteArrayAsync();
+        watch.Stop();
+        if (!response.IsSuccessStatusCode)
+        {
+            Console.Error.WriteLine($"{method} {url}: {(int)response.StatusCode}");
+            return 1;
+        }
+        if (i >= 20)
+        {
+            times.Add(watch.Elapsed.TotalMilliseconds);
+        }
+    }
+    times.Sort();
+    Console.WriteLine($"{method} {url}: n={n} median {times[n / 2]:F2} ms, p99 {times[(int)(n * 0.99)]:F2} ms");
+    return 0;
+}
+
+static int Deid(string file, int n)
+{
+    var bytes = File.ReadAllBytes(file);
+    var deidentifier = new Ward.Core.Imaging.DicomDeidentifier(Ward.Core.Imaging.DeidOptions.None, System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+    var times = new List<double>(n);
+    for (var i = 0; i < n + 200; i++)
+    {
+        var watch = Stopwatch.StartNew();
+        var clean = deidentifier.Deidentify(Ward.Core.Imaging.DicomFile.Read(bytes));
+        _ = Ward.Core.Imaging.DicomWriter.ToBytes(clean);
+        watch.Stop();
+        if (i >= 200)
+        {
+            times.Add(watch.Elapsed.TotalMilliseconds);
+        }
+    }
+    times.Sort();
+    Console.WriteLine($"deid {Path.GetFileName(file)} ({bytes.Length / 1024} KB): n={n} median {times[n / 2]:F3} ms, p99 {times[(int)(n * 0.99)]:F3} ms per instance");
     return 0;
 }

@@ -28,12 +28,12 @@ internal static class DicomWebEndpoints
         Handle(app, fhir, "POST", "/dicomweb/studies", (http, request, ct) => StowAsync(http, engine, request, null, ct));
         Handle(app, fhir, "POST", "/dicomweb/studies/{study}", (http, request, ct) => StowAsync(http, engine, request, Route(http, "study"), ct));
 
-        Handle(app, fhir, "GET", "/dicomweb/studies", (http, request, ct) => QidoAsync(http, engine, request, Level.Study, null, null, ct));
-        Handle(app, fhir, "GET", "/dicomweb/series", (http, request, ct) => QidoAsync(http, engine, request, Level.Series, null, null, ct));
-        Handle(app, fhir, "GET", "/dicomweb/instances", (http, request, ct) => QidoAsync(http, engine, request, Level.Instance, null, null, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series", (http, request, ct) => QidoAsync(http, engine, request, Level.Series, Route(http, "study"), null, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/instances", (http, request, ct) => QidoAsync(http, engine, request, Level.Instance, Route(http, "study"), null, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances", (http, request, ct) => QidoAsync(http, engine, request, Level.Instance, Route(http, "study"), Route(http, "series"), ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Study, null, null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/series", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Series, null, null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/instances", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Instance, null, null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Series, Route(http, "study"), null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/instances", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Instance, Route(http, "study"), null, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Instance, Route(http, "study"), Route(http, "series"), ct));
 
         Handle(app, fhir, "GET", "/dicomweb/studies/{study}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
         Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
@@ -108,8 +108,6 @@ internal static class DicomWebEndpoints
 
     // ------------------------------------------------------------------------------------------------------ QIDO-RS
 
-    private enum Level { Study, Series, Instance }
-
     private static readonly DicomTag[] StudyFields =
     [
         DicomTag.StudyDate, DicomTag.StudyTime, DicomTag.AccessionNumber, DicomTag.ReferringPhysicianName, DicomTag.PatientName,
@@ -124,26 +122,18 @@ internal static class DicomWebEndpoints
         DicomTag.StudyInstanceUid, DicomTag.SeriesInstanceUid,
     ];
 
-    private static async Task<IResult> QidoAsync(HttpContext http, FhirEngine engine, FhirRequest request, Level level, string? study, string? series, CancellationToken ct)
+    private static async Task<IResult> QidoAsync(HttpContext http, FhirEngine engine, FhirRequest request, ImagingLevel level, string? study, string? series, CancellationToken ct)
     {
         var query = ParseQuery(http.Request.Query, study, series);
-        var instances = await engine.QueryImagesAsync(request, query, ct);
+        var matches = await engine.QueryImagesAsync(request, query, level, ct);
         var baseUrl = DicomWebBase(http);
-        Func<FoundInstance, string> key = level switch
-        {
-            Level.Study => i => i.File.Dataset.GetString(DicomTag.StudyInstanceUid)!,
-            Level.Series => i => i.File.Dataset.GetString(DicomTag.SeriesInstanceUid)!,
-            _ => i => i.File.Dataset.GetString(DicomTag.SopInstanceUid)!,
-        };
-        // Study-level counts and modalities take every instance of the study the caller may read, not only the matching ones.
-        var groups = instances.GroupBy(key).Skip(query.Offset).Take(query.Limit).ToList();
+        var fields = level switch { ImagingLevel.Study => StudyFields, ImagingLevel.Series => SeriesFields, _ => InstanceFields };
         var body = Json(json =>
         {
             json.WriteStartArray();
-            foreach (var group in groups)
+            foreach (var match in matches)
             {
-                var first = group.First().File.Dataset;
-                var fields = level switch { Level.Study => StudyFields, Level.Series => SeriesFields, _ => InstanceFields };
+                var first = match.First.File.Dataset;
                 var result = new DicomDataset { Charset = first.Charset };
                 if (first[DicomTag.SpecificCharacterSet] is { } charset) result.Set(charset);
                 foreach (var element in first)
@@ -151,22 +141,21 @@ internal static class DicomWebEndpoints
                     if (query.IncludeAll ? element.Tag != DicomTag.PixelData && !element.Tag.IsPrivate : fields.Contains(element.Tag) || query.IncludeFields.Contains(element.Tag))
                         result.Set(element);
                 }
-                var studyUid = first.GetString(DicomTag.StudyInstanceUid);
+                var (studyUid, seriesUid) = (first.GetString(DicomTag.StudyInstanceUid), first.GetString(DicomTag.SeriesInstanceUid));
                 switch (level)
                 {
-                    case Level.Study:
-                        result.SetString(DicomTag.ModalitiesInStudy, DicomVR.CS, string.Join('\\', group.Select(i => i.File.Dataset.GetString(DicomTag.Modality)).Where(m => !string.IsNullOrEmpty(m)).Distinct()));
-                        result.SetString(new DicomTag(0x0020_1206), DicomVR.IS, group.Select(i => i.File.Dataset.GetString(DicomTag.SeriesInstanceUid)).Distinct().Count().ToString(CultureInfo.InvariantCulture));
-                        result.SetString(new DicomTag(0x0020_1208), DicomVR.IS, group.Count().ToString(CultureInfo.InvariantCulture));
+                    case ImagingLevel.Study:
+                        result.SetString(DicomTag.ModalitiesInStudy, DicomVR.CS, string.Join('\\', match.Modalities));
+                        result.SetString(new DicomTag(0x0020_1206), DicomVR.IS, match.Series.ToString(CultureInfo.InvariantCulture));
+                        result.SetString(new DicomTag(0x0020_1208), DicomVR.IS, match.Instances.ToString(CultureInfo.InvariantCulture));
                         result.SetString(new DicomTag(0x0008_1190), DicomVR.UR, $"{baseUrl}/studies/{studyUid}");
                         break;
-                    case Level.Series:
-                        result.SetString(new DicomTag(0x0020_1209), DicomVR.IS, group.Count().ToString(CultureInfo.InvariantCulture));
-                        result.SetString(new DicomTag(0x0008_1190), DicomVR.UR, $"{baseUrl}/studies/{studyUid}/series/{group.Key}");
+                    case ImagingLevel.Series:
+                        result.SetString(new DicomTag(0x0020_1209), DicomVR.IS, match.Instances.ToString(CultureInfo.InvariantCulture));
+                        result.SetString(new DicomTag(0x0008_1190), DicomVR.UR, $"{baseUrl}/studies/{studyUid}/series/{seriesUid}");
                         break;
                     default:
-                        result.SetString(new DicomTag(0x0008_1190), DicomVR.UR,
-                            $"{baseUrl}/studies/{studyUid}/series/{first.GetString(DicomTag.SeriesInstanceUid)}/instances/{group.Key}");
+                        result.SetString(new DicomTag(0x0008_1190), DicomVR.UR, $"{baseUrl}/studies/{studyUid}/series/{seriesUid}/instances/{first.GetString(DicomTag.SopInstanceUid)}");
                         break;
                 }
                 DicomJson.Write(json, result);

@@ -21,6 +21,11 @@ internal sealed record FoundInstance(long Rid, string Owner, byte[] Bytes)
     public DicomFile File => _file ??= DicomFile.Read(Bytes);
 }
 
+internal enum ImagingLevel { Study, Series, Instance }
+
+/// <summary>One QIDO-RS result: the instance whose attributes describe it, and the counts and modalities of its group.</summary>
+internal sealed record ImagingMatch(FoundInstance First, int Instances, int Series, string[] Modalities);
+
 /// <summary>QIDO-RS matching: the keys Ward matches on, with DICOM's matching rules (PS3.18 8.3.4).</summary>
 internal sealed record ImagingQuery(
     string? StudyUid, string? SeriesUid, string? SopUid, string? PatientId, string? PatientName, string? Accession,
@@ -309,11 +314,12 @@ internal sealed partial class FhirEngine
     }
 
     /// <summary>
-    /// QIDO-RS: the instances matching <paramref name="query"/> that the caller may read (filtered in SQL by the same
-    /// row filter as FHIR searches, so nothing withheld is counted), grouped by the caller at the asked level.
-    /// Patient names are matched on the decrypted instances, with DICOM wildcards.
+    /// QIDO-RS: the studies, series or instances (<paramref name="level"/>) with an instance matching
+    /// <paramref name="query"/> that the caller may read, filtered in SQL by the same row filter as FHIR searches (so
+    /// nothing withheld is counted or paged). Grouping, counts and modalities come from the index; only one instance of
+    /// each group on the page is opened, for its attributes (and patient names are matched on it, with DICOM wildcards).
     /// </summary>
-    public async Task<List<FoundInstance>> QueryImagesAsync(FhirRequest request, ImagingQuery query, CancellationToken ct)
+    public async Task<List<ImagingMatch>> QueryImagesAsync(FhirRequest request, ImagingQuery query, ImagingLevel level, CancellationToken ct)
     {
         var trail = request.Trail = new AuditTrail(request, store.Keys.Blind) { Subtype = "search-type", Action = 'E' };
         try
@@ -337,20 +343,40 @@ internal sealed partial class FhirEngine
                 if (query.StudyDate is var (lo, hi))
                     where += $" AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'study-date' AND d.lo <= {Arg(hi)} AND d.hi >= {Arg(lo)})";
                 if (query.Modality is { } modality)
-                    where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'modality' AND t.code = {Arg(modality)})";
+                {
+                    // A study matches when any of its series has the modality; its counts still take all its instances.
+                    var modalityFilter = $"EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'modality' AND t.code = {Arg(modality)})";
+                    where += level == ImagingLevel.Study
+                        ? $" AND EXISTS (SELECT 1 FROM ix_token st2 JOIN resource r2 ON r2.rid = st2.rid WHERE st2.param = 'study' AND st2.code = st.code AND r2.deleted = 0 AND {modalityFilter.Replace("r.rid", "r2.rid", StringComparison.Ordinal)})"
+                        : " AND " + modalityFilter;
+                }
                 if (reach == Reach.Patient)
                     where += $" AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = r.rid AND c.patient_id = {Arg(request.Caller.Patient)})";
                 if (access.RowFilter(s, "r", Arg) is { } filter) where += " AND " + filter;
-                var rids = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid", args);
-                var versions = s.LoadCurrent(rids);
-                var instances = versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList();
-                if (query.PatientName is { Length: > 0 } pattern)
+                var rows = new List<(long Rid, string Study, string Series, string? Modality)>();
+                using (var cmd = s.Command($"SELECT r.rid, st.code, se.code, m.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND st.param = 'study' "
+                    + $"JOIN ix_token se ON se.rid = r.rid AND se.param = 'series' LEFT JOIN ix_token m ON m.rid = r.rid AND m.param = 'modality' WHERE {where} ORDER BY r.rid"))
                 {
-                    var regex = NamePattern(pattern);
-                    instances = [.. instances.Where(i => i.File.Dataset.GetString(DicomTag.PatientName) is { } name && (regex.IsMatch(name) || regex.IsMatch(name.Split('=')[0])))];
+                    StoreSession.Bind(cmd, args);
+                    using var reader = cmd.ExecuteReader();
+                    while (reader.Read()) rows.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.IsDBNull(3) ? null : reader.GetString(3)));
                 }
-                foreach (var i in instances) trail.Patient(i.Owner);
-                return instances;
+                var groups = rows.GroupBy(r => level switch { ImagingLevel.Study => r.Study, ImagingLevel.Series => r.Series, _ => r.Rid.ToString(CultureInfo.InvariantCulture) });
+                var regex = query.PatientName is { Length: > 0 } pattern ? NamePattern(pattern) : null;
+                var matches = new List<ImagingMatch>();
+                var skipped = 0;
+                foreach (var group in groups)
+                {
+                    if (matches.Count == query.Limit) break;
+                    var version = s.LoadCurrent([group.First().Rid])[0];
+                    var first = new FoundInstance(version.Rid, version.Owner!, version.Data!);
+                    if (regex is not null && !(first.File.Dataset.GetString(DicomTag.PatientName) is { } name && (regex.IsMatch(name) || regex.IsMatch(name.Split('=')[0])))) continue;
+                    if (skipped++ < query.Offset) continue;
+                    matches.Add(new ImagingMatch(first, group.Count(), group.Select(r => r.Series).Distinct().Count(),
+                        [.. group.Select(r => r.Modality).OfType<string>().Distinct()]));
+                    trail.Patient(first.Owner);
+                }
+                return matches;
             }, ct);
             await audit.RecordAsync(trail.Records(200, Now()));
             return found;

