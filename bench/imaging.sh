@@ -40,6 +40,8 @@ run() { # label, then the load generator's arguments; prints the figure
 }
 figure() { grep -oE '[0-9.]+ instances/s|median [0-9.]+ ms' | grep -oE '[0-9.]+' | head -1; }
 
+# Warm-up (JIT, caches, first files) on both servers, not counted.
+for web in "$ward_web" "$orthanc_web"; do run stow "$web" "$sample" 200 4 1 >/dev/null; done
 declare -A results
 for round in $(seq "$rounds"); do
     echo "== round $round" >&2
@@ -50,16 +52,24 @@ for round in $(seq "$rounds"); do
     done
 done
 
-# Queries and retrievals on what is now stored (the sample's patient, 123565, has every study).
-study=$(curl -sf "$orthanc_web/studies?PatientID=123565&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["0020000D"]["Value"][0])')
-series=$(curl -sf "$orthanc_web/studies/$study/series" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["0020000E"]["Value"][0])')
-sop=$(curl -sf "$orthanc_web/studies/$study/series/$series/instances" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["00080018"]["Value"][0])')
-orthanc_id=$(curl -sf -X POST http://127.0.0.1:8042/tools/lookup -d "$sop" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ID"])')
+# Queries and retrievals on what each server now stores (the sample's patient, 123565, has every study).
+first() { # server web base, then the QIDO path and the attribute to take from its first result
+    curl -sf -H "Authorization: Bearer $token" "$1/$2" | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['$3']['Value'][0])"
+}
+declare -A wado
+for server in ward orthanc; do
+    web=$([ $server = ward ] && echo "$ward_web" || echo "$orthanc_web")
+    study=$(first "$web" "studies?PatientID=123565&limit=1" 0020000D)
+    series=$(first "$web" "studies/$study/series" 0020000E)
+    sop=$(first "$web" "studies/$study/series/$series/instances" 00080018)
+    wado[$server]="$web/studies/$study/series/$series/instances/$sop"
+done
+orthanc_id=$(curl -sf -X POST http://127.0.0.1:8042/tools/lookup -d "${wado[orthanc]##*/}" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ID"])')
 for round in $(seq "$rounds"); do
     for server in ward orthanc; do
         web=$([ $server = ward ] && echo "$ward_web" || echo "$orthanc_web")
         results[$server-qido]+=" $(run get "$web/studies?PatientID=123565&limit=10" 500 | figure)"
-        results[$server-wado]+=" $(run get "$web/studies/$study/series/$series/instances/$sop" 500 'multipart/related; type="application/dicom"' | figure)"
+        results[$server-wado]+=" $(run get "${wado[$server]}" 500 'multipart/related; type="application/dicom"' | figure)"
     done
     results[orthanc-deid]+=" $(run post "http://127.0.0.1:8042/instances/$orthanc_id/anonymize" 500 '{}' | figure)"
     results[ward-deid]+=" $(run deid "$sample" 5000 | grep -oE 'median [0-9.]+' | grep -oE '[0-9.]+')"
