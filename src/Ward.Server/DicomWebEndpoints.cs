@@ -66,17 +66,7 @@ internal static class DicomWebEndpoints
             throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
                 $"STOW-RS here takes Part 10 instances (type=\"application/dicom\"), not {type}.");
 
-        var reader = new MultipartReader(boundary, http.Request.Body);
-        var parts = new List<ReadOnlyMemory<byte>>();
-        while (await reader.ReadNextSectionAsync(ct) is { } section)
-        {
-            if (section.ContentType is { } partType && !partType.StartsWith("application/dicom", StringComparison.OrdinalIgnoreCase))
-                throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
-                    $"A part is {partType}; each part must be application/dicom.");
-            using var buffer = new MemoryStream();
-            await section.Body.CopyToAsync(buffer, ct);
-            parts.Add(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
-        }
+        var parts = await ReadPartsAsync(new MultipartReader(boundary, http.Request.Body), ct);
         if (parts.Count == 0) throw FhirException.BadRequest("The STOW-RS request holds no instance.");
 
         var (stored, failed) = await engine.StoreImagesAsync(request, parts, study, ct);
@@ -94,6 +84,29 @@ internal static class DicomWebEndpoints
             $"{baseUrl}/studies/{s.StudyUid}/series/{s.SeriesUid}/instances/{s.SopInstance}", null))]));
         var status = failed.Count == 0 ? 200 : stored.Count == 0 ? 409 : 202;
         return Results.Text(Encoding.UTF8.GetString(Json(json => DicomJson.Write(json, response))), DicomJsonType, Encoding.UTF8, status);
+    }
+
+    /// <summary>The parts of a multipart/related body, each application/dicom; a body that is not well-formed multipart answers 400.</summary>
+    private static async Task<List<ReadOnlyMemory<byte>>> ReadPartsAsync(MultipartReader reader, CancellationToken ct)
+    {
+        var parts = new List<ReadOnlyMemory<byte>>();
+        try
+        {
+            while (await reader.ReadNextSectionAsync(ct) is { } section)
+            {
+                if (section.ContentType is { } partType && !partType.StartsWith("application/dicom", StringComparison.OrdinalIgnoreCase))
+                    throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+                        $"A part is {partType}; each part must be application/dicom.");
+                using var buffer = new MemoryStream();
+                await section.Body.CopyToAsync(buffer, ct);
+                parts.Add(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
+            }
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException)
+        {
+            throw FhirException.BadRequest($"The multipart/related body is malformed: {e.Message}");
+        }
+        return parts;
     }
 
     private static DicomDataset Reference(string? sopClass, string? sopInstance, string? url, ushort? reason)

@@ -189,6 +189,12 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
         Assert.Equal("49152", Text(failed, "00081197")); // 0xC000: cannot understand
         Assert.Contains("Not DICOM", notDicom.Headers.Warning.ToString());
 
+        var broken = new ByteArrayContent("--nope\r\nContent-Type: application/dicom\r\n\r\nDICM"u8.ToArray());
+        broken.Headers.TryAddWithoutValidation("Content-Type", "multipart/related; type=\"application/dicom\"; boundary=nope");
+        using var truncated = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", broken);
+        Assert.Equal(HttpStatusCode.BadRequest, truncated.StatusCode);
+        Assert.Contains("malformed", await truncated.Content.ReadAsStringAsync());
+
         using var json = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", new StringContent("{}", Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, json.StatusCode);
         Assert.Contains("multipart/related", await json.Content.ReadAsStringAsync());
