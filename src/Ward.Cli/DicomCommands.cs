@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
@@ -114,6 +115,28 @@ internal static partial class Commands
         return entries;
     }
 
+    /// <summary>The numbers of a short binary value, separated by backslashes as DICOM writes multiple values.</summary>
+    private static string Numbers(DicomElement element)
+    {
+        var span = element.Value.Span;
+        var size = element.VR.WordSize();
+        var values = new List<string>();
+        for (var i = 0; i + size <= span.Length; i += size)
+        {
+            var word = span[i..];
+            values.Add(element.VR switch
+            {
+                DicomVR.US => BinaryPrimitives.ReadUInt16LittleEndian(word).ToString(CultureInfo.InvariantCulture),
+                DicomVR.SS => BinaryPrimitives.ReadInt16LittleEndian(word).ToString(CultureInfo.InvariantCulture),
+                DicomVR.UL => BinaryPrimitives.ReadUInt32LittleEndian(word).ToString(CultureInfo.InvariantCulture),
+                DicomVR.SL => BinaryPrimitives.ReadInt32LittleEndian(word).ToString(CultureInfo.InvariantCulture),
+                DicomVR.FL => BinaryPrimitives.ReadSingleLittleEndian(word).ToString(CultureInfo.InvariantCulture),
+                _ => BinaryPrimitives.ReadDoubleLittleEndian(word).ToString(CultureInfo.InvariantCulture),
+            });
+        }
+        return string.Join('\\', values);
+    }
+
     private static void Dump(DicomDataset dataset, int depth, StringBuilder text)
     {
         var indent = new string(' ', depth * 2);
@@ -133,6 +156,7 @@ internal static partial class Commands
             string value;
             if (element.Fragments is { } fragments) value = $"({fragments.Count} fragments, {fragments.Sum(f => (long)f.Length)} bytes)";
             else if (element.VR.IsText() && !element.Tag.IsPrivate || element.Tag.IsPrivateCreator) value = $"[{dataset.GetString(element.Tag)}]";
+            else if (element.VR is DicomVR.US or DicomVR.SS or DicomVR.UL or DicomVR.SL or DicomVR.FL or DicomVR.FD && element.Value.Length <= 64) value = $"[{Numbers(element)}]";
             else value = $"({element.Value.Length} bytes)";
             if (value.Length > 80) value = value[..79] + "…";
             text.Append(CultureInfo.InvariantCulture, $"{indent}{element.Tag} {element.VR.Name()} {value} {keyword}\n");

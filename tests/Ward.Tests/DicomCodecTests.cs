@@ -240,6 +240,19 @@ public sealed class DicomCodecTests
         }
     }
 
+    [Fact]
+    public async Task Ward_dicom_dump_prints_the_elements_and_names_what_is_wrong_with_a_broken_file()
+    {
+        var (code, output) = await WardProcess.OutputAsync(["dicom", "dump", Path.Combine(Dir, "pydicom", "test_files", "CT_small.dcm")]);
+        Assert.True(code == 0, output);
+        Assert.Contains("(0010,0010) PN [CompressedSamples^CT1] PatientName", output);
+        Assert.Contains("(0028,0010) US [128] Rows", output);
+        Assert.Contains("  item 1", output);
+        var (broken, message) = await WardProcess.OutputAsync(["dicom", "dump", Path.Combine(Dir, "pydicom", "test_files", "MR_truncated.dcm")]);
+        Assert.Equal(2, broken);
+        Assert.Contains("Truncated: (7FE0,0010) at offset 1488 declares 8192 bytes, 8130 remain.", message);
+    }
+
     // ---- canonical values, the same rules as tests/tools/dicom_values.py ----
 
     internal static Dictionary<string, string> Canonical(DicomDataset dataset)
