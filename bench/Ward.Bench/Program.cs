@@ -139,8 +139,7 @@ static async Task<int> Search(HttpClient http, string url, int n)
             times.Add(watch.Elapsed.TotalMilliseconds);
         }
     }
-    times.Sort();
-    Console.WriteLine($"search Observation?patient=X&code=Y: n={n} median {times[n / 2]:F2} ms, p99 {times[(int)(n * 0.99)]:F2} ms, max {times[^1]:F2} ms");
+    Console.WriteLine($"search Observation?patient=X&code=Y: {Percentiles(times, "F2")}, max {times[^1]:F2} ms");
     return 0;
 }
 
@@ -265,6 +264,14 @@ static int StoreReads(string dataDir, int n)
     return 0;
 }
 
+/// <summary>"n=N median M ms, p99 P ms" of latencies in milliseconds (sorts them).</summary>
+static string Percentiles(List<double> times, string format)
+{
+    times.Sort();
+    var n = times.Count;
+    return $"n={n} median {times[n / 2].ToString(format, System.Globalization.CultureInfo.InvariantCulture)} ms, p99 {times[(int)(n * 0.99)].ToString(format, System.Globalization.CultureInfo.InvariantCulture)} ms";
+}
+
 static int Int(string text) => int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
 
 static async Task<int> Stow(HttpClient http, string url, string file, int count, int clients, int perRequest)
@@ -339,8 +346,7 @@ static async Task<int> Latency(HttpClient http, HttpMethod method, string url, i
             times.Add(watch.Elapsed.TotalMilliseconds);
         }
     }
-    times.Sort();
-    Console.WriteLine($"{method} {url}: n={n} median {times[n / 2]:F2} ms, p99 {times[(int)(n * 0.99)]:F2} ms");
+    Console.WriteLine($"{method} {url}: {Percentiles(times, "F2")}");
     return 0;
 }
 
@@ -360,7 +366,6 @@ static int Deid(string file, int n)
             times.Add(watch.Elapsed.TotalMilliseconds);
         }
     }
-    times.Sort();
-    Console.WriteLine($"deid {Path.GetFileName(file)} ({bytes.Length / 1024} KB): n={n} median {times[n / 2]:F3} ms, p99 {times[(int)(n * 0.99)]:F3} ms per instance");
+    Console.WriteLine($"deid {Path.GetFileName(file)} ({bytes.Length / 1024} KB): {Percentiles(times, "F3")} per instance");
     return 0;
 }

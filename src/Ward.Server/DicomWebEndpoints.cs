@@ -178,26 +178,26 @@ internal static class DicomWebEndpoints
         return Results.Bytes(body, DicomJsonType);
     }
 
-    private static readonly string[] MatchingKeys =
-        ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "PatientName", "AccessionNumber", "StudyDate", "ModalitiesInStudy", "Modality", "limit", "offset", "includefield", "fuzzymatching"];
+    /// <summary>The attributes QIDO-RS matches on (each also accepted as its tag, GGGGEEEE), and the other query keys.</summary>
+    private static readonly string[] MatchingAttributes =
+        ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientID", "PatientName", "AccessionNumber", "StudyDate", "ModalitiesInStudy", "Modality"];
+
+    private static readonly string[] Controls = ["limit", "offset", "includefield", "fuzzymatching"];
 
     internal static ImagingQuery ParseQuery(IQueryCollection q, string? study, string? series)
     {
-        string? One(string name)
-        {
-            var alias = name switch
-            {
-                "StudyInstanceUID" => "0020000D", "SeriesInstanceUID" => "0020000E", "SOPInstanceUID" => "00080018", "PatientID" => "00100020",
-                "PatientName" => "00100010", "AccessionNumber" => "00080050", "StudyDate" => "00080020", "ModalitiesInStudy" => "00080061", "Modality" => "00080060",
-                _ => name,
-            };
-            var value = q.TryGetValue(name, out var v) ? v.ToString() : q.TryGetValue(alias, out var w) ? w.ToString() : null;
-            return string.IsNullOrEmpty(value) ? null : value;
-        }
         foreach (var key in q.Keys)
         {
-            if (!MatchingKeys.Contains(key, StringComparer.Ordinal) && !(key.Length == 8 && DicomTag.TryParse(key, out var tag) && new[] { "0020000D", "0020000E", "00080018", "00100020", "00100010", "00080050", "00080020", "00080061", "00080060" }.Contains(tag.Hex)))
-                throw FhirException.BadRequest($"QIDO-RS matching key '{key}' is not supported here; Ward matches on {string.Join(", ", MatchingKeys)}.");
+            var known = Controls.Contains(key, StringComparer.Ordinal) || MatchingAttributes.Contains(key, StringComparer.Ordinal)
+                || (key.Length == 8 && DicomTag.TryParse(key, out var tag) && MatchingAttributes.Contains(DicomDictionary.Keyword(tag), StringComparer.Ordinal));
+            if (!known)
+                throw FhirException.BadRequest($"QIDO-RS matching key '{key}' is not supported here; Ward matches on {string.Join(", ", MatchingAttributes.Concat(Controls))}.");
+        }
+        string? One(string name)
+        {
+            var value = q.TryGetValue(name, out var v) ? v.ToString()
+                : DicomDictionary.TryTagOf(name, out var tag) && q.TryGetValue(tag.Hex, out var w) ? w.ToString() : null;
+            return string.IsNullOrEmpty(value) ? null : value;
         }
         int Number(string name, int fallback, int max)
         {

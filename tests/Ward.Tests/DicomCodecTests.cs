@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -77,7 +76,7 @@ public sealed class DicomCodecTests
     {
         foreach (var name in Broken.Keys.Where(n => !n.EndsWith("DICOMDIR-nooffset", StringComparison.Ordinal)))
         {
-            var (code, _, error) = await RunAsync("dcmdump", [Path.Combine(Dir, name)]);
+            var (code, _, error) = await ExternalTool.RunAsync("dcmdump", [Path.Combine(Dir, name)]);
             Assert.True(code != 0, $"dcmdump read {name}");
             Assert.Contains("E: ", error, StringComparison.Ordinal);
         }
@@ -102,7 +101,7 @@ public sealed class DicomCodecTests
                 ours[file] = Canonical(dicom.Dataset);
             }
 
-            var (code, stdout, stderr) = await RunAsync("/usr/bin/python3",
+            var (code, stdout, stderr) = await ExternalTool.RunAsync("/usr/bin/python3",
                 [Path.Combine(TestData.RepoRoot, "tests", "tools", "dicom_values.py"), .. originals, .. written]);
             Assert.True(code == 0, stderr);
             var pydicom = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
@@ -120,7 +119,7 @@ public sealed class DicomCodecTests
             Assert.True(differences.Count == 0, string.Join('\n', differences.Take(40)));
 
             // dcmtk reads every file we wrote without an error or a warning.
-            var (dumpCode, _, dumpErrors) = await RunAsync("dcmdump", ["-q", .. written]);
+            var (dumpCode, _, dumpErrors) = await ExternalTool.RunAsync("dcmdump", ["-q", .. written]);
             Assert.True(dumpCode == 0 && dumpErrors.Length == 0, dumpErrors);
         }
         finally
@@ -378,14 +377,5 @@ public sealed class DicomCodecTests
     {
         var uid = Encoding.ASCII.GetBytes(syntax.Length % 2 == 1 ? syntax + "\0" : syntax);
         return [.. new byte[128], .. "DICM"u8, .. Header(0x0002, 0x0010, "UI", (uint)uid.Length), .. uid, .. body];
-    }
-
-    internal static async Task<(int Code, string Output, string Error)> RunAsync(string file, IEnumerable<string> args)
-    {
-        using var process = Process.Start(new ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        return (process.ExitCode, await output, await error);
     }
 }

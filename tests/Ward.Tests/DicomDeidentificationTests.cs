@@ -246,9 +246,9 @@ public sealed class DicomDeidentificationTests
                 await File.WriteAllBytesAsync(path, DicomWriter.ToBytes(clean));
                 written.Add(path);
             }
-            var (code, _, errors) = await DicomCodecTests.RunAsync("dcmdump", ["-q", .. written]);
+            var (code, _, errors) = await ExternalTool.RunAsync("dcmdump", ["-q", .. written]);
             Assert.True(code == 0 && errors.Length == 0, errors);
-            var (pyCode, output, pyErrors) = await DicomCodecTests.RunAsync("/usr/bin/python3",
+            var (pyCode, output, pyErrors) = await ExternalTool.RunAsync("/usr/bin/python3",
                 [Path.Combine(TestData.RepoRoot, "tests", "tools", "dicom_values.py"), .. written]);
             Assert.True(pyCode == 0, pyErrors);
             Assert.DoesNotContain("\"error\"", output, StringComparison.Ordinal);

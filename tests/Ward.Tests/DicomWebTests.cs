@@ -121,7 +121,7 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
             Assert.Contains(originals, o => o.SequenceEqual(DicomCodecTests.Canonical(DicomFile.Read(part).Dataset)));
         var copy = Path.Combine(node.DataDir, "retrieved.dcm");
         await File.WriteAllBytesAsync(copy, parts[0]);
-        var (code, _, errors) = await DicomCodecTests.RunAsync("dcmdump", ["-q", copy]);
+        var (code, _, errors) = await ExternalTool.RunAsync("dcmdump", ["-q", copy]);
         Assert.True(code == 0 && errors.Length == 0, errors);
 
         var metadata = await QidoAsync(node.Http, $"studies/{BrainStudy}/metadata");

@@ -298,6 +298,19 @@ internal static class TestData
     }
 }
 
+/// <summary>An installed tool (dcmdump, Debian's python3), run as a child process: exit status, output, errors.</summary>
+internal static class ExternalTool
+{
+    public static async Task<(int Code, string Output, string Error)> RunAsync(string file, IEnumerable<string> args)
+    {
+        using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo(file, args) { RedirectStandardOutput = true, RedirectStandardError = true })!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return (process.ExitCode, await output, await error);
+    }
+}
+
 /// <summary>The built <c>ward</c> executable, run as a child process.</summary>
 internal static class WardProcess
 {

@@ -26,6 +26,10 @@ internal sealed partial class FhirEngine
         [Interaction.Search] = ("search", "s"),
     };
 
+    /// <summary>The access policy as it applies to this request, made once from its caller, purpose and break-the-glass.</summary>
+    private CallerAccess AccessFor(FhirRequest request) =>
+        request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
+
     private static CallerAccess AccessOf(FhirRequest request) => request.Access ?? throw new InvalidOperationException("The request has no access context.");
 
     /// <summary>The caller's reach for an interaction on a type: the token's scopes, then the policy's rules for the role; 403 when either refuses.</summary>

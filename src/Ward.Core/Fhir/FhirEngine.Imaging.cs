@@ -45,7 +45,7 @@ internal sealed partial class FhirEngine
     private const string DcmSystem = "http://dicom.nema.org/resources/ontology/DCM";
 
     /// <summary>The ImagingStudy id of a study: a blind of its UID (UIDs can say when and where, so none appears in clear).</summary>
-    public string StudyResourceId(string studyUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-study", studyUid).Replace('_', '.');
+    private string StudyResourceId(string studyUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-study", studyUid).Replace('_', '.');
 
     private string InstanceId(string sopUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-sop", sopUid);
 
@@ -95,7 +95,7 @@ internal sealed partial class FhirEngine
         }
         try
         {
-            var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
+            var access = AccessFor(request);
             RefuseWriteWhenReadOnly();
             Permit(request, "ImagingStudy", Interaction.Create);
             Permit(request, "ImagingStudy", Interaction.Update);
@@ -272,30 +272,39 @@ internal sealed partial class FhirEngine
         var trail = request.Trail = new AuditTrail(request, store.Keys.Blind) { Subtype = "read", Action = 'R' };
         var studyId = StudyResourceId(studyUid);
         trail.Target = ("ImagingStudy", studyId);
+        return await ReadImagesAsync(request, trail, s =>
+        {
+            var scoped = Permit(request, "ImagingStudy", Interaction.Read) == Reach.Patient;
+            var (where, args) = InstanceCondition(studyUid, seriesUid, sopUid);
+            var rids = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid", args);
+            if (rids.Count == 0)
+                throw FhirException.NotFound(sopUid is not null ? "No such instance." : seriesUid is not null ? "No such series." : "No such study.");
+            foreach (var rid in rids) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
+            var versions = s.LoadCurrent(rids);
+            foreach (var v in versions) trail.Patient(v.Owner);
+            if (s.Read("ImagingStudy", studyId) is { } studyVersion) trail.Saw(studyVersion);
+            return versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList();
+        }, studyId, ct);
+    }
+
+    /// <summary>
+    /// A DICOMweb read as the FHIR engine runs one: any break-the-glass opening committed first, the work in a read
+    /// session, then its audit records durable before the answer; a refusal or failure recorded (against the study's
+    /// patient when there is one) before the error goes back.
+    /// </summary>
+    private async Task<T> ReadImagesAsync<T>(FhirRequest request, AuditTrail trail, Func<StoreSession, T> work, string? studyId, CancellationToken ct)
+    {
         try
         {
-            request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
-            if (request.Access.Justification is not null) await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
-            var found = await store.ReadAsync(s =>
-            {
-                var scoped = Permit(request, "ImagingStudy", Interaction.Read) == Reach.Patient;
-                var (where, args) = InstanceCondition(studyUid, seriesUid, sopUid);
-                var rids = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid", args);
-                if (rids.Count == 0)
-                    throw FhirException.NotFound(sopUid is not null ? "No such instance." : seriesUid is not null ? "No such series." : "No such study.");
-                foreach (var rid in rids) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
-                var versions = s.LoadCurrent(rids);
-                foreach (var v in versions) trail.Patient(v.Owner);
-                if (s.Read("ImagingStudy", studyId) is { } studyVersion) trail.Saw(studyVersion);
-                return versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList();
-            }, ct);
+            if (AccessFor(request).Justification is not null) await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
+            var result = await store.ReadAsync(work, ct);
             await audit.RecordAsync(trail.Records(200, Now()));
-            return found;
+            return result;
         }
         catch (Exception e) when (e is not Audit.AuditUnavailableException and not OperationCanceledException)
         {
-            var (status, _) = Outcomes.FromException(e);
-            await audit.RecordAsync(trail.Records((int)status, Now(), await store.ReadAsync(s => s.OwnerOf("ImagingStudy", studyId), ct)));
+            var owner = studyId is null ? null : await store.ReadAsync(s => s.OwnerOf("ImagingStudy", studyId), ct);
+            await audit.RecordAsync(trail.Records((int)Outcomes.FromException(e).Status, Now(), owner));
             throw;
         }
     }
@@ -322,71 +331,60 @@ internal sealed partial class FhirEngine
     public async Task<List<ImagingMatch>> QueryImagesAsync(FhirRequest request, ImagingQuery query, ImagingLevel level, CancellationToken ct)
     {
         var trail = request.Trail = new AuditTrail(request, store.Keys.Blind) { Subtype = "search-type", Action = 'E' };
-        try
+        return await ReadImagesAsync(request, trail, s =>
         {
-            var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
-            if (access.Justification is not null) await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
-            var found = await store.ReadAsync(s =>
+            var reach = Permit(request, "ImagingStudy", Interaction.Search);
+            var (where, args) = InstanceCondition(query.StudyUid, query.SeriesUid, query.SopUid);
+            string Arg(object? value)
             {
-                var reach = Permit(request, "ImagingStudy", Interaction.Search);
-                var (where, args) = InstanceCondition(query.StudyUid, query.SeriesUid, query.SopUid);
-                string Arg(object? value)
-                {
-                    var name = "@q" + args.Count.ToString(CultureInfo.InvariantCulture);
-                    args.Add((name, value));
-                    return name;
-                }
-                if (query.PatientId is { } pid)
-                    where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'patient-id' AND t.code = {Arg(BlindUid("patient-id", pid))})";
-                if (query.Accession is { } accession)
-                    where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'accession' AND t.code = {Arg(BlindUid("accession", accession))})";
-                if (query.StudyDate is var (lo, hi))
-                    where += $" AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'study-date' AND d.lo <= {Arg(hi)} AND d.hi >= {Arg(lo)})";
-                if (query.Modality is { } modality)
-                {
-                    // A study matches when any of its series has the modality; its counts still take all its instances.
-                    var modalityFilter = $"EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'modality' AND t.code = {Arg(modality)})";
-                    where += level == ImagingLevel.Study
-                        ? $" AND EXISTS (SELECT 1 FROM ix_token st2 JOIN resource r2 ON r2.rid = st2.rid WHERE st2.param = 'study' AND st2.code = st.code AND r2.deleted = 0 AND {modalityFilter.Replace("r.rid", "r2.rid", StringComparison.Ordinal)})"
-                        : " AND " + modalityFilter;
-                }
-                if (reach == Reach.Patient)
-                    where += $" AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = r.rid AND c.patient_id = {Arg(request.Caller.Patient)})";
-                if (access.RowFilter(s, "r", Arg) is { } filter) where += " AND " + filter;
-                var rows = new List<(long Rid, string Study, string Series, string? Modality)>();
-                using (var cmd = s.Command($"SELECT r.rid, st.code, se.code, m.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND st.param = 'study' "
-                    + $"JOIN ix_token se ON se.rid = r.rid AND se.param = 'series' LEFT JOIN ix_token m ON m.rid = r.rid AND m.param = 'modality' WHERE {where} ORDER BY r.rid"))
-                {
-                    StoreSession.Bind(cmd, args);
-                    using var reader = cmd.ExecuteReader();
-                    while (reader.Read()) rows.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.IsDBNull(3) ? null : reader.GetString(3)));
-                }
-                var groups = rows.GroupBy(r => level switch { ImagingLevel.Study => r.Study, ImagingLevel.Series => r.Series, _ => r.Rid.ToString(CultureInfo.InvariantCulture) });
-                var regex = query.PatientName is { Length: > 0 } pattern ? NamePattern(pattern) : null;
-                var matches = new List<ImagingMatch>();
-                var skipped = 0;
-                foreach (var group in groups)
-                {
-                    if (matches.Count == query.Limit) break;
-                    var version = s.LoadCurrent([group.First().Rid])[0];
-                    var first = new FoundInstance(version.Rid, version.Owner!, version.Data!);
-                    if (regex is not null && !(first.File.Dataset.GetString(DicomTag.PatientName) is { } name && (regex.IsMatch(name) || regex.IsMatch(name.Split('=')[0])))) continue;
-                    if (skipped++ < query.Offset) continue;
-                    matches.Add(new ImagingMatch(first, group.Count(), group.Select(r => r.Series).Distinct().Count(),
-                        [.. group.Select(r => r.Modality).OfType<string>().Distinct()]));
-                    trail.Patient(first.Owner);
-                }
-                return matches;
-            }, ct);
-            await audit.RecordAsync(trail.Records(200, Now()));
-            return found;
-        }
-        catch (Exception e) when (e is not Audit.AuditUnavailableException and not OperationCanceledException)
-        {
-            var (status, _) = Outcomes.FromException(e);
-            await audit.RecordAsync(trail.Records((int)status, Now()));
-            throw;
-        }
+                var name = "@q" + args.Count.ToString(CultureInfo.InvariantCulture);
+                args.Add((name, value));
+                return name;
+            }
+            string Token(string param, string code) => $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = '{param}' AND t.code = {Arg(code)})";
+            if (query.PatientId is { } pid) where += Token("patient-id", BlindUid("patient-id", pid));
+            if (query.Accession is { } accession) where += Token("accession", BlindUid("accession", accession));
+            if (query.StudyDate is var (lo, hi))
+                where += $" AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'study-date' AND d.lo <= {Arg(hi)} AND d.hi >= {Arg(lo)})";
+            if (query.Modality is { } modality)
+            {
+                // A study matches when any of its series has the modality; its counts still take all its instances.
+                var code = Arg(modality);
+                string Modality(string alias) => $"EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = {alias}.rid AND t.param = 'modality' AND t.code = {code})";
+                where += level == ImagingLevel.Study
+                    ? $" AND EXISTS (SELECT 1 FROM ix_token st2 JOIN resource r2 ON r2.rid = st2.rid WHERE st2.param = 'study' AND st2.code = st.code AND r2.deleted = 0 AND {Modality("r2")})"
+                    : " AND " + Modality("r");
+            }
+            if (reach == Reach.Patient)
+                where += $" AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = r.rid AND c.patient_id = {Arg(request.Caller.Patient)})";
+            if (AccessFor(request).RowFilter(s, "r", Arg) is { } filter) where += " AND " + filter;
+            var rows = new List<(long Rid, string Study, string Series, string? Modality)>();
+            using (var cmd = s.Command($"SELECT r.rid, st.code, se.code, m.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND st.param = 'study' "
+                + $"JOIN ix_token se ON se.rid = r.rid AND se.param = 'series' LEFT JOIN ix_token m ON m.rid = r.rid AND m.param = 'modality' WHERE {where} ORDER BY r.rid"))
+            {
+                StoreSession.Bind(cmd, args);
+                using var reader = cmd.ExecuteReader();
+                while (reader.Read()) rows.Add((reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.IsDBNull(3) ? null : reader.GetString(3)));
+            }
+            var groups = rows.GroupBy(r => level switch { ImagingLevel.Study => r.Study, ImagingLevel.Series => r.Series, _ => r.Rid.ToString(CultureInfo.InvariantCulture) });
+            var regex = query.PatientName is { Length: > 0 } pattern ? NamePattern(pattern) : null;
+            var matches = new List<ImagingMatch>();
+            var skipped = 0;
+            foreach (var group in groups)
+            {
+                if (matches.Count == query.Limit) break;
+                // Without a name to match, the groups before the page need not be opened.
+                if (regex is null && skipped < query.Offset) { skipped++; continue; }
+                var version = s.LoadCurrent([group.First().Rid])[0];
+                var first = new FoundInstance(version.Rid, version.Owner!, version.Data!);
+                if (regex is not null && !(first.File.Dataset.GetString(DicomTag.PatientName) is { } name && (regex.IsMatch(name) || regex.IsMatch(name.Split('=')[0])))) continue;
+                if (skipped++ < query.Offset) continue;
+                matches.Add(new ImagingMatch(first, group.Count(), group.Select(r => r.Series).Distinct().Count(),
+                    [.. group.Select(r => r.Modality).OfType<string>().Distinct()]));
+                trail.Patient(first.Owner);
+            }
+            return matches;
+        }, null, ct);
     }
 
     /// <summary>DICOM wildcard matching (PS3.4 C.2.2.2.4): * any run, ? one character; case-insensitive, whole value.</summary>

@@ -55,7 +55,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
 
     private async Task<FhirResponse> RunAsync(FhirRequest request, AuditTrail trail, CancellationToken ct)
     {
-        var access = request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
+        var access = AccessFor(request);
         if (request.Method == "POST" && request.Path.Length == 0)
         {
             return await BundleAsync(request, ct);

@@ -236,8 +236,7 @@ internal sealed class DicomDeidentifier
                 case 'K': output.Set(element); break;
                 case 'X': break;
                 case 'Z': output.Set(new DicomElement(element.Tag, element.VR, ReadOnlyMemory<byte>.Empty)); break;
-                case 'D': output.Set(Dummy(source, element)); break;
-                case 'U': output.Set(element.VR == DicomVR.UI ? Remap(source, element) : Dummy(source, element)); break;
+                case 'D' or 'U': output.Set(Dummy(source, element)); break; // a UID's dummy is its remapped UID
                 case 'C': if (Clean(source, element, context) is { } cleaned) output.Set(cleaned); break;
                 default: throw new InvalidOperationException($"Unknown action {action} for {element.Tag}.");
             }
@@ -277,21 +276,21 @@ internal sealed class DicomDeidentifier
     /// <summary>A non-empty value of the element's VR that carries no information.</summary>
     private DicomElement Dummy(DicomDataset source, DicomElement element)
     {
+        if (element.VR == DicomVR.UI) return Remap(source, element);
         var text = element.VR switch
         {
-            DicomVR.UI => null,
             DicomVR.DA => "19000101",
             DicomVR.TM => "000000",
             DicomVR.DT => "19000101000000",
             DicomVR.AS => "000D",
             DicomVR.IS or DicomVR.DS => "0",
             DicomVR.UR => "urn:oid:2.25",
-            _ when element.VR.IsText() => "ANONYMIZED",
+            var vr when vr.IsText() => "ANONYMIZED",
             _ => null,
         };
-        if (element.VR == DicomVR.UI) return Remap(source, element);
-        if (text is not null) return new DicomElement(element.Tag, element.VR, Encoding.ASCII.GetBytes(text));
-        return new DicomElement(element.Tag, element.VR, new byte[Math.Max(2, element.VR.WordSize())]);
+        return text is not null
+            ? new DicomElement(element.Tag, element.VR, Encoding.ASCII.GetBytes(text))
+            : new DicomElement(element.Tag, element.VR, new byte[Math.Max(2, element.VR.WordSize())]);
     }
 
     /// <summary>

@@ -6,6 +6,14 @@ namespace Ward.Core.Storage;
 /// </summary>
 internal static class Migrations
 {
+    /// <summary>Migration 6, the same SQL on both engines.</summary>
+    private const string PolicyIndexes = """
+            -- The policy checks of a search ask, row by row, for the row's patients and its security labels.
+            CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
+            DROP INDEX ix_compartment_rid;
+            CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
+            """;
+
     public static readonly IReadOnlyList<(int Version, string Name, string Sql)> Sqlite =
     [
         (1, "resources, versions and search index", """
@@ -331,12 +339,7 @@ internal static class Migrations
             );
             CREATE INDEX break_glass_open ON break_glass (subject, expires);
             """),
-        (6, "access policy: covering indexes for the per-row policy checks", """
-            -- The policy checks of a search ask, row by row, for the row's patients and its security labels.
-            CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
-            DROP INDEX ix_compartment_rid;
-            CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
-            """),
+        (6, "access policy: covering indexes for the per-row policy checks", PolicyIndexes),
         (7, "research: each researcher's differential-privacy budget and what was spent of it", """
             CREATE TABLE research_budget (researcher TEXT PRIMARY KEY, name TEXT NOT NULL, epsilon REAL NOT NULL, granted INTEGER NOT NULL, granted_by TEXT NOT NULL);
             CREATE TABLE research_spend (id INTEGER PRIMARY KEY, researcher TEXT NOT NULL, at INTEGER NOT NULL, epsilon REAL NOT NULL, query TEXT NOT NULL);
@@ -678,12 +681,7 @@ internal static class Migrations
             );
             CREATE INDEX break_glass_open ON break_glass (subject, expires);
             """),
-        (6, "access policy: covering indexes for the per-row policy checks", """
-            -- The policy checks of a search ask, row by row, for the row's patients and its security labels.
-            CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
-            DROP INDEX ix_compartment_rid;
-            CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
-            """),
+        (6, "access policy: covering indexes for the per-row policy checks", PolicyIndexes),
         (7, "research: each researcher's differential-privacy budget and what was spent of it", """
             CREATE TABLE research_budget (researcher text COLLATE "C" PRIMARY KEY, name text NOT NULL, epsilon double precision NOT NULL, granted bigint NOT NULL, granted_by text NOT NULL);
             CREATE TABLE research_spend (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, researcher text COLLATE "C" NOT NULL, at bigint NOT NULL, epsilon double precision NOT NULL, query text NOT NULL);
