@@ -180,6 +180,46 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
         Assert.Contains(Hl7.Fhir.Model.AuditEvent.AuditEventOutcome.N4, outcomes);
     }
 
+    /// <summary>A copy of a sample as another instance of the study, of this year (not to match the other tests' date queries).</summary>
+    private static byte[] Copy(string sample, string study, string sop, string patientId)
+    {
+        var file = DicomFile.Read(File.ReadAllBytes(Sample(sample)));
+        file.Dataset.SetString(DicomTag.StudyInstanceUid, DicomVR.UI, study);
+        file.Dataset.SetString(DicomTag.SopInstanceUid, DicomVR.UI, sop);
+        file.Dataset.SetString(DicomTag.StudyDate, DicomVR.DA, "20260101");
+        file.Dataset.SetString(DicomTag.PatientId, DicomVR.LO, patientId);
+        return DicomWriter.ToBytes(file);
+    }
+
+    [Fact]
+    public async Task Concurrent_stores_all_land_and_a_refused_request_fails_alone()
+    {
+        var study = "2.25." + Random.Shared.NextInt64(1, long.MaxValue);
+        var good = Enumerable.Range(0, 24).Select(i => Copy(Brain[i % 3], study, $"{study}.{i}", $"P{study}")).ToList();
+        // The same study for another patient: refused, whichever request of a shared commit it travels with.
+        var intruder = Copy(Brain[0], study, $"{study}.99", "someone-else");
+        using (var first = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(good[0])))
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var posts = good.Skip(1).Select(b => node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(b))).ToList();
+        posts.Insert(12, node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(intruder)));
+        var responses = await Task.WhenAll(posts);
+        var statuses = responses.Select(r => r.StatusCode).ToList();
+        Assert.Equal(23, statuses.Count(s => s == HttpStatusCode.OK));
+        Assert.Equal(HttpStatusCode.Conflict, statuses[12]);
+        var refusal = await responses[12].Content.ReadAsStringAsync();
+        Assert.True(refusal.Contains("cannot move it", StringComparison.Ordinal), refusal);
+        foreach (var r in responses) r.Dispose();
+
+        var found = Assert.Single((await QidoAsync(node.Http, $"studies?StudyInstanceUID={study}")).EnumerateArray());
+        Assert.Equal("24", Text(found, "00201208"));
+        Assert.Empty((await QidoAsync(node.Http, $"studies/{study}/instances?SOPInstanceUID={study}.99")).EnumerateArray());
+        var studies = await node.Client().SearchAsync<Hl7.Fhir.Model.ImagingStudy>([$"identifier=urn:oid:{study}"]);
+        var resource = Assert.Single(studies!.Entry).Resource as Hl7.Fhir.Model.ImagingStudy;
+        Assert.Equal(24, resource!.NumberOfInstances);
+        Assert.Equal(24, Assert.Single(resource.Series).NumberOfInstances);
+        Assert.Empty(resource.Series[0].Instance);
+    }
+
     [Fact]
     public async Task Bad_input_gets_a_clear_error_and_stores_nothing()
     {

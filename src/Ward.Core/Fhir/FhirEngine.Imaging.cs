@@ -34,8 +34,8 @@ internal sealed record ImagingQuery(
 /// <summary>
 /// Images under the same rules as records: each DICOM instance is stored as a version of the internal type
 /// <c>DicomInstance</c> (never reachable through the FHIR API) in its patient's compartment, sealed under that patient's
-/// key, indexed blind (UIDs, patient id, accession number) and in clear (modality, study date), and listed in the
-/// study's ImagingStudy resource. Access is decided as for ImagingStudy, row by row, by the same policy engine; every
+/// key, indexed blind (UIDs, patient id, accession number) and in clear (modality, study date), and counted in its
+/// series of the study's ImagingStudy resource. Access is decided as for ImagingStudy, row by row, by the same policy engine; every
 /// store, query and retrieval leaves BALP records naming the study.
 /// </summary>
 internal sealed partial class FhirEngine
@@ -54,7 +54,8 @@ internal sealed partial class FhirEngine
     private sealed record Incoming(DicomFile File, byte[] Bytes, string StudyUid, string SeriesUid, string SopUid, string SopClass, string PatientId);
 
     /// <summary>
-    /// STOW-RS: stores the instances of one request in one transaction with their ImagingStudy updates and audit records.
+    /// STOW-RS: parses and checks the instances of one request, then has them written by a group commit (see
+    /// <see cref="StowJob"/>) with their study's ImagingStudy and the request's audit records.
     /// Instances that cannot be read or lack what Ward needs are reported as failed; a policy refusal fails the request.
     /// </summary>
     public async Task<(List<StoredInstance> Stored, List<FailedInstance> Failed)> StoreImagesAsync(FhirRequest request, IReadOnlyList<ReadOnlyMemory<byte>> parts, string? studyUid, CancellationToken ct)
@@ -87,31 +88,20 @@ internal sealed partial class FhirEngine
             else
                 incoming.Add(new Incoming(file, DicomWriter.ToBytes(file), study, series, sop, sopClass, patient));
         }
-        var stored = new List<StoredInstance>();
         if (incoming.Count == 0)
         {
             await audit.RecordAsync(trail.Records(failed.Count > 0 ? 409 : 400, Now()));
-            return (stored, failed);
+            return ([], failed);
         }
         try
         {
-            var access = AccessFor(request);
+            AccessFor(request);
             RefuseWriteWhenReadOnly();
             Permit(request, "ImagingStudy", Interaction.Create);
             Permit(request, "ImagingStudy", Interaction.Update);
-            await store.WriteAsync(s =>
-            {
-                trail.Restart();
-                access.ForgetFacts();
-                stored.Clear();
-                OpenGlass(s, request);
-                foreach (var study in incoming.GroupBy(i => i.StudyUid))
-                {
-                    stored.AddRange(StoreStudy(s, request, study.Key, [.. study]));
-                }
-                audit.Append(s, trail.Records(200, Now()));
-                return true;
-            }, ct);
+            var job = new StowJob(request, incoming);
+            await WriteStowAsync(job);
+            return (job.Stored, failed);
         }
         catch (Exception e) when (e is not Audit.AuditUnavailableException and not OperationCanceledException)
         {
@@ -119,10 +109,116 @@ internal sealed partial class FhirEngine
             await audit.RecordAsync(trail.Records((int)status, Now()));
             throw;
         }
-        return (stored, failed);
     }
 
-    private List<StoredInstance> StoreStudy(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances)
+    /// <summary>
+    /// A STOW-RS request's checked instances, waiting for the group commit that writes them. Concurrent requests share
+    /// one transaction (one durable commit, one ImagingStudy version per study, however many requests sent instances of
+    /// it); the first request to find the writer free writes every request queued by then, the others wait for it.
+    /// </summary>
+    private sealed class StowJob(FhirRequest request, List<Incoming> incoming)
+    {
+        public FhirRequest Request => request;
+
+        public List<Incoming> Incoming => incoming;
+
+        public long Bytes { get; } = incoming.Sum(i => (long)i.Bytes.Length);
+
+        public List<StoredInstance> Stored { get; } = [];
+
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Requests and bytes per group commit at most (a batch holds its instances in memory until it commits).</summary>
+    private const int StowBatchJobs = 64;
+    private const long StowBatchBytes = 64L << 20;
+
+    private readonly System.Collections.Concurrent.ConcurrentQueue<StowJob> _stowQueue = new();
+    private readonly SemaphoreSlim _stowWriter = new(1, 1);
+
+    private async System.Threading.Tasks.Task WriteStowAsync(StowJob job)
+    {
+        _stowQueue.Enqueue(job);
+        // Not cancellable: a queued request is written by whoever holds the writer, so each waits for its own outcome.
+        await _stowWriter.WaitAsync(CancellationToken.None);
+        try
+        {
+            if (!job.Done.Task.IsCompleted)
+            {
+                var batch = new List<StowJob>();
+                long bytes = 0;
+                while (batch.Count < StowBatchJobs && bytes < StowBatchBytes && _stowQueue.TryDequeue(out var next))
+                {
+                    batch.Add(next);
+                    bytes += next.Bytes;
+                }
+                await WriteStowBatchAsync(batch);
+            }
+        }
+        finally
+        {
+            _stowWriter.Release();
+        }
+        await job.Done.Task;
+    }
+
+    private async System.Threading.Tasks.Task WriteStowBatchAsync(List<StowJob> batch)
+    {
+        try
+        {
+            await store.WriteAsync(s => WriteStowJobs(s, batch), CancellationToken.None);
+            batch.ForEach(j => j.Done.SetResult());
+        }
+        catch (FhirException) when (batch.Count > 1)
+        {
+            // A refusal that belongs to one request (policy, conflicting patient) must not fail the others: each alone.
+            foreach (var job in batch)
+            {
+                await WriteStowBatchAsync([job]);
+            }
+        }
+        catch (Exception e)
+        {
+            batch.ForEach(j => j.Done.TrySetException(e));
+        }
+    }
+
+    /// <summary>One study's ImagingStudy as a batch changes it, written once after every request of the batch.</summary>
+    private sealed record StudyChange(string Id, CurrentInfo? Current, ImagingStudy Study, string PatientId, IndexSet Index)
+    {
+        public FhirRequest? LastWriter { get; set; }
+    }
+
+    private bool WriteStowJobs(StoreSession s, List<StowJob> batch)
+    {
+        var studies = new Dictionary<string, StudyChange>(StringComparer.Ordinal);
+        foreach (var job in batch)
+        {
+            job.Request.Trail!.Restart();
+            AccessOf(job.Request).ForgetFacts();
+            job.Stored.Clear();
+            OpenGlass(s, job.Request);
+            foreach (var study in job.Incoming.GroupBy(i => i.StudyUid))
+            {
+                job.Stored.AddRange(StoreStudy(s, job.Request, study.Key, [.. study], studies));
+            }
+        }
+        foreach (var change in studies.Values)
+        {
+            var study = change.Study;
+            study.NumberOfSeries = study.Series.Count;
+            study.NumberOfInstances = study.Series.Sum(se => se.NumberOfInstances ?? 0);
+            study.Modality = [.. study.Series.Select(se => se.Modality).Where(m => m is not null).DistinctBy(m => m.Code)];
+            Apply(s, Prepare("ImagingStudy", change.Id, study, change.Current, change.Current is { Deleted: false } ? "PUT" : "POST"), change.LastWriter!);
+        }
+        foreach (var job in batch)
+        {
+            audit.Append(s, job.Request.Trail!.Records(200, Now()));
+        }
+        return true;
+    }
+
+    private List<StoredInstance> StoreStudy(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances, Dictionary<string, StudyChange> studies)
     {
         var first = instances[0].File.Dataset;
         var patientId = ResolvePatient(s, request, first);
@@ -130,16 +226,19 @@ internal sealed partial class FhirEngine
             throw FhirException.BadRequest($"The instances of one study name different Patient IDs; Ward keeps a study in one patient's compartment.");
 
         var studyId = StudyResourceId(studyUid);
-        var current = s.GetCurrent("ImagingStudy", studyId);
-        var study = current is { Deleted: false } ? (ImagingStudy)FhirJson.Parse(s.Read("ImagingStudy", studyId)!.Data) : NewStudy(studyUid, patientId, first);
-        if (study.Subject?.Reference != $"Patient/{patientId}")
+        if (!studies.TryGetValue(studyId, out var change))
+        {
+            var current = s.GetCurrent("ImagingStudy", studyId);
+            var study = current is { Deleted: false } ? (ImagingStudy)FhirJson.Parse(s.Read("ImagingStudy", studyId)!.Data) : NewStudy(studyUid, patientId, first);
+            study.Series.ForEach(se => se.Instance.Clear()); // listed by versions before series summaries
+            studies[studyId] = change = new StudyChange(studyId, current, study, study.Subject?.Reference ?? "", Indexer.Index(study, store.Keys.Blind));
+        }
+        if (change.PatientId != $"Patient/{patientId}")
             throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.Conflict,
                 "This study is already stored in another patient's compartment; an instance cannot move it.");
-        foreach (var instance in instances) AddToStudy(study, instance);
-        study.NumberOfSeries = study.Series.Count;
-        study.NumberOfInstances = study.Series.Sum(se => se.Instance.Count);
-        study.Modality = [.. study.Series.Select(se => se.Modality).Where(m => m is not null).DistinctBy(m => m.Code)];
-        Apply(s, Prepare("ImagingStudy", studyId, study, current, current is { Deleted: false } ? "PUT" : "POST"), request);
+        // The study's version is written once for the batch, by its last writer; every writer must be allowed to write it.
+        PermitWrite(s, request, "ImagingStudy", studyId, change.Current, change.Current is { Deleted: false } ? Interaction.Update : Interaction.Create, change.Index);
+        change.LastWriter = request;
 
         var ticks = Now();
         var result = new List<StoredInstance>();
@@ -147,6 +246,7 @@ internal sealed partial class FhirEngine
         {
             var id = InstanceId(instance.SopUid);
             var existing = s.GetCurrent(InstanceType, id);
+            if (existing is null) AddToStudy(change.Study, instance);
             var version = existing is { } e ? e.Version + 1 : 1;
             var index = InstanceIndex(instance, patientId);
             var (_, digest) = s.Put(InstanceType, id, existing, version, Math.Max(ticks, existing?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0),
@@ -234,6 +334,11 @@ internal sealed partial class FhirEngine
         return study;
     }
 
+    /// <summary>
+    /// Counts a new instance in its series (adding the series if it is new). The ImagingStudy summarises series, not
+    /// instances: listed one by one it would grow with the study and be rewritten whole for each instance stored (a CT
+    /// of 3,000 images sent one per request would leave versions totalling gigabytes); QIDO-RS lists the instances.
+    /// </summary>
     private static void AddToStudy(ImagingStudy study, Incoming instance)
     {
         var ds = instance.File.Dataset;
@@ -249,16 +354,7 @@ internal sealed partial class FhirEngine
             };
             study.Series.Add(series);
         }
-        if (series.Instance.All(i => i.Uid != instance.SopUid))
-        {
-            series.Instance.Add(new ImagingStudy.InstanceComponent
-            {
-                Uid = instance.SopUid,
-                SopClass = new Coding("urn:ietf:rfc:3986", "urn:oid:" + instance.SopClass),
-                Number = ds.GetInt(DicomTag.InstanceNumber) is { } n && n >= 0 ? n : null,
-            });
-        }
-        series.NumberOfInstances = series.Instance.Count;
+        series.NumberOfInstances = (series.NumberOfInstances ?? 0) + 1;
     }
 
     // ------------------------------------------------------------------------------------------------------ reading
