@@ -66,10 +66,13 @@ internal static class DicomWebEndpoints
             throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
                 $"STOW-RS here takes Part 10 instances (type=\"application/dicom\"), not {type}.");
 
-        var parts = await ReadPartsAsync(new MultipartReader(boundary, http.Request.Body), ct);
-        if (parts.Count == 0) throw FhirException.BadRequest("The STOW-RS request holds no instance.");
-
-        var (stored, failed) = await engine.StoreImagesAsync(request, parts, study, ct);
+        List<StoredInstance> stored;
+        List<FailedInstance> failed;
+        using (var parts = await Parts.ReadAsync(new MultipartReader(boundary, http.Request.Body), ct))
+        {
+            if (parts.Items.Count == 0) throw FhirException.BadRequest("The STOW-RS request holds no instance.");
+            (stored, failed) = await engine.StoreImagesAsync(request, parts.Items, study, ct);
+        }
         var baseUrl = DicomWebBase(http);
         var response = new DicomDataset();
         if (stored.Count > 0 && stored.Select(s => s.StudyUid).Distinct().Count() == 1)
@@ -86,27 +89,72 @@ internal static class DicomWebEndpoints
         return Results.Text(Encoding.UTF8.GetString(Json(json => DicomJson.Write(json, response))), DicomJsonType, Encoding.UTF8, status);
     }
 
-    /// <summary>The parts of a multipart/related body, each application/dicom; a body that is not well-formed multipart answers 400.</summary>
-    private static async Task<List<ReadOnlyMemory<byte>>> ReadPartsAsync(MultipartReader reader, CancellationToken ct)
+    /// <summary>
+    /// The parts of a multipart/related body, each application/dicom, read into pooled buffers (an image is hundreds of
+    /// kilobytes: fresh arrays for each would cost page faults and zeroing) that are cleared and returned when the
+    /// request is done. A body that is not well-formed multipart answers 400.
+    /// </summary>
+    private sealed class Parts : IDisposable
     {
-        var parts = new List<ReadOnlyMemory<byte>>();
-        try
+        private const int FirstBuffer = 256 * 1024;
+        private readonly List<byte[]> _rented = [];
+
+        public List<ReadOnlyMemory<byte>> Items { get; } = [];
+
+        public static async Task<Parts> ReadAsync(MultipartReader reader, CancellationToken ct)
         {
-            while (await reader.ReadNextSectionAsync(ct) is { } section)
+            var parts = new Parts();
+            try
             {
-                if (section.ContentType is { } partType && !partType.StartsWith("application/dicom", StringComparison.OrdinalIgnoreCase))
-                    throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
-                        $"A part is {partType}; each part must be application/dicom.");
-                using var buffer = new MemoryStream();
-                await section.Body.CopyToAsync(buffer, ct);
-                parts.Add(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
+                while (await reader.ReadNextSectionAsync(ct) is { } section)
+                {
+                    if (section.ContentType is { } partType && !partType.StartsWith("application/dicom", StringComparison.OrdinalIgnoreCase))
+                        throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
+                            $"A part is {partType}; each part must be application/dicom.");
+                    await parts.ReadPartAsync(section.Body, ct);
+                }
+                return parts;
+            }
+            catch (Exception e)
+            {
+                parts.Dispose();
+                if (e is IOException or InvalidDataException)
+                    throw FhirException.BadRequest($"The multipart/related body is malformed: {e.Message}");
+                throw;
             }
         }
-        catch (Exception e) when (e is IOException or InvalidDataException)
+
+        private async Task ReadPartAsync(Stream body, CancellationToken ct)
         {
-            throw FhirException.BadRequest($"The multipart/related body is malformed: {e.Message}");
+            var buffer = Rent(FirstBuffer);
+            var length = 0;
+            int read;
+            while ((read = await body.ReadAsync(buffer.AsMemory(length), ct)) > 0)
+            {
+                length += read;
+                if (length == buffer.Length)
+                {
+                    var larger = Rent(buffer.Length * 2);
+                    buffer.AsSpan(0, length).CopyTo(larger);
+                    buffer = larger;
+                }
+            }
+            Items.Add(buffer.AsMemory(0, length));
         }
-        return parts;
+
+        private byte[] Rent(int size)
+        {
+            var buffer = ArrayPool<byte>.Shared.Rent(size);
+            _rented.Add(buffer);
+            return buffer;
+        }
+
+        public void Dispose()
+        {
+            foreach (var buffer in _rented)
+                ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+            _rented.Clear();
+        }
     }
 
     private static DicomDataset Reference(string? sopClass, string? sopInstance, string? url, ushort? reason)

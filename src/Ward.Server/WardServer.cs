@@ -28,7 +28,10 @@ internal static class WardServer
     public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null, bool requireTokens = true, bool readOnly = false)
     {
         var endpoints = ParseUrls(urls, config);
-        var builder = WebApplication.CreateSlimBuilder();
+        // The content root is the install folder, not the working directory: an appsettings.json lying where the node is
+        // started cannot reconfigure it (say, turn on request logging, which would write search URLs), and the host
+        // does not watch the working directory, often the data folder, whose every write would wake a file watcher.
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         // Framework logs stay at Warning: request logging at Information would write URLs, and search URLs hold patient data.
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
 using Ward.Core.Crypto;
 
 namespace Ward.Core.Storage;
@@ -18,11 +19,18 @@ internal readonly record struct CurrentInfo(long Rid, int Version, bool Deleted,
 /// lock for other processes such as <c>ward import</c> beside <c>ward serve</c>); readers never wait for writers.
 /// Connections are pooled here so that each keeps its prepared statements.
 /// </summary>
-internal sealed class SqliteStore : RecordStore
+internal sealed partial class SqliteStore : RecordStore
 {
+    /// <summary>How often the background checkpoint runs while there are writes (at most).</summary>
+    private static readonly TimeSpan CheckpointInterval = TimeSpan.FromMilliseconds(50);
+
     private readonly string _connectionString;
     private readonly ConcurrentBag<Lease> _pool = [];
     private readonly SemaphoreSlim _writeGate = new(1, 1);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _checkpointer;
+    private int _written;
+    private int _disposed;
 
     public SqliteStore(string path, KeyRing keys) : base(keys)
     {
@@ -41,6 +49,7 @@ internal sealed class SqliteStore : RecordStore
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         }
         Initialise(Migrations.Sqlite);
+        _checkpointer = Task.Run(CheckpointLoopAsync);
     }
 
     public override StoreEngine Engine => StoreEngine.Sqlite;
@@ -62,6 +71,8 @@ internal sealed class SqliteStore : RecordStore
             PRAGMA secure_delete = ON;
             PRAGMA cache_size = -65536;
             PRAGMA foreign_keys = OFF;
+            PRAGMA wal_autocheckpoint = 0;
+            PRAGMA journal_size_limit = 67108864;
             """;
         cmd.ExecuteNonQuery();
         return new Lease(connection, cacheCommands: true);
@@ -98,9 +109,57 @@ internal sealed class SqliteStore : RecordStore
         }
         if (session.IsWriter)
         {
+            Volatile.Write(ref _written, 1);
             _writeGate.Release();
         }
     }
+
+    /// <summary>
+    /// Copies committed pages from the write-ahead log into the database in the background (a passive checkpoint, which
+    /// waits for no one), instead of in the commit of whichever write crosses SQLite's threshold: a write then costs
+    /// its own pages once in the log, and the copy and its flush happen outside the write lock. Commits stay durable
+    /// in the log (synchronous = FULL) whatever the checkpoint's progress.
+    /// </summary>
+    private async Task CheckpointLoopAsync()
+    {
+        Lease? lease = null;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(CheckpointInterval, _stop.Token);
+                if (Interlocked.Exchange(ref _written, 0) == 0)
+                {
+                    continue;
+                }
+                try
+                {
+                    lease ??= Connect();
+                    using var cmd = lease.Connection.CreateCommand();
+                    cmd.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
+                    cmd.ExecuteNonQuery();
+                }
+                catch (SqliteException e)
+                {
+                    // Nothing is lost (the log holds every commit); the next round tries again.
+                    LogCheckpointFailed(Logger, e.SqliteErrorCode);
+                    lease?.Dispose();
+                    lease = null;
+                    Volatile.Write(ref _written, 1);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        finally
+        {
+            lease?.Dispose();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A background checkpoint of the SQLite write-ahead log failed (SQLite error {Code}); it is retried.")]
+    private static partial void LogCheckpointFailed(ILogger logger, int code);
 
     // The write transaction (BEGIN IMMEDIATE) already excludes every other writer, in every process.
     internal override string? LockSql(bool keys) => null;
@@ -147,6 +206,13 @@ internal sealed class SqliteStore : RecordStore
 
     public override void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        _stop.Cancel();
+        _checkpointer.GetAwaiter().GetResult();
+        _stop.Dispose();
         while (_pool.TryTake(out var lease))
         {
             lease.Dispose();
