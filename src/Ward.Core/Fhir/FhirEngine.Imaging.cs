@@ -184,7 +184,7 @@ internal sealed partial class FhirEngine
     }
 
     /// <summary>One study's ImagingStudy as a batch changes it, written once after every request of the batch.</summary>
-    private sealed record StudyChange(string Id, CurrentInfo? Current, ImagingStudy Study, string PatientId, IndexSet Index)
+    private sealed record StudyChange(string Id, CurrentInfo? Current, ImagingStudy Study, string Subject, IndexSet Index)
     {
         public FhirRequest? LastWriter { get; set; }
     }
@@ -233,7 +233,7 @@ internal sealed partial class FhirEngine
             study.Series.ForEach(se => se.Instance.Clear()); // listed by versions before series summaries
             studies[studyId] = change = new StudyChange(studyId, current, study, study.Subject?.Reference ?? "", Indexer.Index(study, store.Keys.Blind));
         }
-        if (change.PatientId != $"Patient/{patientId}")
+        if (change.Subject != $"Patient/{patientId}")
             throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.Conflict,
                 "This study is already stored in another patient's compartment; an instance cannot move it.");
         // The study's version is written once for the batch, by its last writer; every writer must be allowed to write it.
