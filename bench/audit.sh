@@ -20,8 +20,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/ba
 
 build_tree
 build_base "$work/base" "$base"
-declare -A wards=([on]="$ward" [off]="dotnet $work/base/src/Ward.Cli/bin/Release/net10.0/ward.dll")
-declare -A benches=([on]="$bench" [off]="dotnet $work/base/bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll")
+declare -A wards=([on]="$ward" [off]="$base_ward")
+declare -A benches=([on]="$bench" [off]="$base_bench")
 unpack_synthea "$work/synthea"
 echo "== machine: $(machine)"
 
@@ -36,7 +36,7 @@ run() { # on|off: a fresh node, ingest over HTTP, then reads
     token=$(bench_token "${wards[$1]}" "$node")
     DOTNET_gcServer=1 DOTNET_gcConcurrent=1 ${benches[$1]} serve "$node" "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
     local pid=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+    wait_ready "http://127.0.0.1:$port/health"
     local ingest
     ingest=$(WARD_TOKEN="$token" $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 | sed -E 's/.*= ([0-9]+) resources.*/\1/')
     WARD_TOKEN="$token" $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null

@@ -26,7 +26,7 @@ run() { # on|off|bare
     [ "$1" = bare ] && header=""
     DOTNET_gcServer=1 DOTNET_gcConcurrent=1 $bench serve "$work/node" "http://127.0.0.1:$port" $flag >"$work/serve.log" 2>&1 &
     local pid=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+    wait_ready "http://127.0.0.1:$port/health"
     WARD_TOKEN="$token" $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null
     WARD_TOKEN="$header" WARD_IDS="$work/ids.txt" wrk -t1 -c16 -d5s -s bench/reads.lua "http://127.0.0.1:$port" >/dev/null
     WARD_TOKEN="$header" WARD_IDS="$work/ids.txt" wrk -t1 -c16 -d"${seconds}s" --latency -s bench/reads.lua "http://127.0.0.1:$port" \

@@ -30,7 +30,7 @@ run() { # engine round
     export WARD_TOKEN
     $ward serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
     local pid=$!
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+    wait_ready "http://127.0.0.1:$port/health"
     local ingest reads search
     ingest=$($bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 | sed -E 's/.*= ([0-9]+) resources.*/\1/')
     $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null

@@ -28,7 +28,7 @@ cat >"$work/orthanc.json" <<JSON
   "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"], "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
 JSON
 Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && curl -sf http://127.0.0.1:8042/system >/dev/null && break; sleep 0.2; done
+wait_ready "http://127.0.0.1:$port/health" http://127.0.0.1:8042/system
 ward_web="http://127.0.0.1:$port/dicomweb"
 orthanc_web="http://127.0.0.1:8042/dicom-web"
 

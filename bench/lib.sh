@@ -30,10 +30,26 @@ build_tree() {
     bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
 }
 
-# Builds commit $2 in a git worktree at $1 (the "before" side of a same-run comparison; the caller removes the worktree).
+# Builds commit $2 in a git worktree at $1 (the "before" side of a same-run comparison; the caller removes the worktree)
+# and names its commands: $base_ward and $base_bench.
 build_base() {
     git worktree add -q --detach "$1" "$2"
     (cd "$1" && dotnet build -c Release -v q -nologo Ward.slnx >/dev/null)
+    base_ward="dotnet $1/src/Ward.Cli/bin/Release/net10.0/ward.dll"
+    base_bench="dotnet $1/bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
+}
+
+# Waits (up to 20 s) until every URL given answers with a success status.
+wait_ready() {
+    local url ready
+    for _ in $(seq 100); do
+        ready=1
+        for url in "$@"; do curl -sf "$url" >/dev/null || { ready=0; break; }; done
+        [ "$ready" = 1 ] && return 0
+        sleep 0.2
+    done
+    echo "not ready after 20 s: $*" >&2
+    return 1
 }
 
 # Unpacks the 100-patient Synthea set (shared test data) into the folder $1.

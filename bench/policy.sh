@@ -16,7 +16,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/ba
 
 build_tree
 build_base "$work/base" "$base"
-declare -A wards=([on]="$ward" [off]="dotnet $work/base/src/Ward.Cli/bin/Release/net10.0/ward.dll")
+declare -A wards=([on]="$ward" [off]="$base_ward")
 unpack_synthea "$work/synthea"
 echo "== machine: $(machine)"
 
@@ -28,7 +28,7 @@ load() { # on|off: a fresh node with the Synthea patients, a CareTeam per patien
     token=$(bench_token "$w" "$node")
     DOTNET_gcServer=1 DOTNET_gcConcurrent=1 $w serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
     echo $! >"$work/pid"
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+    wait_ready "http://127.0.0.1:$port/health"
     WARD_TOKEN="$token" $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 >/dev/null
     WARD_TOKEN="$token" $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null
     while read -r id; do

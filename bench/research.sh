@@ -20,7 +20,7 @@ $ward init --data "$node" >/dev/null
 token=$(bench_token "$ward" "$node")
 $ward serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+wait_ready "http://127.0.0.1:$port/health"
 WARD_TOKEN="$token" $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 >/dev/null
 kill $pid; wait $pid 2>/dev/null || true
 

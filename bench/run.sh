@@ -15,7 +15,7 @@ $ward init --data "$work/node" >/dev/null
 WARD_TOKEN=$(bench_token "$ward" "$work/node")
 export WARD_TOKEN
 $ward serve --data "$work/node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+wait_ready "http://127.0.0.1:$port/health"
 
 echo "== machine: $(machine)"
 $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4
