@@ -6,6 +6,7 @@ using Ward.Core.Imaging;
 using Ward.Core.Policy;
 using Ward.Core.Search;
 using Ward.Core.Storage;
+using Task = System.Threading.Tasks.Task;
 
 namespace Ward.Core.Fhir;
 
@@ -136,7 +137,7 @@ internal sealed partial class FhirEngine
     private readonly System.Collections.Concurrent.ConcurrentQueue<StowJob> _stowQueue = new();
     private readonly SemaphoreSlim _stowWriter = new(1, 1);
 
-    private async System.Threading.Tasks.Task WriteStowAsync(StowJob job)
+    private async Task WriteStowAsync(StowJob job)
     {
         _stowQueue.Enqueue(job);
         // Not cancellable: a queued request is written by whoever holds the writer, so each waits for its own outcome.
@@ -162,7 +163,7 @@ internal sealed partial class FhirEngine
         await job.Done.Task;
     }
 
-    private async System.Threading.Tasks.Task WriteStowBatchAsync(List<StowJob> batch)
+    private async Task WriteStowBatchAsync(List<StowJob> batch)
     {
         try
         {
@@ -230,7 +231,6 @@ internal sealed partial class FhirEngine
         {
             var current = s.GetCurrent("ImagingStudy", studyId);
             var study = current is { Deleted: false } ? (ImagingStudy)FhirJson.Parse(s.Read("ImagingStudy", studyId)!.Data) : NewStudy(studyUid, patientId, first);
-            study.Series.ForEach(se => se.Instance.Clear()); // listed by versions before series summaries
             studies[studyId] = change = new StudyChange(studyId, current, study, study.Subject?.Reference ?? "", Indexer.Index(study, store.Keys.Blind));
         }
         if (change.Subject != $"Patient/{patientId}")
