@@ -81,7 +81,7 @@ internal static class DicomWebEndpoints
         {
             response.Set(new DicomElement(new DicomTag(0x0008_1198), [.. failed.Select(f => Reference(f.SopClass, f.SopInstance, null, f.Reason))]));
             // Why each instance failed, in words (PS3.18 section 8.6's Warning header).
-            http.Response.Headers.Warning = failed.Select(f => $"299 ward \"{f.SopInstance ?? "instance"}: {new string([.. f.Why.Select(c => c is >= ' ' and < '\x7f' and not '"' ? c : '?')])}\"").ToArray();
+            http.Response.Headers.Warning = failed.Select(f => $"299 ward \"{f.SopInstance ?? "instance"}: {Ascii(f.Why)}\"").ToArray();
         }
         response.Set(new DicomElement(new DicomTag(0x0008_1199), [.. stored.Select(s => Reference(s.SopClass, s.SopInstance,
             $"{baseUrl}/studies/{s.StudyUid}/series/{s.SeriesUid}/instances/{s.SopInstance}", null))]));
@@ -156,6 +156,9 @@ internal static class DicomWebEndpoints
             _rented.Clear();
         }
     }
+
+    /// <summary>A reason as a Warning header's quoted text can carry it.</summary>
+    private static string Ascii(string text) => new([.. text.Select(c => c is >= ' ' and < '\x7f' and not '"' and not '\\' ? c : '?')]);
 
     private static DicomDataset Reference(string? sopClass, string? sopInstance, string? url, ushort? reason)
     {
@@ -291,7 +294,9 @@ internal static class DicomWebEndpoints
     {
         var (study, series, instance) = (Route(http, "study")!, Route(http, "series"), Route(http, "instance"));
         if (!metadata) RequireAccept(http, "application/dicom");
-        var found = await engine.RetrieveImagesAsync(request, study, series, instance, ct);
+        var (found, withheld) = await engine.RetrieveImagesAsync(request, study, series, instance, ct);
+        if (withheld.Count > 0)
+            http.Response.Headers.Warning = $"299 ward \"{withheld.Count} instance(s) withheld from research: {Ascii(withheld[0])}\"";
         if (metadata)
         {
             var baseUrl = DicomWebBase(http);
@@ -319,7 +324,7 @@ internal static class DicomWebEndpoints
             numbers.Add(n);
         }
         RequireAccept(http, "application/octet-stream");
-        var found = await engine.RetrieveImagesAsync(request, Route(http, "study")!, Route(http, "series"), Route(http, "instance"), ct);
+        var (found, _) = await engine.RetrieveImagesAsync(request, Route(http, "study")!, Route(http, "series"), Route(http, "instance"), ct);
         var ds = found[0].File.Dataset;
         var pixels = ds[DicomTag.PixelData] ?? throw FhirException.NotFound("This instance has no pixel data.");
         var frames = Math.Max(1, ds.GetInt(DicomTag.NumberOfFrames) ?? 1);

@@ -220,6 +220,129 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
         Assert.Empty(resource.Series[0].Instance);
     }
 
+    /// <summary>A sample as an instance of a study and series of a patient, with changes (the test's own values, to find in the output).</summary>
+    private static byte[] Variant(string sample, string study, string series, string sop, string patientId, Action<DicomDataset> change)
+    {
+        var file = DicomFile.Read(File.ReadAllBytes(Sample(sample)));
+        file.Dataset.SetString(DicomTag.StudyInstanceUid, DicomVR.UI, study);
+        file.Dataset.SetString(DicomTag.SeriesInstanceUid, DicomVR.UI, series);
+        file.Dataset.SetString(DicomTag.SopInstanceUid, DicomVR.UI, sop);
+        file.Dataset.SetString(DicomTag.PatientId, DicomVR.LO, patientId);
+        change(file.Dataset);
+        return DicomWriter.ToBytes(file);
+    }
+
+    [Fact]
+    public async Task A_researcher_gets_de_identified_images_by_their_remapped_uids_without_opted_out_patients_and_without_burned_in_images()
+    {
+        var tag = Random.Shared.NextInt64(1, long.MaxValue).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var (study, optedOutStudy) = ($"2.25.{tag}1", $"2.25.{tag}2");
+        var (patientId, optedOutId, name) = ($"RS{tag}", $"RO{tag}", $"Researchtest{tag}^Alice");
+        // Nuclear medicine, which no other test stores: the researcher's QIDO finds this test's studies by modality.
+        void Nm(DicomDataset ds)
+        {
+            ds.SetString(DicomTag.Modality, DicomVR.CS, "NM");
+            ds.SetString(DicomTag.PatientName, DicomVR.PN, name);
+            ds.SetString(DicomTag.BurnedInAnnotation, DicomVR.CS, "NO");
+        }
+        var released = new[] { Variant(Brain[0], study, study + ".1", study + ".1.1", patientId, Nm), Variant(Brain[1], study, study + ".1", study + ".1.2", patientId, Nm) };
+        var burnedIn = Variant(Brain[2], study, study + ".2", study + ".2.1", patientId, ds => { Nm(ds); ds.SetString(DicomTag.BurnedInAnnotation, DicomVR.CS, "YES"); });
+        var optedOut = Variant(Brain[0], optedOutStudy, optedOutStudy + ".1", optedOutStudy + ".1.1", optedOutId, Nm);
+        foreach (var bytes in released.Append(burnedIn).Append(optedOut))
+        {
+            using var stored = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(bytes));
+            Assert.Equal(HttpStatusCode.OK, stored.StatusCode);
+        }
+
+        const string subject = "researcher-dicomweb";
+        using var researcher = node.NewHttp(node.Token(new AccessGrant(subject, "dicomweb-tests", "researcher", SmartScopes.Parse("user/*.cruds"), null, null)));
+        // Records and writes stay closed: no direct FHIR access, no STOW.
+        using (var fhir = await researcher.GetAsync($"{node.BaseUrl}/ImagingStudy?_count=1"))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, fhir.StatusCode);
+            Assert.Contains("rule role.researcher", await fhir.Content.ReadAsStringAsync());
+        }
+        using (var write = await researcher.PostAsync($"{node.Origin}/dicomweb/studies", Stow(Variant(Brain[0], study, study + ".1", study + ".1.9", patientId, Nm))))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, write.StatusCode);
+            Assert.Contains("rule role.researcher", await write.Content.ReadAsStringAsync());
+        }
+        // Nothing to match identifying values against, and the original UIDs find nothing.
+        foreach (var key in new[] { $"PatientID={patientId}", "PatientName=Researchtest*", "AccessionNumber=1", "StudyDate=20010101-" })
+        {
+            using var refused = await researcher.GetAsync($"{node.Origin}/dicomweb/studies?{key}");
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.Contains("rule view.deidentified", await refused.Content.ReadAsStringAsync());
+        }
+        Assert.Empty((await QidoAsync(researcher, $"studies?StudyInstanceUID={study}")).EnumerateArray());
+        using (var original = await researcher.GetAsync($"{node.Origin}/dicomweb/studies/{study}"))
+            Assert.Equal(HttpStatusCode.NotFound, original.StatusCode);
+
+        var before = (await QidoAsync(researcher, "studies?ModalitiesInStudy=NM")).EnumerateArray().ToList();
+        Assert.Equal(2, before.Count);
+        var optedOutPatient = Assert.Single((await node.Client().SearchAsync<Hl7.Fhir.Model.Patient>([$"identifier={optedOutId}"]))!.Entry).Resource.Id;
+        var consent = $$$"""{"resourceType":"Consent","status":"active","scope":{"text":"research"},"category":[{"text":"research"}],"patient":{"reference":"Patient/{{{optedOutPatient}}}"},"provision":{"type":"deny","purpose":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActReason","code":"HRESCH"}]}}""";
+        using (var opt = await node.Http.PostAsync($"{node.BaseUrl}/Consent", new StringContent(consent, Encoding.UTF8, "application/fhir+json")))
+            Assert.Equal(HttpStatusCode.Created, opt.StatusCode);
+
+        // The patient who opted out is gone; the other study shows its two releasable instances, under new UIDs and no identity.
+        var found = Assert.Single((await QidoAsync(researcher, "studies?ModalitiesInStudy=NM&includefield=all")).EnumerateArray());
+        var remapped = Text(found, "0020000D")!;
+        Assert.StartsWith("2.25.", remapped);
+        Assert.DoesNotContain(remapped, new[] { study, optedOutStudy });
+        Assert.Equal("2", Text(found, "00201208"));
+        Assert.Equal("1", Text(found, "00201206"));
+        Assert.Equal("YES", Text(found, "00120062"));
+        Assert.DoesNotContain(patientId, found.GetRawText());
+        Assert.DoesNotContain("Researchtest", found.GetRawText());
+        var hidden = before.Select(b => Text(b, "0020000D")!).Single(u => u != remapped);
+        using (var refused = await researcher.GetAsync($"{node.Origin}/dicomweb/studies/{hidden}"))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.Contains("rule consent.deny", await refused.Content.ReadAsStringAsync());
+        }
+
+        // WADO-RS by the remapped UID: de-identified Part 10 copies that dcmdump reads, pixels as stored, the burned-in one withheld with why.
+        using var wado = await researcher.GetAsync($"{node.Origin}/dicomweb/studies/{remapped}");
+        Assert.Equal(HttpStatusCode.OK, wado.StatusCode);
+        Assert.Contains("1 instance(s) withheld from research: Burned In Annotation", wado.Headers.Warning.ToString());
+        var parts = await PartsAsync(wado);
+        Assert.Equal(2, parts.Count);
+        var originals = released.Select(b => DicomFile.Read(b).Dataset).ToList();
+        foreach (var part in parts)
+        {
+            Assert.True(part.AsSpan().IndexOf(Encoding.ASCII.GetBytes(patientId)) < 0 && part.AsSpan().IndexOf("Researchtest"u8) < 0, "an identifier survived");
+            var ds = DicomFile.Read(part).Dataset;
+            Assert.Equal("YES", ds.GetString(DicomTag.PatientIdentityRemoved));
+            Assert.Equal(remapped, ds.GetString(DicomTag.StudyInstanceUid));
+            Assert.DoesNotContain(ds.GetString(DicomTag.SopInstanceUid), new[] { study + ".1.1", study + ".1.2" });
+            Assert.Contains(originals, o => o[DicomTag.PixelData]!.Value.Span.SequenceEqual(ds[DicomTag.PixelData]!.Value.Span));
+        }
+        var copy = Path.Combine(node.DataDir, "research.dcm");
+        await File.WriteAllBytesAsync(copy, parts[0]);
+        var (code, dump, errors) = await ExternalTool.RunAsync("dcmdump", ["-q", copy]);
+        Assert.True(code == 0 && errors.Length == 0, errors);
+        Assert.Contains("(0012,0062) CS [YES]", dump);
+        File.Delete(copy);
+        var sop = DicomFile.Read(parts[0]).Dataset.GetString(DicomTag.SopInstanceUid);
+        var series = DicomFile.Read(parts[0]).Dataset.GetString(DicomTag.SeriesInstanceUid);
+        Assert.Single((await QidoAsync(researcher, $"studies/{remapped}/series/{series}/instances?SOPInstanceUID={sop}")).EnumerateArray());
+        using (var frame = await researcher.GetAsync($"{node.Origin}/dicomweb/studies/{remapped}/series/{series}/instances/{sop}/frames/1"))
+            Assert.Equal(HttpStatusCode.OK, frame.StatusCode);
+
+        // The patient's audit trail shows the researcher's retrievals of the study, for research.
+        var patient = Assert.Single((await node.Client().SearchAsync<Hl7.Fhir.Model.Patient>([$"identifier={patientId}"]))!.Entry).Resource.Id;
+        using var officerHttp = node.NewHttp(node.Token(new AccessGrant("officer", "dicomweb-tests", "security-officer", SmartScopes.Parse("user/AuditEvent.rs"), null, null)));
+        var events = await new Hl7.Fhir.Rest.FhirClient(node.BaseUrl, officerHttp).SearchAsync<Hl7.Fhir.Model.AuditEvent>([$"patient=Patient/{patient}", $"agent={subject}", "subtype=read"]);
+        var reads = events!.Entry.Select(e => e.Resource).OfType<Hl7.Fhir.Model.AuditEvent>().ToList();
+        Assert.Equal(2, reads.Count); // the study, then the frame
+        Assert.All(reads, read =>
+        {
+            Assert.Equal("HRESCH", read.PurposeOfEvent.SelectMany(p => p.Coding).Single().Code);
+            Assert.Contains(read.Entity, e => e.What?.Reference?.StartsWith("ImagingStudy/", StringComparison.Ordinal) == true);
+        });
+    }
+
     [Fact]
     public async Task Bad_input_gets_a_clear_error_and_stores_nothing()
     {

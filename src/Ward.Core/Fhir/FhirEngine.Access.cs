@@ -27,8 +27,8 @@ internal sealed partial class FhirEngine
     };
 
     /// <summary>The access policy as it applies to this request, made once from its caller, purpose and break-the-glass.</summary>
-    private CallerAccess AccessFor(FhirRequest request) =>
-        request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts);
+    private CallerAccess AccessFor(FhirRequest request, bool images = false) =>
+        request.Access ??= new CallerAccess(Policy, request.Caller, request.Purpose, request.BreakGlass, Now(), store.Keys.Blind, _facts, images);
 
     private static CallerAccess AccessOf(FhirRequest request) => request.Access ?? throw new InvalidOperationException("The request has no access context.");
 

@@ -52,6 +52,17 @@ internal sealed partial class FhirEngine
 
     private string BlindUid(string param, string uid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-" + param, uid);
 
+    private DicomDeidentifier? _researchImages;
+
+    /// <summary>
+    /// What researchers are served: PS3.15's Basic Profile with dates moved by a per-patient offset (the Retain
+    /// Longitudinal Temporal Information Modified Dates option), burned-in images withheld. UIDs are remapped under a key
+    /// derived from the node's index key: the same at every retrieval (so they are indexed at STOW and a researcher can
+    /// come back to a study), the same for every researcher of the node, and not mappable back without the node's keys.
+    /// </summary>
+    private DicomDeidentifier ResearchImages => _researchImages ??=
+        new DicomDeidentifier(DeidOptions.ModifyDates, System.Buffers.Text.Base64Url.DecodeFromChars(store.Keys.Blind.Hash('k', "dicom-research-key", "")));
+
     private sealed record Incoming(DicomFile File, byte[] Bytes, string StudyUid, string SeriesUid, string SopUid, string SopClass, string PatientId);
 
     /// <summary>
@@ -96,7 +107,7 @@ internal sealed partial class FhirEngine
         }
         try
         {
-            AccessFor(request);
+            AccessFor(request, images: true);
             RefuseWriteWhenReadOnly();
             Permit(request, "ImagingStudy", Interaction.Create);
             Permit(request, "ImagingStudy", Interaction.Update);
@@ -272,6 +283,13 @@ internal sealed partial class FhirEngine
             index.Tokens.Add(new TokenEntry("modality", null, modality, null));
         if (Day(ds.GetString(DicomTag.StudyDate)) is { } day)
             index.Dates.Add(new DateEntry("study-date", day.Ticks, day.AddDays(1).Ticks - 1));
+        // What researchers find the instance by: its UIDs as their de-identified copy has them, and whether it is withheld.
+        var research = ResearchImages;
+        index.Tokens.Add(new TokenEntry("research-study", null, BlindUid("research-study", research.Uid(instance.StudyUid)), null));
+        index.Tokens.Add(new TokenEntry("research-series", null, BlindUid("research-series", research.Uid(instance.SeriesUid)), null));
+        index.Tokens.Add(new TokenEntry("research-sop", null, BlindUid("research-sop", research.Uid(instance.SopUid)), null));
+        if (research.WithheldBecause(ds) is not null)
+            index.Tokens.Add(new TokenEntry("research-withheld", null, "1", null));
         return index;
     }
 
@@ -361,59 +379,92 @@ internal sealed partial class FhirEngine
 
     /// <summary>
     /// The instances of a study (and series, and instance) for WADO-RS, each decided by the policy as a read of the
-    /// study: 404 when none exists, 403 naming the rule when one exists that the caller may not read.
+    /// study: 404 when none exists, 403 naming the rule when one exists that the caller may not read. A research role
+    /// names the study by its de-identified UIDs and is served de-identified copies; the instances the profile withholds
+    /// are left out and their reasons returned (403 with the reason when every instance is withheld).
     /// </summary>
-    public async Task<List<FoundInstance>> RetrieveImagesAsync(FhirRequest request, string studyUid, string? seriesUid, string? sopUid, CancellationToken ct)
+    public async Task<(List<FoundInstance> Found, List<string> Withheld)> RetrieveImagesAsync(FhirRequest request, string studyUid, string? seriesUid, string? sopUid, CancellationToken ct)
     {
         var trail = request.Trail = new AuditTrail(request, store.Keys.Blind) { Subtype = "read", Action = 'R' };
-        var studyId = StudyResourceId(studyUid);
-        trail.Target = ("ImagingStudy", studyId);
         return await ReadImagesAsync(request, trail, s =>
         {
+            var research = AccessOf(request).Deidentified;
+            if (!research) trail.Target = ("ImagingStudy", StudyResourceId(studyUid));
             var scoped = Permit(request, "ImagingStudy", Interaction.Read) == Reach.Patient;
-            var (where, args) = InstanceCondition(studyUid, seriesUid, sopUid);
-            var rids = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} ORDER BY r.rid", args);
-            if (rids.Count == 0)
+            var (where, args) = InstanceCondition(studyUid, seriesUid, sopUid, research);
+            var rows = new List<(long Rid, string Study)>();
+            using (var cmd = s.Command($"SELECT r.rid, st.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND st.param = 'study' WHERE {where} ORDER BY r.rid"))
+            {
+                StoreSession.Bind(cmd, args);
+                using var reader = cmd.ExecuteReader();
+                while (reader.Read()) rows.Add((reader.GetInt64(0), reader.GetString(1)));
+            }
+            if (rows.Count == 0)
                 throw FhirException.NotFound(sopUid is not null ? "No such instance." : seriesUid is not null ? "No such series." : "No such study.");
-            foreach (var rid in rids) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
-            var versions = s.LoadCurrent(rids);
+            // The study's resource id is the blind of its UID, which is how instances index their study.
+            var studyId = rows[0].Study.Replace('_', '.');
+            trail.Target = ("ImagingStudy", studyId);
+            foreach (var (rid, _) in rows) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
+            var versions = s.LoadCurrent([.. rows.Select(r => r.Rid)]);
             foreach (var v in versions) trail.Patient(v.Owner);
             if (s.Read("ImagingStudy", studyId) is { } studyVersion) trail.Saw(studyVersion);
-            return versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList();
-        }, studyId, ct);
+            if (!research) return (versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList(), new List<string>());
+            var found = new List<FoundInstance>();
+            var withheld = new List<string>();
+            foreach (var v in versions)
+            {
+                try
+                {
+                    found.Add(Deidentified(v));
+                }
+                catch (DeidentificationRefused e)
+                {
+                    withheld.Add(e.Message);
+                }
+            }
+            if (found.Count == 0)
+                throw Decision.Deny("deidentification.withheld", $"Every instance asked for is withheld from research: {withheld[0]}").Refusal();
+            return (found, withheld);
+        }, ct);
     }
+
+    /// <summary>A stored instance as researchers are served it; <see cref="DeidentificationRefused"/> when the profile withholds it.</summary>
+    private FoundInstance Deidentified(StoredVersion v) =>
+        new(v.Rid, v.Owner!, DicomWriter.ToBytes(ResearchImages.Deidentify(DicomFile.Read(v.Data!))));
 
     /// <summary>
     /// A DICOMweb read as the FHIR engine runs one: any break-the-glass opening committed first, the work in a read
-    /// session, then its audit records durable before the answer; a refusal or failure recorded (against the study's
-    /// patient when there is one) before the error goes back.
+    /// session, then its audit records durable before the answer; a refusal or failure recorded (against the patient of
+    /// the study the trail targets, when there is one) before the error goes back.
     /// </summary>
-    private async Task<T> ReadImagesAsync<T>(FhirRequest request, AuditTrail trail, Func<StoreSession, T> work, string? studyId, CancellationToken ct)
+    private async Task<T> ReadImagesAsync<T>(FhirRequest request, AuditTrail trail, Func<StoreSession, T> work, CancellationToken ct)
     {
         try
         {
-            if (AccessFor(request).Justification is not null) await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
+            if (AccessFor(request, images: true).Justification is not null) await store.WriteAsync(s => { OpenGlass(s, request); return true; }, ct);
             var result = await store.ReadAsync(work, ct);
             await audit.RecordAsync(trail.Records(200, Now()));
             return result;
         }
         catch (Exception e) when (e is not Audit.AuditUnavailableException and not OperationCanceledException)
         {
-            var owner = studyId is null ? null : await store.ReadAsync(s => s.OwnerOf("ImagingStudy", studyId), ct);
+            var owner = trail.Target is ("ImagingStudy", var studyId) ? await store.ReadAsync(s => s.OwnerOf("ImagingStudy", studyId), ct) : null;
             await audit.RecordAsync(trail.Records((int)Outcomes.FromException(e).Status, Now(), owner));
             throw;
         }
     }
 
-    private (string Where, List<(string, object?)> Args) InstanceCondition(string? studyUid, string? seriesUid, string? sopUid)
+    /// <summary>The instances with these UIDs (for a research role, the UIDs of their de-identified copies).</summary>
+    private (string Where, List<(string, object?)> Args) InstanceCondition(string? studyUid, string? seriesUid, string? sopUid, bool research)
     {
         var args = new List<(string, object?)> { ("@type", InstanceType) };
         var where = "r.type = @type AND r.deleted = 0";
-        foreach (var (param, uid) in new[] { ("study", studyUid), ("series", seriesUid), ("sop", sopUid) })
+        foreach (var (level, uid) in new[] { ("study", studyUid), ("series", seriesUid), ("sop", sopUid) })
         {
             if (uid is null) continue;
-            where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = '{param}' AND t.code = @{param})";
-            args.Add(($"@{param}", BlindUid(param, uid)));
+            var param = research ? "research-" + level : level;
+            where += $" AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = '{param}' AND t.code = @{level})";
+            args.Add(($"@{level}", BlindUid(param, uid)));
         }
         return (where, args);
     }
@@ -430,7 +481,11 @@ internal sealed partial class FhirEngine
         return await ReadImagesAsync(request, trail, s =>
         {
             var reach = Permit(request, "ImagingStudy", Interaction.Search);
-            var (where, args) = InstanceCondition(query.StudyUid, query.SeriesUid, query.SopUid);
+            var research = AccessOf(request).Deidentified;
+            if (research && ((query.PatientId ?? query.PatientName ?? query.Accession) is not null || query.StudyDate is not null))
+                throw Decision.Deny("view.deidentified", "Researchers see images de-identified: they match on the de-identified UIDs and Modality, not on patient names, identifiers, accession numbers or study dates.").Refusal();
+            var (where, args) = InstanceCondition(query.StudyUid, query.SeriesUid, query.SopUid, research);
+            if (research) where += " AND NOT EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = r.rid AND t.param = 'research-withheld')";
             string Arg(object? value)
             {
                 var name = "@q" + args.Count.ToString(CultureInfo.InvariantCulture);
@@ -472,7 +527,7 @@ internal sealed partial class FhirEngine
                 // Without a name to match, the groups before the page need not be opened.
                 if (regex is null && skipped < query.Offset) { skipped++; continue; }
                 var version = s.LoadCurrent([group.First().Rid])[0];
-                var first = new FoundInstance(version.Rid, version.Owner!, version.Data!);
+                var first = research ? Deidentified(version) : new FoundInstance(version.Rid, version.Owner!, version.Data!);
                 if (regex is not null && !(first.File.Dataset.GetString(DicomTag.PatientName) is { } name && (regex.IsMatch(name) || regex.IsMatch(name.Split('=')[0])))) continue;
                 if (skipped++ < query.Offset) continue;
                 matches.Add(new ImagingMatch(first, group.Count(), group.Select(r => r.Series).Distinct().Count(),
@@ -480,7 +535,7 @@ internal sealed partial class FhirEngine
                 trail.Patient(first.Owner);
             }
             return matches;
-        }, null, ct);
+        }, ct);
     }
 
     /// <summary>DICOM wildcard matching (PS3.4 C.2.2.2.4): * any run, ? one character; case-insensitive, whole value.</summary>

@@ -152,7 +152,7 @@ internal sealed class DicomDeidentifier
     public DicomFile Deidentify(DicomFile file)
     {
         var source = file.Dataset;
-        RefuseBurnedIn(source);
+        if (WithheldBecause(source) is { } why) throw new DeidentificationRefused(why);
         var context = new Context(this, source);
         var output = Process(source, context);
 
@@ -176,15 +176,17 @@ internal sealed class DicomDeidentifier
         return item;
     }
 
-    private void RefuseBurnedIn(DicomDataset dataset)
+    /// <summary>Why the profile will not release an instance (its pixels may show burned-in text); null when it will.</summary>
+    public string? WithheldBecause(DicomDataset dataset)
     {
-        if (allowBurnedIn || !dataset.Contains(DicomTag.PixelData)) return;
+        if (allowBurnedIn || !dataset.Contains(DicomTag.PixelData)) return null;
         var burned = dataset.GetString(DicomTag.BurnedInAnnotation);
         if (burned == "YES")
-            throw new DeidentificationRefused("Burned In Annotation (0028,0301) is YES: the pixels show text that may identify the patient, and Ward does not clean pixel data.");
+            return "Burned In Annotation (0028,0301) is YES: the pixels show text that may identify the patient, and Ward does not clean pixel data.";
         var modality = dataset.GetString(DicomTag.Modality) ?? "";
-        if (burned != "NO" && BurnedInModalities.Contains(modality))
-            throw new DeidentificationRefused($"Modality {modality} commonly carries burned-in patient data and Burned In Annotation (0028,0301) does not say NO; Ward does not clean pixel data.");
+        return burned != "NO" && BurnedInModalities.Contains(modality)
+            ? $"Modality {modality} commonly carries burned-in patient data and Burned In Annotation (0028,0301) does not say NO; Ward does not clean pixel data."
+            : null;
     }
 
     /// <summary>What one instance's processing needs: the identifiers to scrub from text, the date shift.</summary>

@@ -5,7 +5,7 @@ using Ward.Core.Search;
 namespace Ward.Core.Policy;
 
 /// <summary>How a role reaches patient data (see the comments of the shipped <c>policy.yaml</c>).</summary>
-internal enum AccessKind { Care, Service, Management, Counts, Own, None, Operator }
+internal enum AccessKind { Care, Service, Management, Counts, Own, Research, None, Operator }
 
 /// <summary>A set of resource types from the policy file: a list, or every type ("*").</summary>
 internal sealed class TypeSet(bool all, IReadOnlySet<string> types)
@@ -128,12 +128,23 @@ internal sealed class AccessPolicy
 
     // ------------------------------------------------------------------------------------------------- decisions
 
-    /// <summary>Whether a role may use an interaction on a type at all (before looking at any resource).</summary>
-    public static Decision DecideType(RolePolicy role, Interaction interaction, string type, bool countOnly = false)
+    /// <summary>
+    /// Whether a role may use an interaction on a type at all (before looking at any resource).
+    /// <paramref name="deidentified"/>: the request is served de-identified (DICOMweb for a research role), the only
+    /// way a research role reaches patient data; no FHIR path sets it.
+    /// </summary>
+    public static Decision DecideType(RolePolicy role, Interaction interaction, string type, bool countOnly = false, bool deidentified = false)
     {
         if (role.Access == AccessKind.Operator)
         {
             return Decision.Permit;
+        }
+        if (role.Access == AccessKind.Research)
+        {
+            return deidentified && interaction is Interaction.Read or Interaction.Search && role.Read.Contains(type)
+                ? Decision.Permit
+                : Decision.Deny("role.researcher",
+                    $"Researchers get no direct FHIR access: records come de-identified from the research export (ward research export), and images de-identified through DICOMweb ({Listed(role.Read)}): {interaction.ToString().ToLowerInvariant()} of {type} is not allowed{(deidentified ? "" : " through FHIR")}.");
         }
         var patientData = PatientData(type);
         if (interaction is Interaction.Read or Interaction.Search)
@@ -142,8 +153,6 @@ internal sealed class AccessPolicy
             {
                 return role.Access switch
                 {
-                    AccessKind.None when role.Name == "researcher" => Decision.Deny("role.researcher",
-                        $"Researchers get no direct FHIR access: their data comes de-identified from the research export (ward research export). Reading {type} is not allowed."),
                     AccessKind.None when patientData || role.Read.IsEmpty => Decision.Deny("role.no-clinical-data",
                         $"The {role.Name} role reads no clinical data: {type} is not among the types it may read ({Listed(role.Read)})."),
                     _ => Decision.Deny("role.read-types",
@@ -261,7 +270,7 @@ internal sealed class AccessPolicy
             var where = $"roles.{name}";
             if (!Enum.TryParse<AccessKind>(r.Access, ignoreCase: true, out var kind) || kind == AccessKind.Operator || int.TryParse(r.Access, out _))
             {
-                errors.Add($"{where}.access: '{r.Access}' is not one of care, service, management, counts, own, none.");
+                errors.Add($"{where}.access: '{r.Access}' is not one of care, service, management, counts, own, research, none.");
                 continue;
             }
             if (r.Purposes.Count == 0)
@@ -279,7 +288,11 @@ internal sealed class AccessPolicy
                     errors.Add($"{where}: '*' includes patient data, which a role with access: none may not reach; list the shared types it needs.");
                 }
             }
-            if (kind is AccessKind.Management or AccessKind.Counts && !write.IsEmpty)
+            if (kind == AccessKind.Research && (read.All || read.Types.Any(t => t != "ImagingStudy")))
+            {
+                errors.Add($"{where}.read: a research role reads images de-identified (ImagingStudy, through DICOMweb) and nothing else directly; records reach research through the research export.");
+            }
+            if (kind is AccessKind.Management or AccessKind.Counts or AccessKind.Research && !write.IsEmpty)
             {
                 errors.Add($"{where}.write: a {kind.ToString().ToLowerInvariant()} role reads only; remove its write list.");
             }

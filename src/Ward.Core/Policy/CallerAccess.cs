@@ -18,13 +18,15 @@ internal sealed class CallerAccess
     private readonly FactCache? _cache;
     private Facts? _facts;
 
-    public CallerAccess(AccessPolicy policy, AccessGrant caller, string? purpose, string? breakGlass, long nowTicks, Crypto.Blinder blind, FactCache? cache = null)
+    /// <param name="images">The request is a DICOMweb one, which a research role is served de-identified (<see cref="Deidentified"/>).</param>
+    public CallerAccess(AccessPolicy policy, AccessGrant caller, string? purpose, string? breakGlass, long nowTicks, Crypto.Blinder blind, FactCache? cache = null, bool images = false)
     {
         Policy = policy;
         Blind = blind;
         _cache = cache;
         Caller = caller;
         Role = policy.RoleOf(caller);
+        Deidentified = images && Role.Access == AccessKind.Research;
         Now = nowTicks;
         Justification = breakGlass?.Trim();
         if (Justification is not null)
@@ -76,6 +78,9 @@ internal sealed class CallerAccess
     public bool Masked => Role.Access == AccessKind.Management;
     public bool CountsOnly => Role.Access == AccessKind.Counts;
 
+    /// <summary>The caller is served de-identified images: the only patient data a research role reaches, and only so.</summary>
+    public bool Deidentified { get; }
+
     /// <summary>The patient a patient's token speaks for.</summary>
     private string? Self => Caller.Patient ?? (Caller.FhirUser is { } u && u.StartsWith("Patient/", StringComparison.Ordinal) ? u[8..] : null);
 
@@ -84,7 +89,7 @@ internal sealed class CallerAccess
     // ---------------------------------------------------------------------------------------------- single resources
 
     public Decision DecideType(Interaction interaction, string type, bool countOnly = false) =>
-        AccessPolicy.DecideType(Role, interaction, type, countOnly);
+        AccessPolicy.DecideType(Role, interaction, type, countOnly, Deidentified);
 
     /// <summary>The decision for one stored resource (its current compartments and labels), or for a version about to be written.</summary>
     public Decision Decide(StoreSession s, Interaction interaction, string type, IReadOnlyCollection<string> patients, IReadOnlyCollection<(string? System, string? Code)> labels)
