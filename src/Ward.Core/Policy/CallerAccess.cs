@@ -146,7 +146,7 @@ internal sealed class CallerAccess
         string Labelled(IEnumerable<(string System, string Code)> labels)
         {
             var bySystem = labels.GroupBy(l => l.System).Select(g => $"(t.system = {arg(g.Key)} AND t.code IN ({In(g.Select(l => l.Code))}))");
-            return $"EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = {a}.rid AND t.param = '_security' AND ({string.Join(" OR ", bySystem)}))";
+            return $"EXISTS (SELECT 1 FROM {s.SecurityLabels("t")} WHERE t.rid = {a}.rid AND t.param = '_security' AND ({string.Join(" OR ", bySystem)}))";
         }
         var parts = new List<string>();
         switch (Role.Access)
@@ -180,7 +180,7 @@ internal sealed class CallerAccess
         {
             if (!GlassOverridesConsent(f, patient))
             {
-                parts.Add($"NOT ({Compartment($" AND c.patient_id = {arg(patient)}")} AND EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = {a}.rid AND t.param = '_security' AND t.code IN ({In(labels)})))");
+                parts.Add($"NOT ({Compartment($" AND c.patient_id = {arg(patient)}")} AND EXISTS (SELECT 1 FROM {s.SecurityLabels("t")} WHERE t.rid = {a}.rid AND t.param = '_security' AND t.code IN ({In(labels)})))");
             }
         }
         return parts.Count == 0 ? null : "(" + string.Join(" AND ", parts) + ")";

@@ -6,12 +6,24 @@ namespace Ward.Core.Storage;
 /// <summary>What the access policy reads from the store: compartments and labels of rows, Consent rules, break-the-glass openings.</summary>
 internal sealed partial class StoreSession
 {
+    /// <summary>
+    /// The security label rows of <c>ix_token</c> under an alias, for a FROM clause. On SQLite through their partial
+    /// index: without statistics the planner takes the rid index instead, and reads every token row of the resource to
+    /// find (usually) no label; the partial index answers from a handful of entries.
+    /// </summary>
+    public string SecurityLabels(string alias) => SecurityLabels(_store.Engine, alias);
+
+    private static string SecurityLabels(StoreEngine engine, string alias) =>
+        engine == StoreEngine.Sqlite ? $"ix_token AS {alias} INDEXED BY ix_token_security" : $"ix_token AS {alias}";
+
+    private static readonly Dictionary<StoreEngine, string> RowFactsSql = Enum.GetValues<StoreEngine>().ToDictionary(e => e, e =>
+        $"SELECT 0, patient_id, NULL FROM ix_compartment WHERE rid = @r UNION ALL SELECT 1, t.system, t.code FROM {SecurityLabels(e, "t")} WHERE t.rid = @r AND t.param = '_security'");
+
     /// <summary>The patients whose compartment holds one row and its security labels (current version), in one prepared round trip.</summary>
     public RowFacts PolicyFacts(long rid)
     {
         var facts = new RowFacts("", [], []);
-        using var reader = Cmd("SELECT 0, patient_id, NULL FROM ix_compartment WHERE rid = @r UNION ALL SELECT 1, system, code FROM ix_token WHERE rid = @r AND param = '_security'",
-            ("@r", rid)).ExecuteReader();
+        using var reader = Cmd(RowFactsSql[_store.Engine], ("@r", rid)).ExecuteReader();
         while (reader.Read())
         {
             facts.Add(reader, 0);
@@ -40,7 +52,7 @@ internal sealed partial class StoreSession
                 }
             }
             // One round trip: compartments (kind 0) and security labels (kind 1).
-            using var cmd = AdHoc($"SELECT rid, 0, patient_id, NULL FROM ix_compartment WHERE rid IN ({list}) UNION ALL SELECT rid, 1, system, code FROM ix_token WHERE param = '_security' AND rid IN ({list})", []);
+            using var cmd = AdHoc($"SELECT rid, 0, patient_id, NULL FROM ix_compartment WHERE rid IN ({list}) UNION ALL SELECT t.rid, 1, t.system, t.code FROM {SecurityLabels("t")} WHERE t.param = '_security' AND t.rid IN ({list})", []);
             using var reader = cmd.ExecuteReader();
             while (reader.Read())
             {
