@@ -14,9 +14,8 @@ entries=${1:-1000000}
 seconds=${2:-20}
 rounds=${3:-3}
 base=${4:-c1f2432}
-work=$(mktemp -d /tmp/ward-audit.XXXXXX)
+make_work audit
 port=8194
-trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
 build_base "$work/base" "$base"

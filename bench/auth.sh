@@ -9,9 +9,8 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 seconds=${1:-20}
 rounds=${2:-3}
-work=$(mktemp -d /tmp/ward-auth.XXXXXX)
+make_work auth
 port=8193
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
 unpack_synthea "$work/synthea"

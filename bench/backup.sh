@@ -10,8 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 rounds=${1:-3}
-work=$(mktemp -d /tmp/ward-backup-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+make_work backup-bench
 build_tree
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache"
 now() { date +%s.%N; }

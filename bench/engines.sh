@@ -10,9 +10,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 rounds=${2:-3}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-ward}
-work=$(mktemp -d /tmp/ward-engines.XXXXXX)
+make_work engines
 port=8192
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
 unpack_synthea "$work/synthea"

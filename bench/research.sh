@@ -8,9 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 runs=${1:-5}
-work=$(mktemp -d /tmp/ward-research.XXXXXX)
+make_work research
 port=8197
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
 unpack_synthea "$work/synthea"

@@ -5,9 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 seconds=${1:-30}
-work=$(mktemp -d /tmp/ward-bench.XXXXXX)
+make_work bench
 port=8190
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 build_tree
 unpack_synthea "$work/synthea"

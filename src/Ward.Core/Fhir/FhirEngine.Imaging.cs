@@ -15,11 +15,25 @@ internal readonly record struct FailedInstance(string? SopClass, string? SopInst
 
 internal readonly record struct StoredInstance(string SopClass, string SopInstance, string StudyUid, string SeriesUid);
 
-/// <summary>One instance found by QIDO-RS or WADO-RS: its stored Part 10 bytes, read once.</summary>
-internal sealed record FoundInstance(long Rid, string Owner, byte[] Bytes)
+/// <summary>
+/// One instance found by QIDO-RS or WADO-RS, as its Part 10 bytes (stored, served as they are) or its dataset (a
+/// de-identified copy): each form made from the other only when asked for, once.
+/// </summary>
+internal sealed class FoundInstance
 {
+    private byte[]? _bytes;
     private DicomFile? _file;
-    public DicomFile File => _file ??= DicomFile.Read(Bytes);
+
+    public FoundInstance(string owner, byte[] bytes) => (Owner, _bytes) = (owner, bytes);
+
+    public FoundInstance(string owner, DicomFile file) => (Owner, _file) = (owner, file);
+
+    /// <summary>The patient whose compartment holds the instance.</summary>
+    public string Owner { get; }
+
+    public byte[] Bytes => _bytes ??= DicomWriter.ToBytes(_file!);
+
+    public DicomFile File => _file ??= DicomFile.Read(_bytes!);
 }
 
 internal enum ImagingLevel { Study, Series, Instance }
@@ -408,7 +422,7 @@ internal sealed partial class FhirEngine
             var versions = s.LoadCurrent([.. rows.Select(r => r.Rid)]);
             foreach (var v in versions) trail.Patient(v.Owner);
             if (s.Read("ImagingStudy", studyId) is { } studyVersion) trail.Saw(studyVersion);
-            if (!research) return (versions.Select(v => new FoundInstance(v.Rid, v.Owner!, v.Data!)).ToList(), new List<string>());
+            if (!research) return (versions.Select(v => new FoundInstance(v.Owner!, v.Data!)).ToList(), new List<string>());
             var found = new List<FoundInstance>();
             var withheld = new List<string>();
             foreach (var v in versions)
@@ -430,7 +444,7 @@ internal sealed partial class FhirEngine
 
     /// <summary>A stored instance as researchers are served it; <see cref="DeidentificationRefused"/> when the profile withholds it.</summary>
     private FoundInstance Deidentified(StoredVersion v) =>
-        new(v.Rid, v.Owner!, DicomWriter.ToBytes(ResearchImages.Deidentify(DicomFile.Read(v.Data!))));
+        new(v.Owner!, ResearchImages.Deidentify(DicomFile.Read(v.Data!)));
 
     /// <summary>
     /// A DICOMweb read as the FHIR engine runs one: any break-the-glass opening committed first, the work in a read
@@ -527,7 +541,7 @@ internal sealed partial class FhirEngine
                 // Without a name to match, the groups before the page need not be opened.
                 if (regex is null && skipped < query.Offset) { skipped++; continue; }
                 var version = s.LoadCurrent([group.First().Rid])[0];
-                var first = research ? Deidentified(version) : new FoundInstance(version.Rid, version.Owner!, version.Data!);
+                var first = research ? Deidentified(version) : new FoundInstance(version.Owner!, version.Data!);
                 if (regex is not null && !(first.File.Dataset.GetString(DicomTag.PatientName) is { } name && (regex.IsMatch(name) || regex.IsMatch(name.Split('=')[0])))) continue;
                 if (skipped++ < query.Offset) continue;
                 matches.Add(new ImagingMatch(first, group.Count(), group.Select(r => r.Series).Distinct().Count(),
