@@ -119,6 +119,13 @@ internal sealed partial class SqliteStore : RecordStore
     /// waits for no one), instead of in the commit of whichever write crosses SQLite's threshold: a write then costs
     /// its own pages once in the log, and the copy and its flush happen outside the write lock. Commits stay durable
     /// in the log (synchronous = FULL) whatever the checkpoint's progress.
+    /// <para>
+    /// A passive checkpoint alone never lets the log start over while writes keep coming (each commit lands before the
+    /// copy catches up), so the log would grow without end under a steady load, every commit appending to fresh disk
+    /// blocks. Once the log holds <see cref="RestartFrames"/> frames, the last few frames are copied with the write gate
+    /// held (a restart checkpoint, which waits briefly for readers of the old frames), and the next write starts the
+    /// log over: commits then overwrite the same blocks and the file stays small.
+    /// </para>
     /// </summary>
     private async Task CheckpointLoopAsync()
     {
@@ -134,10 +141,19 @@ internal sealed partial class SqliteStore : RecordStore
                 }
                 try
                 {
-                    lease ??= Connect();
-                    using var cmd = lease.Connection.CreateCommand();
-                    cmd.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
-                    cmd.ExecuteNonQuery();
+                    lease ??= ConnectCheckpointer();
+                    if (Checkpoint(lease, "PASSIVE") >= RestartFrames)
+                    {
+                        await _writeGate.WaitAsync(_stop.Token);
+                        try
+                        {
+                            Checkpoint(lease, "RESTART");
+                        }
+                        finally
+                        {
+                            _writeGate.Release();
+                        }
+                    }
                 }
                 catch (SqliteException e)
                 {
@@ -156,6 +172,28 @@ internal sealed partial class SqliteStore : RecordStore
         {
             lease?.Dispose();
         }
+    }
+
+    /// <summary>Frames in the write-ahead log (4 KiB each) past which the background checkpoint makes the log start over.</summary>
+    private const long RestartFrames = 1024;
+
+    private Lease ConnectCheckpointer()
+    {
+        var lease = Connect();
+        using var cmd = lease.Connection.CreateCommand();
+        // A restart checkpoint holds the write gate while it waits for readers of old frames: never long.
+        cmd.CommandText = "PRAGMA busy_timeout = 200";
+        cmd.ExecuteNonQuery();
+        return lease;
+    }
+
+    /// <summary>Runs a checkpoint of the given mode; returns the frames the log held.</summary>
+    private static long Checkpoint(Lease lease, string mode)
+    {
+        using var cmd = lease.Connection.CreateCommand();
+        cmd.CommandText = $"PRAGMA wal_checkpoint({mode})";
+        using var reader = cmd.ExecuteReader();
+        return reader.Read() ? reader.GetInt64(1) : 0;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "A background checkpoint of the SQLite write-ahead log failed (SQLite error {Code}); it is retried.")]
