@@ -35,4 +35,48 @@ public sealed class SqliteStoreTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public async Task The_write_ahead_log_starts_over_under_steady_writes_and_reads_instead_of_growing_without_end()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "ward-walrestart-" + Guid.NewGuid().ToString("N")[..8]);
+        var config = NodeConfig.Init(dir, "walrestart");
+        try
+        {
+            using var store = RecordStore.Open(config);
+            var wal = new FileInfo(config.DatabasePath + "-wal");
+            long largest = 0;
+            using var stop = new CancellationTokenSource();
+            // Readers that keep a snapshot open most of the time, as a node serving reads does: a passive checkpoint
+            // alone never catches up with the writers, and the log could never start over.
+            var readers = Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    await store.ReadAsync(s => s.Scalar("SELECT count(*) FROM resource", []), CancellationToken.None);
+                }
+            })).ToList();
+            // 120 MB written by two writers, 100 KB per commit: four times the 32 MiB at which the log is made to start over.
+            var next = -1;
+            await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
+            {
+                var data = new byte[100_000];
+                Random.Shared.NextBytes(data);
+                for (var i = Interlocked.Increment(ref next); i < 1_200; i = Interlocked.Increment(ref next))
+                {
+                    await store.WriteAsync(s => s.Put("Binary", $"b{i}", null, 1, DateTime.UtcNow.Ticks, "POST", data, new Ward.Core.Search.IndexSet()), CancellationToken.None);
+                    wal.Refresh();
+                    Interlocked.Exchange(ref largest, Math.Max(Interlocked.Read(ref largest), wal.Exists ? wal.Length : 0));
+                }
+            })));
+            await stop.CancelAsync();
+            await Task.WhenAll(readers);
+            Assert.True(largest < 64L << 20, $"The write-ahead log reached {largest:N0} bytes for 120 MB of writes: it never started over.");
+            Assert.Equal(1_200L, Convert.ToInt64(store.Read(s => s.Scalar("SELECT count(*) FROM resource", [])), System.Globalization.CultureInfo.InvariantCulture));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -28,7 +28,7 @@ internal sealed partial class SqliteStore : RecordStore
     private readonly ConcurrentBag<Lease> _pool = [];
     private readonly SemaphoreSlim _writeGate = new(1, 1);
     private readonly CancellationTokenSource _stop = new();
-    private readonly Task _checkpointer;
+    private readonly Thread _checkpointer;
     private int _written;
     private int _disposed;
 
@@ -49,7 +49,9 @@ internal sealed partial class SqliteStore : RecordStore
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         }
         Initialise(Migrations.Sqlite);
-        _checkpointer = Task.Run(CheckpointLoopAsync);
+        // Its own thread: a thread pool kept busy by requests would otherwise delay it while writes pile up in the log.
+        _checkpointer = new Thread(CheckpointLoop) { IsBackground = true, Name = "SQLite checkpointer" };
+        _checkpointer.Start();
     }
 
     public override StoreEngine Engine => StoreEngine.Sqlite;
@@ -127,14 +129,17 @@ internal sealed partial class SqliteStore : RecordStore
     /// log over: commits then overwrite the same blocks and the file stays small.
     /// </para>
     /// </summary>
-    private async Task CheckpointLoopAsync()
+    private void CheckpointLoop()
     {
         Lease? lease = null;
         try
         {
             while (true)
             {
-                await Task.Delay(CheckpointInterval, _stop.Token);
+                if (_stop.Token.WaitHandle.WaitOne(CheckpointInterval))
+                {
+                    return;
+                }
                 if (Interlocked.Exchange(ref _written, 0) == 0)
                 {
                     continue;
@@ -144,7 +149,7 @@ internal sealed partial class SqliteStore : RecordStore
                     lease ??= ConnectCheckpointer();
                     if (Checkpoint(lease, "PASSIVE") >= RestartFrames)
                     {
-                        await _writeGate.WaitAsync(_stop.Token);
+                        _writeGate.Wait(_stop.Token);
                         try
                         {
                             Checkpoint(lease, "RESTART");
@@ -174,8 +179,8 @@ internal sealed partial class SqliteStore : RecordStore
         }
     }
 
-    /// <summary>Frames in the write-ahead log (4 KiB each) past which the background checkpoint makes the log start over.</summary>
-    private const long RestartFrames = 1024;
+    /// <summary>Frames in the write-ahead log (4 KiB each, so 32 MiB) past which the background checkpoint makes the log start over: rarely enough that the write gate is seldom held for the restart's flush, below <c>journal_size_limit</c> so that the file keeps its blocks.</summary>
+    private const long RestartFrames = 8192;
 
     private Lease ConnectCheckpointer()
     {
@@ -249,7 +254,7 @@ internal sealed partial class SqliteStore : RecordStore
             return;
         }
         _stop.Cancel();
-        _checkpointer.GetAwaiter().GetResult();
+        _checkpointer.Join();
         _stop.Dispose();
         while (_pool.TryTake(out var lease))
         {
