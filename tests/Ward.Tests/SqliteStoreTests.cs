@@ -8,27 +8,65 @@ namespace Ward.Tests;
 public sealed class SqliteStoreTests
 {
     [Fact]
-    public async Task Committed_pages_reach_the_database_file_by_a_background_checkpoint_not_at_close()
+    public Task Committed_pages_reach_the_database_file_by_a_background_checkpoint_not_at_close() => OnFreshNode(async (config, store) =>
     {
-        var dir = Path.Combine(Path.GetTempPath(), "ward-checkpoint-" + Guid.NewGuid().ToString("N")[..8]);
-        var config = NodeConfig.Init(dir, "checkpoint");
+        var before = new FileInfo(config.DatabasePath).Length;
+        // About 3 MB of records: less than SQLite's own threshold (1,000 pages), so only Ward's checkpointer copies them.
+        for (var i = 0; i < 30; i++)
+        {
+            await PutBinary(store, $"b{i}", RandomBytes());
+        }
+        Assert.True(new FileInfo(config.DatabasePath + "-wal").Length > 2_000_000);
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (new FileInfo(config.DatabasePath).Length < before + 2_000_000 && DateTime.UtcNow < deadline)
+            await Task.Delay(50);
+        Assert.True(new FileInfo(config.DatabasePath).Length >= before + 2_000_000,
+            $"The database file stayed at {new FileInfo(config.DatabasePath).Length} bytes: nothing was checkpointed while the store was open.");
+    });
+
+    [Fact]
+    public Task The_write_ahead_log_starts_over_under_steady_writes_and_reads_instead_of_growing_without_end() => OnFreshNode(async (config, store) =>
+    {
+        using var stop = new CancellationTokenSource();
+        // Readers that keep a snapshot open most of the time, as a node serving reads does: a passive checkpoint
+        // alone never catches up with the writers, and the log could never start over.
+        var readers = Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await store.ReadAsync(s => s.Scalar("SELECT count(*) FROM resource", []), CancellationToken.None);
+            }
+        })).ToList();
+        // 120 MB written by two writers, 100 KB per commit: four times the 32 MiB at which the log is made to start over.
+        var next = -1;
+        var largests = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
+        {
+            var data = RandomBytes();
+            long largest = 0;
+            for (var i = Interlocked.Increment(ref next); i < 1_200; i = Interlocked.Increment(ref next))
+            {
+                await PutBinary(store, $"b{i}", data);
+                var wal = new FileInfo(config.DatabasePath + "-wal");
+                largest = Math.Max(largest, wal.Exists ? wal.Length : 0);
+            }
+            return largest;
+        })));
+        var peak = largests.Max();
+        await stop.CancelAsync();
+        await Task.WhenAll(readers);
+        Assert.True(peak < 64L << 20, $"The write-ahead log reached {peak:N0} bytes for 120 MB of writes: it never started over.");
+        Assert.Equal(1_200L, Convert.ToInt64(store.Read(s => s.Scalar("SELECT count(*) FROM resource", [])), System.Globalization.CultureInfo.InvariantCulture));
+    });
+
+    /// <summary>Runs <paramref name="test"/> on a new SQLite node's store, and removes the node afterwards.</summary>
+    private static async Task OnFreshNode(Func<NodeConfig, RecordStore, Task> test)
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "ward-sqlite-" + Guid.NewGuid().ToString("N")[..8]);
+        var config = NodeConfig.Init(dir, "sqlite");
         try
         {
             using var store = RecordStore.Open(config);
-            var before = new FileInfo(config.DatabasePath).Length;
-            // About 3 MB of records: less than SQLite's own threshold (1,000 pages), so only Ward's checkpointer copies them.
-            for (var i = 0; i < 30; i++)
-            {
-                var data = new byte[100_000];
-                Random.Shared.NextBytes(data);
-                await store.WriteAsync(s => s.Put("Binary", $"b{i}", null, 1, DateTime.UtcNow.Ticks, "POST", data, new Ward.Core.Search.IndexSet()), CancellationToken.None);
-            }
-            Assert.True(new FileInfo(config.DatabasePath + "-wal").Length > 2_000_000);
-            var deadline = DateTime.UtcNow.AddSeconds(20);
-            while (new FileInfo(config.DatabasePath).Length < before + 2_000_000 && DateTime.UtcNow < deadline)
-                await Task.Delay(50);
-            Assert.True(new FileInfo(config.DatabasePath).Length >= before + 2_000_000,
-                $"The database file stayed at {new FileInfo(config.DatabasePath).Length} bytes: nothing was checkpointed while the store was open.");
+            await test(config, store);
         }
         finally
         {
@@ -36,47 +74,13 @@ public sealed class SqliteStoreTests
         }
     }
 
-    [Fact]
-    public async Task The_write_ahead_log_starts_over_under_steady_writes_and_reads_instead_of_growing_without_end()
+    private static byte[] RandomBytes()
     {
-        var dir = Path.Combine(Path.GetTempPath(), "ward-walrestart-" + Guid.NewGuid().ToString("N")[..8]);
-        var config = NodeConfig.Init(dir, "walrestart");
-        try
-        {
-            using var store = RecordStore.Open(config);
-            var wal = new FileInfo(config.DatabasePath + "-wal");
-            long largest = 0;
-            using var stop = new CancellationTokenSource();
-            // Readers that keep a snapshot open most of the time, as a node serving reads does: a passive checkpoint
-            // alone never catches up with the writers, and the log could never start over.
-            var readers = Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
-            {
-                while (!stop.IsCancellationRequested)
-                {
-                    await store.ReadAsync(s => s.Scalar("SELECT count(*) FROM resource", []), CancellationToken.None);
-                }
-            })).ToList();
-            // 120 MB written by two writers, 100 KB per commit: four times the 32 MiB at which the log is made to start over.
-            var next = -1;
-            await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
-            {
-                var data = new byte[100_000];
-                Random.Shared.NextBytes(data);
-                for (var i = Interlocked.Increment(ref next); i < 1_200; i = Interlocked.Increment(ref next))
-                {
-                    await store.WriteAsync(s => s.Put("Binary", $"b{i}", null, 1, DateTime.UtcNow.Ticks, "POST", data, new Ward.Core.Search.IndexSet()), CancellationToken.None);
-                    wal.Refresh();
-                    Interlocked.Exchange(ref largest, Math.Max(Interlocked.Read(ref largest), wal.Exists ? wal.Length : 0));
-                }
-            })));
-            await stop.CancelAsync();
-            await Task.WhenAll(readers);
-            Assert.True(largest < 64L << 20, $"The write-ahead log reached {largest:N0} bytes for 120 MB of writes: it never started over.");
-            Assert.Equal(1_200L, Convert.ToInt64(store.Read(s => s.Scalar("SELECT count(*) FROM resource", [])), System.Globalization.CultureInfo.InvariantCulture));
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        var data = new byte[100_000];
+        Random.Shared.NextBytes(data);
+        return data;
     }
+
+    private static Task PutBinary(RecordStore store, string id, byte[] data) =>
+        store.WriteAsync(s => s.Put("Binary", id, null, 1, DateTime.UtcNow.Ticks, "POST", data, new Ward.Core.Search.IndexSet()), CancellationToken.None);
 }
