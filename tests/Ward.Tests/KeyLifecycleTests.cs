@@ -3,6 +3,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using Ward.Cli;
+using Ward.Core.Access;
 using Ward.Core.Crypto;
 using Ward.Core.Node;
 using Ward.Core.Storage;
@@ -113,6 +114,42 @@ public abstract class KeyLifecycleTests(TestNode node) : IAsyncLifetime
         Assert.Equal(2, await Ward("patient", "erase", "--data", _node.DataDir, "--patient", $"Patient/{p}", "--reason", "again"));
         Assert.Equal(2, await Ward("patient", "erase", "--data", _node.DataDir, "--patient", "Patient/nobody", "--reason", "x"));
         Assert.Equal(2, await Ward("patient", "erase", "--data", _node.DataDir, "--patient", "Observation/x", "--reason", "x"));
+    }
+
+    [Fact]
+    public async Task A_record_in_two_compartments_is_searchable_with_both_patients_care_and_with_the_one_left_after_the_other_is_erased()
+    {
+        var (a, b) = (await Create("""{"resourceType":"Patient","name":[{"family":"Subject"}]}"""), await Create("""{"resourceType":"Patient","name":[{"family":"Performer"}]}"""));
+        // An observation of patient a that patient b performed (a home measurement by a relative): in both compartments.
+        var shared = await Create($$$"""{"resourceType":"Observation","status":"final","code":{"text":"glucose"},"subject":{"reference":"Patient/{{{a}}}"},"performer":[{"reference":"Patient/{{{b}}}"}]}""");
+        var own = await Create($$$"""{"resourceType":"Observation","status":"final","code":{"text":"glucose"},"subject":{"reference":"Patient/{{{a}}}"}}""");
+        var made = await _node.AsOperator("POST", "Observation", $$$"""{"resourceType":"Observation","status":"final","meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"V"}]},"code":{"text":"glucose"},"subject":{"reference":"Patient/{{{a}}}"}}""");
+        var labelled = JsonDocument.Parse(made.Body).RootElement.GetProperty("id").GetString();
+        var practitioner = "Practitioner/" + Guid.NewGuid().ToString("N");
+        using var clinician = _node.NewHttp(_node.Token(new AccessGrant("two-compartments", "tests", "clinician", SmartScopes.Parse("user/*.rs"), null, practitioner)));
+        async Task<string[]> Found()
+        {
+            using var response = await clinician.GetAsync($"{_node.BaseUrl}/Observation?patient={a}&_total=accurate");
+            using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            var ids = doc.RootElement.TryGetProperty("entry", out var e) ? e.EnumerateArray().Select(x => x.GetProperty("resource").GetProperty("id").GetString()!).Order().ToArray() : [];
+            Assert.Equal(ids.Length, doc.RootElement.GetProperty("total").GetInt32());
+            return ids;
+        }
+
+        Assert.Empty(await Found());
+        await _node.CareTeamAsync(a, practitioner);
+        // Care of a alone: not what b's compartment also holds, nor the very restricted one (no Consent permits V).
+        Assert.Equal([own], await Found());
+        await _node.CareTeamAsync(b, practitioner);
+        Assert.Equal(new[] { own, shared }.Order(), await Found());
+
+        // Once b is erased (and with it the care team of b) the shared observation, sealed under a's key, is in a's
+        // compartment alone: care of a suffices, and the row's summary says so.
+        Assert.Equal(0, await Ward("patient", "erase", "--data", _node.DataDir, "--patient", $"Patient/{b}", "--reason", "GDPR art. 17 request 2026-119"));
+        Assert.Equal(new[] { own, shared }.Order(), await Found());
+        using var db = _node.Db();
+        Assert.Equal(a, TestNode.Scalar(db, "SELECT compartment FROM resource WHERE type = 'Observation' AND id = @i", [("@i", shared)]));
+        Assert.Equal(1L, Convert.ToInt64(TestNode.Scalar(db, "SELECT labelled FROM resource WHERE type = 'Observation' AND id = @i", [("@i", labelled)]), System.Globalization.CultureInfo.InvariantCulture));
     }
 
     [Fact]

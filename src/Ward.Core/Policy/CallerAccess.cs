@@ -133,57 +133,95 @@ internal sealed class CallerAccess
     /// <summary>
     /// The SQL condition over alias <paramref name="a"/> that keeps exactly the rows <see cref="Decide"/> permits for a
     /// read (the type-level decision is made before); null when nothing is filtered. Values are bound through <paramref name="arg"/>.
+    /// The row's own summary of its compartments and labels (<see cref="IndexSet.Compartment"/>, <see cref="IndexSet.Labelled"/>)
+    /// decides most rows; the index tables are probed only for rows in several compartments or with labels.
+    /// <paramref name="patient"/>, when the search is of one patient's records, only adds a cheaper first test for the
+    /// rows of that patient alone (taken when the caller may see them); it never widens what the condition keeps.
     /// </summary>
-    public string? RowFilter(StoreSession s, string a, Func<object?, string> arg)
+    public string? RowFilter(StoreSession s, string a, Func<object?, string> arg, string? patient = null)
     {
         if (Unrestricted)
         {
             return null;
         }
-        string In(IEnumerable<string> values) => string.Join(", ", values.Select(v => arg(v)));
-        string Patients(IReadOnlyCollection<string> ids) => s.InSet("c.patient_id", ids, arg);
-        string Compartment(string condition) => $"EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = {a}.rid{condition})";
-        string Labelled(IEnumerable<(string System, string Code)> labels)
+        // The row's compartments: none, some, at least one of a set of patients', none outside a set of patients'.
+        var one = $"{a}.compartment";
+        var none = $"{one} IS NULL";
+        var some = $"{one} IS NOT NULL";
+        string AnyOf(string set) =>
+            $"({some} AND ({s.InSet(one, set)} OR ({one} = '*' AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = {a}.rid AND {s.InSet("c.patient_id", set)}))))";
+        string OnlyAmong(HashSet<string> ids, object value)
         {
-            var bySystem = labels.GroupBy(l => l.System).Select(g => $"(t.system = {arg(g.Key)} AND t.code IN ({In(g.Select(l => l.Code))}))");
-            return $"EXISTS (SELECT 1 FROM {s.SecurityLabels("t")} WHERE t.rid = {a}.rid AND t.param = '_security' AND ({string.Join(" OR ", bySystem)}))";
+            if (ids.Count == 0)
+            {
+                return none;
+            }
+            var set = arg(value);
+            var first = patient is not null && ids.Contains(patient) ? $"{one} = {arg(patient)} OR " : "";
+            return $"({first}{none} OR {s.InSet(one, set)} OR ({one} = '*' AND NOT EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = {a}.rid AND NOT {s.InSet("c.patient_id", set)})))";
         }
+        // The row has one of these labels (the label rows probed only when the row has labels at all).
+        string In(IEnumerable<string> values) => string.Join(", ", values.Select(v => arg(v)));
+        string Labelled(IEnumerable<(string System, string Code)> labels) =>
+            LabelledWith(string.Join(" OR ", labels.GroupBy(l => l.System).Select(g => $"(t.system = {arg(g.Key)} AND t.code IN ({In(g.Select(l => l.Code))}))")));
+        string LabelledWith(string match) =>
+            $"({a}.labelled <> 0 AND EXISTS (SELECT 1 FROM {s.SecurityLabels("t")} WHERE t.rid = {a}.rid AND t.param = '_security' AND ({match})))";
         var parts = new List<string>();
         switch (Role.Access)
         {
             case AccessKind.Own:
-                return Self is { } self ? $"(NOT {Compartment("")} OR {Compartment($" AND c.patient_id = {arg(self)}")})" : $"NOT {Compartment("")}";
+                return Self is { } self ? $"({none} OR {AnyOf(arg(s.SetValue([self])))})" : none;
             case AccessKind.None:
-                return $"NOT {Compartment("")}";
+                return none;
         }
         var f = FactsFor(s);
+        var sets = f.Sets ??= FilterSets.Of(s, f, this);
         if (Role.Access == AccessKind.Care)
         {
-            var allowed = f.Relationship.Concat(Policy.GlassOpens.Contains("relationship") ? f.Glass.Keys : [])
-                .Where(p => !f.Denied.Contains(p) || GlassOverridesConsent(f, p)).ToHashSet(StringComparer.Ordinal);
-            parts.Add(allowed.Count == 0 ? $"NOT {Compartment("")}" : $"NOT {Compartment($" AND NOT {Patients(allowed)}")}");
-            var v = allowed.Where(p => f.PermitV.Contains(p) || (f.Glass.ContainsKey(p) && Policy.GlassOpens.Contains("very-restricted"))).ToList();
-            parts.Add($"(NOT {Labelled(Policy.LabelsAtLeast(AccessPolicy.V))} OR NOT {Compartment(v.Count == 0 ? "" : $" AND NOT {Patients(v)}")})");
+            parts.Add(OnlyAmong(sets.Allowed, sets.AllowedValue));
+            parts.Add($"(NOT {Labelled(Policy.LabelsAtLeast(AccessPolicy.V))} OR {OnlyAmong(sets.VeryRestricted, sets.VeryRestrictedValue)})");
         }
         else
         {
             if (f.Denied.Count > 0)
             {
-                parts.Add($"NOT {Compartment($" AND {Patients(f.Denied)}")}");
+                parts.Add($"NOT {AnyOf(arg(sets.DeniedValue))}");
             }
             if (Role.MaxConfidentiality < AccessPolicy.V)
             {
-                parts.Add($"NOT ({Compartment("")} AND {Labelled(Policy.LabelsAtLeast(Role.MaxConfidentiality + 1))})");
+                parts.Add($"NOT ({some} AND {Labelled(Policy.LabelsAtLeast(Role.MaxConfidentiality + 1))})");
             }
         }
-        foreach (var (patient, labels) in f.LabelDenied)
+        foreach (var (denier, labels) in f.LabelDenied)
         {
-            if (!GlassOverridesConsent(f, patient))
+            if (!GlassOverridesConsent(f, denier))
             {
-                parts.Add($"NOT ({Compartment($" AND c.patient_id = {arg(patient)}")} AND EXISTS (SELECT 1 FROM {s.SecurityLabels("t")} WHERE t.rid = {a}.rid AND t.param = '_security' AND t.code IN ({In(labels)})))");
+                parts.Add($"NOT ({AnyOf(arg(s.SetValue([denier])))} AND {LabelledWith($"t.code IN ({In(labels)})")})");
             }
         }
         return parts.Count == 0 ? null : "(" + string.Join(" AND ", parts) + ")";
+    }
+
+    /// <summary>
+    /// The patient sets a search filter tests rows against, with their bound values: made once per loaded facts (the
+    /// facts are kept for a caller up to a second), not for every search.
+    /// </summary>
+    internal sealed record FilterSets(HashSet<string> Allowed, object AllowedValue, HashSet<string> VeryRestricted, object VeryRestrictedValue, object DeniedValue)
+    {
+        /// <summary>
+        /// For a care role: the patients the caller may see (care relationship or break-the-glass, not denied by their
+        /// Consent unless the glass overrides it), and among them those whose very restricted data they may see.
+        /// </summary>
+        public static FilterSets Of(StoreSession s, Facts f, CallerAccess access)
+        {
+            var (policy, care) = (access.Policy, access.Role.Access == AccessKind.Care);
+            var allowed = care
+                ? f.Relationship.Concat(policy.GlassOpens.Contains("relationship") ? f.Glass.Keys : [])
+                    .Where(p => !f.Denied.Contains(p) || access.GlassOverridesConsent(f, p)).ToHashSet(StringComparer.Ordinal)
+                : new HashSet<string>(StringComparer.Ordinal);
+            var v = allowed.Where(p => f.PermitV.Contains(p) || (f.Glass.ContainsKey(p) && policy.GlassOpens.Contains("very-restricted"))).ToHashSet(StringComparer.Ordinal);
+            return new FilterSets(allowed, s.SetValue(allowed), v, s.SetValue(v), s.SetValue(f.Denied));
+        }
     }
 
     private bool GlassOverridesConsent(Facts f, string patient) =>
@@ -339,6 +377,9 @@ internal sealed class CallerAccess
         public HashSet<string> Denied { get; } = new(StringComparer.Ordinal);
         public Dictionary<string, HashSet<string>> LabelDenied { get; } = new(StringComparer.Ordinal);
         public HashSet<string> PermitV { get; } = new(StringComparer.Ordinal);
+
+        /// <summary>What the search filter binds, made from these facts on first use (<see cref="FilterSets"/>).</summary>
+        public FilterSets? Sets { get; set; }
 
         public PatientFacts Of(string patient) => new(Relationship.Contains(patient), Glass.ContainsKey(patient), Denied.Contains(patient),
             PermitV.Contains(patient), LabelDenied.GetValueOrDefault(patient));

@@ -34,6 +34,15 @@ internal sealed class IndexSet
     /// </summary>
     public string? Owner { get; set; }
 
+    /// <summary>
+    /// The compartments as the row summarises them for the policy's search filter: the patient when exactly one
+    /// compartment holds the resource, <c>*</c> when several do (ix_compartment lists them), null when none.
+    /// </summary>
+    public string? Compartment => Patients.Count switch { 0 => null, 1 => Patients.First(), _ => "*" };
+
+    /// <summary>Whether the resource has security labels (index rows of <c>_security</c>).</summary>
+    public bool Labelled => Tokens.Exists(t => t.Param == "_security");
+
     /// <summary>Prefix hashes already added (names and addresses share many prefixes).</summary>
     internal HashSet<StringEntry>? BlindPrefixes { get; set; }
 }

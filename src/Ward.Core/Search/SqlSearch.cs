@@ -32,15 +32,41 @@ internal sealed class SqlSearch
         _session = session;
     }
 
-    /// <summary>" AND (policy condition)" for a resource of <paramref name="type"/> under <paramref name="alias"/> that the search goes through; 403 when the caller may not read that type at all.</summary>
-    private string Permitted(string type, string alias)
+    /// <summary>
+    /// " AND (policy condition)" for a resource of <paramref name="type"/> under <paramref name="alias"/> that the search
+    /// goes through (of one patient's records when <paramref name="patient"/> is known); 403 when the caller may not read that type at all.
+    /// </summary>
+    private string Permitted(string type, string alias, string? patient = null)
     {
         if (_access is null)
         {
             return "";
         }
         _access.DecideType(Interaction.Search, type, countOnly: true).Require();
-        return _access.RowFilter(_session!, alias, Arg) is { } filter ? " AND " + filter : "";
+        return _access.RowFilter(_session!, alias, Arg, patient) is { } filter ? " AND " + filter : "";
+    }
+
+    /// <summary>The one patient whose records a search is of (a compartment search, or patient= or subject=Patient/ with one value), if any.</summary>
+    private static string? OnePatient(SearchQuery query)
+    {
+        if (query.CompartmentPatient is { } pid)
+        {
+            return pid;
+        }
+        foreach (var (name, value) in query.Criteria)
+        {
+            var id = name switch
+            {
+                "patient" => value.StartsWith("Patient/", StringComparison.Ordinal) ? value[8..] : value,
+                "subject" when value.StartsWith("Patient/", StringComparison.Ordinal) => value[8..],
+                _ => null,
+            };
+            if (id is { Length: > 0 } && id.AsSpan().IndexOfAny(",/|:\\") < 0)
+            {
+                return id;
+            }
+        }
+        return null;
     }
 
     public IReadOnlyList<(string Name, object? Value)> Args => _args;
@@ -69,7 +95,7 @@ internal sealed class SqlSearch
         {
             parts.Add(Criterion(query.Type, "r", c.Name, c.Value));
         }
-        return string.Join(" AND ", parts) + Permitted(query.Type, "r");
+        return string.Join(" AND ", parts) + Permitted(query.Type, "r", OnePatient(query));
     }
 
     public string OrderBy(SearchQuery query, string alias = "r")

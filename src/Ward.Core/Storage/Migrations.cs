@@ -14,6 +14,19 @@ internal static class Migrations
             CREATE INDEX ix_token_security ON ix_token (rid, system, code) WHERE param = '_security';
             """;
 
+    /// <summary>
+    /// Migration 8, the same SQL on both engines: a search's policy checks read the row's compartments and whether it
+    /// has security labels from the row itself (<see cref="Search.IndexSet.Compartment"/>, <see cref="Search.IndexSet.Labelled"/>)
+    /// and probe the index tables only for the few rows in several compartments or with labels.
+    /// </summary>
+    private const string PolicySummary = """
+            ALTER TABLE resource ADD COLUMN compartment TEXT;
+            ALTER TABLE resource ADD COLUMN labelled INTEGER NOT NULL DEFAULT 0;
+            UPDATE resource SET
+                compartment = (SELECT CASE count(*) WHEN 0 THEN NULL WHEN 1 THEN max(c.patient_id) ELSE '*' END FROM ix_compartment c WHERE c.rid = resource.rid),
+                labelled = CASE WHEN EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = resource.rid AND t.param = '_security') THEN 1 ELSE 0 END;
+            """;
+
     public static readonly IReadOnlyList<(int Version, string Name, string Sql)> Sqlite =
     [
         (1, "resources, versions and search index", """
@@ -345,6 +358,7 @@ internal static class Migrations
             CREATE TABLE research_spend (id INTEGER PRIMARY KEY, researcher TEXT NOT NULL, at INTEGER NOT NULL, epsilon REAL NOT NULL, query TEXT NOT NULL);
             CREATE INDEX research_spend_researcher ON research_spend (researcher);
             """),
+        (8, "access policy: each row's compartments and labels summarised on the row", PolicySummary),
     ];
 
     // PostgreSQL: the same tables and columns. Text compares byte-wise (COLLATE "C"), as in SQLite, so that prefix ranges
@@ -687,5 +701,6 @@ internal static class Migrations
             CREATE TABLE research_spend (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, researcher text COLLATE "C" NOT NULL, at bigint NOT NULL, epsilon double precision NOT NULL, query text NOT NULL);
             CREATE INDEX research_spend_researcher ON research_spend (researcher);
             """),
+        (8, "access policy: each row's compartments and labels summarised on the row", PolicySummary),
     ];
 }

@@ -3,7 +3,8 @@ using Ward.Core.Search;
 
 namespace Ward.Core.Storage;
 
-internal readonly record struct PendingVersion(long Rid, string Type, string Id, int Version, long LastUpdatedTicks, string Method, bool Deleted, byte[]? Envelope, long? Kid);
+internal readonly record struct PendingVersion(long Rid, string Type, string Id, int Version, long LastUpdatedTicks, string Method, bool Deleted, byte[]? Envelope, long? Kid,
+    string? Compartment, bool Labelled);
 
 /// <summary>
 /// The writes of one PostgreSQL write session not yet sent. They go out when the session next talks to the database
@@ -53,12 +54,13 @@ internal sealed class PendingWrites(PostgresStore store)
         if (updated.Count > 0)
         {
             Add(batch, """
-                UPDATE resource r SET version = u.version, last_updated = u.last_updated, deleted = u.deleted
-                FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::integer[]) AS u(rid, version, last_updated, deleted)
+                UPDATE resource r SET version = u.version, last_updated = u.last_updated, deleted = u.deleted, compartment = u.compartment, labelled = u.labelled
+                FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::integer[], $5::text[], $6::integer[]) AS u(rid, version, last_updated, deleted, compartment, labelled)
                 WHERE r.rid = u.rid
                 """,
                 updated.Select(v => v.Rid).ToArray(), updated.Select(v => v.Version).ToArray(),
-                updated.Select(v => v.LastUpdatedTicks).ToArray(), updated.Select(v => v.Deleted ? 1 : 0).ToArray());
+                updated.Select(v => v.LastUpdatedTicks).ToArray(), updated.Select(v => v.Deleted ? 1 : 0).ToArray(),
+                updated.Select(v => v.Compartment).ToArray(), updated.Select(v => v.Labelled ? 1 : 0).ToArray());
             var rids = updated.Select(v => v.Rid).ToArray();
             foreach (var table in StoreSession.IndexTables)
             {
@@ -67,9 +69,10 @@ internal sealed class PendingWrites(PostgresStore store)
         }
         if (inserted.Count > 0)
         {
-            Add(batch, "INSERT INTO resource (rid, type, id, version, last_updated, deleted) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::integer[])",
+            Add(batch, "INSERT INTO resource (rid, type, id, version, last_updated, deleted, compartment, labelled) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::integer[], $7::text[], $8::integer[])",
                 inserted.Select(v => v.Rid).ToArray(), inserted.Select(v => v.Type).ToArray(), inserted.Select(v => v.Id).ToArray(),
-                inserted.Select(v => v.Version).ToArray(), inserted.Select(v => v.LastUpdatedTicks).ToArray(), inserted.Select(v => v.Deleted ? 1 : 0).ToArray());
+                inserted.Select(v => v.Version).ToArray(), inserted.Select(v => v.LastUpdatedTicks).ToArray(), inserted.Select(v => v.Deleted ? 1 : 0).ToArray(),
+                inserted.Select(v => v.Compartment).ToArray(), inserted.Select(v => v.Labelled ? 1 : 0).ToArray());
         }
         Add(batch, "INSERT INTO version (rid, version, last_updated, method, deleted, data, kid) SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $4::text[], $5::integer[], $6::bytea[], $7::bigint[])",
             versions.Select(v => v.Rid).ToArray(), versions.Select(v => v.Version).ToArray(), versions.Select(v => v.LastUpdatedTicks).ToArray(),

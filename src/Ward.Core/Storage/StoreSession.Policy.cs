@@ -63,12 +63,15 @@ internal sealed partial class StoreSession
     }
 
     /// <summary>
-    /// SQL for "<paramref name="column"/> is one of <paramref name="values"/>", the set bound as one value (a JSON array
-    /// on SQLite, a text array on PostgreSQL) so that the statement's text does not depend on the set's size.
+    /// A set of strings as one bound value (a JSON array on SQLite, a text array on PostgreSQL), so that the text of a
+    /// statement testing membership (<see cref="InSet"/>) does not depend on the set's size.
     /// </summary>
-    public string InSet(string column, IReadOnlyCollection<string> values, Func<object?, string> arg) => _store.Engine == StoreEngine.Postgres
-        ? $"{column} = ANY({arg(values.ToArray())})"
-        : $"{column} IN (SELECT value FROM json_each({arg(JsonArray(values))}))";
+    public object SetValue(IEnumerable<string> values) => _store.Engine == StoreEngine.Postgres ? values.ToArray() : JsonArray(values);
+
+    /// <summary>SQL for "<paramref name="column"/> is one of the set bound as <paramref name="parameter"/>" (<see cref="SetValue"/>).</summary>
+    public string InSet(string column, string parameter) => _store.Engine == StoreEngine.Postgres
+        ? $"{column} = ANY({parameter})"
+        : $"{column} IN (SELECT value FROM json_each({parameter}))";
 
     private static string JsonArray(IEnumerable<string> values)
     {

@@ -316,15 +316,15 @@ internal sealed partial class StoreSession : IDisposable
                 Flush();
             }
             var newRid = current?.Rid ?? _pending.NewRid(this);
-            _pending.Add(current is not null, new PendingVersion(newRid, type, id, version, lastUpdatedTicks, method, deleted, envelope, kid), index);
+            _pending.Add(current is not null, new PendingVersion(newRid, type, id, version, lastUpdatedTicks, method, deleted, envelope, kid, index?.Compartment, index?.Labelled == true), index);
             return (newRid, digest);
         }
         long rid;
         if (current is { } cur)
         {
             rid = cur.Rid;
-            Cmd("UPDATE resource SET version = @v, last_updated = @u, deleted = @d WHERE rid = @r",
-                ("@v", version), ("@u", lastUpdatedTicks), ("@d", deleted ? 1 : 0), ("@r", rid)).ExecuteNonQuery();
+            Cmd("UPDATE resource SET version = @v, last_updated = @u, deleted = @d, compartment = @c, labelled = @l WHERE rid = @r",
+                ("@v", version), ("@u", lastUpdatedTicks), ("@d", deleted ? 1 : 0), ("@c", index?.Compartment), ("@l", index?.Labelled == true ? 1 : 0), ("@r", rid)).ExecuteNonQuery();
             foreach (var table in IndexTables)
             {
                 Cmd($"DELETE FROM {table} WHERE rid = @r", ("@r", rid)).ExecuteNonQuery();
@@ -332,8 +332,8 @@ internal sealed partial class StoreSession : IDisposable
         }
         else
         {
-            rid = Convert.ToInt64(Cmd("INSERT INTO resource (type, id, version, last_updated, deleted) VALUES (@t, @i, @v, @u, @d) RETURNING rid",
-                ("@t", type), ("@i", id), ("@v", version), ("@u", lastUpdatedTicks), ("@d", deleted ? 1 : 0)).ExecuteScalar(), CultureInfo.InvariantCulture);
+            rid = Convert.ToInt64(Cmd("INSERT INTO resource (type, id, version, last_updated, deleted, compartment, labelled) VALUES (@t, @i, @v, @u, @d, @c, @l) RETURNING rid",
+                ("@t", type), ("@i", id), ("@v", version), ("@u", lastUpdatedTicks), ("@d", deleted ? 1 : 0), ("@c", index?.Compartment), ("@l", index?.Labelled == true ? 1 : 0)).ExecuteScalar(), CultureInfo.InvariantCulture);
         }
         Cmd("INSERT INTO version (rid, version, last_updated, method, deleted, data, kid) VALUES (@r, @v, @u, @m, @d, @data, @k)",
             ("@r", rid), ("@v", version), ("@u", lastUpdatedTicks), ("@m", method), ("@d", deleted ? 1 : 0), ("@data", envelope), ("@k", kid)).ExecuteNonQuery();
@@ -561,13 +561,18 @@ internal sealed partial class StoreSession : IDisposable
         foreach (var chunk in rids.Chunk(500))
         {
             var list = string.Join(',', chunk);
-            Scalar($"UPDATE resource SET deleted = 2 WHERE rid IN ({list})", []);
+            Scalar($"UPDATE resource SET deleted = 2, compartment = NULL, labelled = 0 WHERE rid IN ({list})", []);
             foreach (var table in IndexTables)
             {
                 Scalar($"DELETE FROM {table} WHERE rid IN ({list})", []);
             }
         }
         Cmd("DELETE FROM ix_compartment WHERE patient_id = @p", ("@p", patientId)).ExecuteNonQuery();
+        // Rows of other keys that named the patient: their compartments summarised again without them.
+        Cmd("""
+            UPDATE resource SET compartment = (SELECT CASE count(*) WHEN 0 THEN NULL WHEN 1 THEN max(c.patient_id) ELSE '*' END FROM ix_compartment c WHERE c.rid = resource.rid)
+            WHERE compartment = @p OR compartment = '*'
+            """, ("@p", patientId)).ExecuteNonQuery();
         Cmd("UPDATE data_key SET wrapped = NULL, master_kid = NULL, erased = @t, reason = @r WHERE kid = @k", ("@t", ticks), ("@r", reason), ("@k", k)).ExecuteNonQuery();
         var versions = Convert.ToInt64(Cmd("SELECT count(*) FROM version WHERE kid = @k", ("@k", k)).ExecuteScalar(), CultureInfo.InvariantCulture);
         Keys.Forget(k);
