@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What the access policy's row filter costs inside SQLite, without HTTP: the count query of a clinician's search
 GET /fhir/Observation?patient={id} over every patient of a node, bare and with each part of the care filter (the
-compartment check, the V-label check through the rid index or through the labels' partial index).
+compartment check, the V-label check through the rid index or through the labels' partial index), and the filter since
+migration 8, which reads the row's own summary (resource.compartment, resource.labelled) first.
 Usage: bench/policy-sql.py DB   (a copy of a node's ward.db loaded with the Synthea patients; the index tables are
 read, never the sealed data). Prints microseconds per query, two rounds."""
 import json, sqlite3, sys, time
@@ -17,6 +18,11 @@ labels = (" AND (NOT EXISTS (SELECT 1 FROM ix_token AS t {index} WHERE t.rid = r
           "OR NOT EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = r.rid))")
 # A policy where a sensitivity code counts as V (labels.sensitivity.HIV: V) adds a second label system to the check.
 hiv = " OR (t.system = 'http://terminology.hl7.org/CodeSystem/v3-ActCode' AND t.code IN ('HIV'))"
+# Since migration 8: the row's summary decides, the index tables are probed only for rows in several compartments or with labels.
+summary = (" AND (r.compartment IS NULL OR r.compartment IN (SELECT value FROM json_each(:allowed)) OR (r.compartment = '*' AND NOT EXISTS "
+           "(SELECT 1 FROM ix_compartment c WHERE c.rid = r.rid AND NOT c.patient_id IN (SELECT value FROM json_each(:allowed)))))"
+           " AND (NOT (r.labelled <> 0 AND EXISTS (SELECT 1 FROM ix_token AS t INDEXED BY ix_token_security WHERE t.rid = r.rid AND "
+           "t.param = '_security' AND t.system = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality' AND t.code IN ('V'))) OR r.compartment IS NULL)")
 variants = {
     "no filter": base,
     "compartment check": base + compartment,
@@ -26,6 +32,8 @@ variants = {
     "V-label check with HIV as V, partial index": base + labels.format(index="INDEXED BY ix_token_security", more=hiv),
     "care filter with HIV as V, planner's choice (before)": base + compartment + labels.format(index="", more=hiv),
     "care filter with HIV as V, partial index (after)": base + compartment + labels.format(index="INDEXED BY ix_token_security", more=hiv),
+    "care filter, former (default policy)": base + compartment + labels.format(index="INDEXED BY ix_token_security", more=""),
+    "care filter from the row's summary (default policy)": base + summary,
 }
 for round in (1, 2):
     for name, sql in variants.items():
