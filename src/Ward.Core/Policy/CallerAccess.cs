@@ -148,8 +148,14 @@ internal sealed class CallerAccess
         var one = $"{a}.compartment";
         var none = $"{one} IS NULL";
         var some = $"{one} IS NOT NULL";
-        string AnyOf(string set) =>
-            $"({some} AND ({s.InSet(one, set)} OR ({one} = '*' AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = {a}.rid AND {s.InSet("c.patient_id", set)}))))";
+        // At least one patient of the row's compartments passes the test (a condition on the column named).
+        string AnyOf(Func<string, string> test) =>
+            $"({some} AND ({test(one)} OR ({one} = '*' AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = {a}.rid AND {test("c.patient_id")}))))";
+        Func<string, string> Is(string id)
+        {
+            var p = arg(id);
+            return column => $"{column} = {p}";
+        }
         string OnlyAmong(HashSet<string> ids, object value)
         {
             if (ids.Count == 0)
@@ -170,7 +176,7 @@ internal sealed class CallerAccess
         switch (Role.Access)
         {
             case AccessKind.Own:
-                return Self is { } self ? $"({none} OR {AnyOf(arg(s.SetValue([self])))})" : none;
+                return Self is { } self ? $"({none} OR {AnyOf(Is(self))})" : none;
             case AccessKind.None:
                 return none;
         }
@@ -185,7 +191,8 @@ internal sealed class CallerAccess
         {
             if (f.Denied.Count > 0)
             {
-                parts.Add($"NOT {AnyOf(arg(sets.DeniedValue))}");
+                var denied = arg(sets.DeniedValue);
+                parts.Add($"NOT {AnyOf(column => s.InSet(column, denied))}");
             }
             if (Role.MaxConfidentiality < AccessPolicy.V)
             {
@@ -196,7 +203,7 @@ internal sealed class CallerAccess
         {
             if (!GlassOverridesConsent(f, denier))
             {
-                parts.Add($"NOT ({AnyOf(arg(s.SetValue([denier])))} AND {LabelledWith($"t.code IN ({In(labels)})")})");
+                parts.Add($"NOT ({AnyOf(Is(denier))} AND {LabelledWith($"t.code IN ({In(labels)})")})");
             }
         }
         return parts.Count == 0 ? null : "(" + string.Join(" AND ", parts) + ")";
