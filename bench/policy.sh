@@ -21,13 +21,13 @@ unpack_synthea "$work/synthea"
 echo "== machine: $(machine)"
 
 load() { # on|off: a fresh node with the Synthea patients, a CareTeam per patient, and a clinician's token in $work/clinician
-    local node="$work/node-$1" w="$ward"
+    local node="$work/node-$1"
     rm -rf "$node"
-    $w init --data "$node" >/dev/null
-    if [ "$1" = off ]; then cp "$work/allow-all.yaml" "$node/policy.yaml"; $w policy check --data "$node" >/dev/null; fi
+    $ward init --data "$node" >/dev/null
+    if [ "$1" = off ]; then cp "$work/allow-all.yaml" "$node/policy.yaml"; $ward policy check --data "$node" >/dev/null; fi
     local token
-    token=$(bench_token "$w" "$node")
-    DOTNET_gcServer=1 DOTNET_gcConcurrent=1 $w serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+    token=$(bench_token "$ward" "$node")
+    DOTNET_gcServer=1 DOTNET_gcConcurrent=1 $ward serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
     echo $! >"$work/pid"
     wait_ready "http://127.0.0.1:$port/health"
     WARD_TOKEN="$token" $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 >/dev/null
@@ -36,8 +36,8 @@ load() { # on|off: a fresh node with the Synthea patients, a CareTeam per patien
         curl -sf -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/fhir+json' "http://127.0.0.1:$port/fhir/CareTeam" \
             -d "{\"resourceType\":\"CareTeam\",\"status\":\"active\",\"subject\":{\"reference\":\"Patient/$id\"},\"participant\":[{\"member\":{\"reference\":\"Practitioner/bench-doc\"}}]}"
     done <"$work/ids.txt"
-    echo "bench-password-$RANDOM-$RANDOM" | $w users add --data "$node" --username doc --role clinician --practitioner Practitioner/bench-doc --password-stdin >/dev/null
-    $w token --data "$node" --user doc --scope "user/*.rs" --minutes 60 >"$work/clinician"
+    echo "bench-password-$RANDOM-$RANDOM" | $ward users add --data "$node" --username doc --role clinician --practitioner Practitioner/bench-doc --password-stdin >/dev/null
+    $ward token --data "$node" --user doc --scope "user/*.rs" --minutes 60 >"$work/clinician"
 }
 
 measure() { # PATH: requests/s, p99, non-2xx

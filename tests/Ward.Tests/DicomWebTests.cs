@@ -181,15 +181,8 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
     }
 
     /// <summary>A copy of a sample as another instance of the study, of this year (not to match the other tests' date queries).</summary>
-    private static byte[] Copy(string sample, string study, string sop, string patientId)
-    {
-        var file = DicomFile.Read(File.ReadAllBytes(Sample(sample)));
-        file.Dataset.SetString(DicomTag.StudyInstanceUid, DicomVR.UI, study);
-        file.Dataset.SetString(DicomTag.SopInstanceUid, DicomVR.UI, sop);
-        file.Dataset.SetString(DicomTag.StudyDate, DicomVR.DA, "20260101");
-        file.Dataset.SetString(DicomTag.PatientId, DicomVR.LO, patientId);
-        return DicomWriter.ToBytes(file);
-    }
+    private static byte[] Copy(string sample, string study, string sop, string patientId) =>
+        Variant(sample, study, null, sop, patientId, ds => ds.SetString(DicomTag.StudyDate, DicomVR.DA, "20260101"));
 
     [Fact]
     public async Task Concurrent_stores_all_land_and_a_refused_request_fails_alone()
@@ -220,12 +213,12 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
         Assert.Empty(resource.Series[0].Instance);
     }
 
-    /// <summary>A sample as an instance of a study and series of a patient, with changes (the test's own values, to find in the output).</summary>
-    private static byte[] Variant(string sample, string study, string series, string sop, string patientId, Action<DicomDataset> change)
+    /// <summary>A sample as an instance of a study and series (null: the sample's) of a patient, with changes (the test's own values, to find in the output).</summary>
+    private static byte[] Variant(string sample, string study, string? series, string sop, string patientId, Action<DicomDataset> change)
     {
         var file = DicomFile.Read(File.ReadAllBytes(Sample(sample)));
         file.Dataset.SetString(DicomTag.StudyInstanceUid, DicomVR.UI, study);
-        file.Dataset.SetString(DicomTag.SeriesInstanceUid, DicomVR.UI, series);
+        if (series is not null) file.Dataset.SetString(DicomTag.SeriesInstanceUid, DicomVR.UI, series);
         file.Dataset.SetString(DicomTag.SopInstanceUid, DicomVR.UI, sop);
         file.Dataset.SetString(DicomTag.PatientId, DicomVR.LO, patientId);
         change(file.Dataset);

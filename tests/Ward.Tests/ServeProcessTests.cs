@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using Xunit;
 
 namespace Ward.Tests;
@@ -18,15 +17,9 @@ public sealed class ServeProcessTests
             Assert.Equal(0, (await WardProcess.RunAsync(["init", "--data", Path.Combine(dir, "node")])).Code);
             // ASP.NET Core's request log at Information writes every URL, and search URLs carry patient data.
             await File.WriteAllTextAsync(Path.Combine(dir, "appsettings.json"), """{"Logging":{"LogLevel":{"Default":"Trace"}}}""");
-            int port;
-            using (var probe = new TcpListener(IPAddress.Loopback, 0))
-            {
-                probe.Start();
-                port = ((IPEndPoint)probe.LocalEndpoint).Port;
-            }
-            var start = new ProcessStartInfo("dotnet") { WorkingDirectory = dir, RedirectStandardOutput = true, RedirectStandardError = true };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "ward.dll"), "serve", "--data", "node", "--urls", $"http://127.0.0.1:{port}" })
-                start.ArgumentList.Add(a);
+            var port = PrivateCluster.FreePort();
+            var start = WardProcess.StartInfo(["serve", "--data", "node", "--urls", $"http://127.0.0.1:{port}"]);
+            start.WorkingDirectory = dir;
             using var process = Process.Start(start)!;
             var stdout = process.StandardOutput.ReadToEndAsync();
             var stderr = process.StandardError.ReadToEndAsync();

@@ -321,19 +321,22 @@ internal static class WardProcess
         return (code, stdout + stderr);
     }
 
-    public static async Task<(int Code, string Stdout, string Stderr)> RunAsync(string[] args, string? stdin = null, params (string Name, string Value)[] env)
+    /// <summary>How to start the <c>ward</c> command built with the tests, with these arguments, its output redirected.</summary>
+    public static System.Diagnostics.ProcessStartInfo StartInfo(string[] args)
     {
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = stdin is not null,
-        };
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ward.dll"));
         foreach (var a in args)
         {
             start.ArgumentList.Add(a);
         }
+        return start;
+    }
+
+    public static async Task<(int Code, string Stdout, string Stderr)> RunAsync(string[] args, string? stdin = null, params (string Name, string Value)[] env)
+    {
+        var start = StartInfo(args);
+        start.RedirectStandardInput = stdin is not null;
         foreach (var (name, value) in env)
         {
             start.Environment[name] = value;

@@ -60,7 +60,10 @@ internal sealed partial class FhirEngine
     private const string DcmSystem = "http://dicom.nema.org/resources/ontology/DCM";
 
     /// <summary>The ImagingStudy id of a study: a blind of its UID (UIDs can say when and where, so none appears in clear).</summary>
-    private string StudyResourceId(string studyUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-study", studyUid).Replace('_', '.');
+    private string StudyResourceId(string studyUid) => StudyIdOfToken(BlindUid("study", studyUid));
+
+    /// <summary>The ImagingStudy id of the study an instance's <c>study</c> token names (the token is the same blind of the UID).</summary>
+    private static string StudyIdOfToken(string studyToken) => studyToken.Replace('_', '.');
 
     private string InstanceId(string sopUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-sop", sopUid);
 
@@ -415,8 +418,7 @@ internal sealed partial class FhirEngine
             }
             if (rows.Count == 0)
                 throw FhirException.NotFound(sopUid is not null ? "No such instance." : seriesUid is not null ? "No such series." : "No such study.");
-            // The study's resource id is the blind of its UID, which is how instances index their study.
-            var studyId = rows[0].Study.Replace('_', '.');
+            var studyId = StudyIdOfToken(rows[0].Study);
             trail.Target = ("ImagingStudy", studyId);
             foreach (var (rid, _) in rows) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
             var versions = s.LoadCurrent([.. rows.Select(r => r.Rid)]);

@@ -19,13 +19,17 @@ internal static class Migrations
     /// has security labels from the row itself (<see cref="Search.IndexSet.Compartment"/>, <see cref="Search.IndexSet.Labelled"/>)
     /// and probe the index tables only for the few rows in several compartments or with labels.
     /// </summary>
-    private const string PolicySummary = """
+    private const string PolicySummary = $"""
             ALTER TABLE resource ADD COLUMN compartment TEXT;
             ALTER TABLE resource ADD COLUMN labelled INTEGER NOT NULL DEFAULT 0;
             UPDATE resource SET
-                compartment = (SELECT CASE count(*) WHEN 0 THEN NULL WHEN 1 THEN max(c.patient_id) ELSE '*' END FROM ix_compartment c WHERE c.rid = resource.rid),
+                compartment = {CompartmentOfRow},
                 labelled = CASE WHEN EXISTS (SELECT 1 FROM ix_token t WHERE t.rid = resource.rid AND t.param = '_security') THEN 1 ELSE 0 END;
             """;
+
+    /// <summary>A <c>resource</c> row's compartments summarised from <c>ix_compartment</c> (migration 8, and erasure after it removes a patient).</summary>
+    internal const string CompartmentOfRow =
+        "(SELECT CASE count(*) WHEN 0 THEN NULL WHEN 1 THEN max(c.patient_id) ELSE '*' END FROM ix_compartment c WHERE c.rid = resource.rid)";
 
     public static readonly IReadOnlyList<(int Version, string Name, string Sql)> Sqlite =
     [

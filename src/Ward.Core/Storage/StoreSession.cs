@@ -569,10 +569,7 @@ internal sealed partial class StoreSession : IDisposable
         }
         Cmd("DELETE FROM ix_compartment WHERE patient_id = @p", ("@p", patientId)).ExecuteNonQuery();
         // Rows of other keys that named the patient: their compartments summarised again without them.
-        Cmd("""
-            UPDATE resource SET compartment = (SELECT CASE count(*) WHEN 0 THEN NULL WHEN 1 THEN max(c.patient_id) ELSE '*' END FROM ix_compartment c WHERE c.rid = resource.rid)
-            WHERE compartment = @p OR compartment = '*'
-            """, ("@p", patientId)).ExecuteNonQuery();
+        Cmd($"UPDATE resource SET compartment = {Migrations.CompartmentOfRow} WHERE compartment = @p OR compartment = '*'", ("@p", patientId)).ExecuteNonQuery();
         Cmd("UPDATE data_key SET wrapped = NULL, master_kid = NULL, erased = @t, reason = @r WHERE kid = @k", ("@t", ticks), ("@r", reason), ("@k", k)).ExecuteNonQuery();
         var versions = Convert.ToInt64(Cmd("SELECT count(*) FROM version WHERE kid = @k", ("@k", k)).ExecuteScalar(), CultureInfo.InvariantCulture);
         Keys.Forget(k);
