@@ -213,6 +213,28 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
         Assert.Empty(resource.Series[0].Instance);
     }
 
+    [Fact]
+    public async Task An_imaging_study_changed_through_fhir_between_two_stores_keeps_the_change_and_counts_both_instances()
+    {
+        var study = "2.25." + Random.Shared.NextInt64(1, long.MaxValue);
+        var patient = $"P{study}";
+        using (var first = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(Copy(Brain[0], study, $"{study}.1", patient))))
+            Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var client = node.Client();
+        var found = await client.SearchAsync<Hl7.Fhir.Model.ImagingStudy>([$"identifier=urn:oid:{study}"]);
+        var resource = Assert.IsType<Hl7.Fhir.Model.ImagingStudy>(Assert.Single(found!.Entry).Resource);
+        resource.Description = "Reviewed: see report";
+        await client.UpdateAsync(resource);
+
+        // The next store starts from the version the update wrote, not from the one the previous store wrote.
+        using (var second = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(Copy(Brain[1], study, $"{study}.2", patient))))
+            Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        var now = await client.ReadAsync<Hl7.Fhir.Model.ImagingStudy>($"ImagingStudy/{resource.Id}");
+        Assert.Equal("Reviewed: see report", now!.Description);
+        Assert.Equal(2, now.NumberOfInstances);
+        Assert.Equal("3", now.Meta.VersionId);
+    }
+
     /// <summary>A sample as an instance of a study and series (null: the sample's) of a patient, with changes (the test's own values, to find in the output).</summary>
     private static byte[] Variant(string sample, string study, string? series, string sop, string patientId, Action<DicomDataset> change)
     {

@@ -58,6 +58,37 @@ public sealed class SqliteStoreTests
         Assert.Equal(1_200L, Convert.ToInt64(store.Read(s => s.Scalar("SELECT count(*) FROM resource", [])), System.Globalization.CultureInfo.InvariantCulture));
     });
 
+    [Fact]
+    public async Task Every_concurrent_commit_is_acknowledged_by_a_flush_and_none_is_left_waiting()
+    {
+        var log = Path.GetTempFileName();
+        try
+        {
+            using var flusher = new LogFlusher(log, () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            // Commits arriving while flushes are under way, in waves: a lost wake-up would leave some waiting for ever.
+            for (var wave = 0; wave < 20; wave++)
+            {
+                await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Task.Run(flusher.Committed))).WaitAsync(TimeSpan.FromSeconds(30));
+            }
+        }
+        finally
+        {
+            File.Delete(log);
+        }
+    }
+
+    [Fact]
+    public async Task A_log_that_cannot_be_flushed_fails_its_commits_and_every_later_one_until_restart()
+    {
+        // The log's file is gone (as when the disk fails under it): the flush cannot be made.
+        using var flusher = new LogFlusher(Path.Combine(Path.GetTempPath(), "ward-no-such-log-" + Guid.NewGuid().ToString("N")), () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var first = await Assert.ThrowsAsync<StoreUnavailableException>(flusher.Committed);
+        Assert.Contains("whether the last changes were saved is unknown", first.Message, StringComparison.Ordinal);
+        var later = flusher.Committed();
+        Assert.True(later.IsFaulted, "A commit after a failed flush was not refused at once.");
+        await Assert.ThrowsAsync<StoreUnavailableException>(() => later);
+    }
+
     /// <summary>Runs <paramref name="test"/> on a new SQLite node's store, and removes the node afterwards.</summary>
     private static async Task OnFreshNode(Func<NodeConfig, RecordStore, Task> test)
     {

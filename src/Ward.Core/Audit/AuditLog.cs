@@ -100,14 +100,18 @@ internal sealed partial class AuditLog : IAsyncDisposable
 
     private sealed record Pending(List<Sealed> Entries, TaskCompletionSource Done);
 
+    /// <summary>
+    /// The group commit: takes every request queued while it wrote the previous batch, appends their events in one
+    /// transaction, and goes on to the next batch as soon as that one has committed; each batch's requests go on once
+    /// its commit is durable (the store flushes it meanwhile).
+    /// </summary>
     private async Task WriteLoopAsync()
     {
         var reader = _queue.Reader;
-        var batch = new List<Pending>();
         var entries = new List<Sealed>();
         while (await reader.WaitToReadAsync())
         {
-            batch.Clear();
+            var batch = new List<Pending>();
             entries.Clear();
             while (entries.Count < MaxBatch && reader.TryRead(out var p))
             {
@@ -116,26 +120,38 @@ internal sealed partial class AuditLog : IAsyncDisposable
             }
             try
             {
-                await _store.WriteAsync(s =>
+                var (_, durable) = await _store.WriteCommittedAsync(s =>
                 {
                     Append(s, entries);
                     return 0;
                 }, CancellationToken.None);
-                foreach (var p in batch)
-                {
-                    p.Done.SetResult();
-                }
+                _ = AnswerWhenDurableAsync(batch, durable);
             }
             catch (Exception e)
             {
-                LogAppendFailed(Logger, e.GetType().Name, e);
-                var failure = new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
-                foreach (var p in batch)
-                {
-                    p.Done.SetException(failure);
-                }
+                Fail(batch, e);
             }
         }
+    }
+
+    private async Task AnswerWhenDurableAsync(List<Pending> batch, Task durable)
+    {
+        try
+        {
+            await durable;
+            batch.ForEach(p => p.Done.SetResult());
+        }
+        catch (Exception e)
+        {
+            Fail(batch, e);
+        }
+    }
+
+    private void Fail(List<Pending> batch, Exception e)
+    {
+        LogAppendFailed(Logger, e.GetType().Name, e);
+        var failure = new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
+        batch.ForEach(p => p.Done.SetException(failure));
     }
 
     /// <summary>Signs and stores a checkpoint of the committed log if it grew since the last one; returns the latest checkpoint note.</summary>

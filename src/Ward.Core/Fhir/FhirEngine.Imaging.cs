@@ -162,41 +162,56 @@ internal sealed partial class FhirEngine
     private const int StowBatchJobs = 64;
     private const long StowBatchBytes = 64L << 20;
 
-    private readonly System.Collections.Concurrent.ConcurrentQueue<StowJob> _stowQueue = new();
-    private readonly SemaphoreSlim _stowWriter = new(1, 1);
+    private readonly System.Threading.Channels.Channel<StowJob> _stowQueue =
+        System.Threading.Channels.Channel.CreateUnbounded<StowJob>(new System.Threading.Channels.UnboundedChannelOptions { SingleReader = true });
 
-    private async Task WriteStowAsync(StowJob job)
+    private Task? _stowWriter;
+
+    private Task WriteStowAsync(StowJob job)
     {
-        _stowQueue.Enqueue(job);
-        // Not cancellable: a queued request is written by whoever holds the writer, so each waits for its own outcome.
-        await _stowWriter.WaitAsync(CancellationToken.None);
-        try
+        if (Volatile.Read(ref _stowWriter) is null)
         {
-            if (!job.Done.Task.IsCompleted)
+            lock (_stowQueue)
             {
-                var batch = new List<StowJob>();
-                long bytes = 0;
-                while (batch.Count < StowBatchJobs && bytes < StowBatchBytes && _stowQueue.TryDequeue(out var next))
-                {
-                    batch.Add(next);
-                    bytes += next.Bytes;
-                }
-                await WriteStowBatchAsync(batch);
+                _stowWriter ??= Task.Run(StowWriteLoopAsync);
             }
         }
-        finally
+        _stowQueue.Writer.TryWrite(job);
+        // Not cancellable: a queued request is written by the writer, so each waits for its own outcome.
+        return job.Done.Task;
+    }
+
+    /// <summary>
+    /// The STOW writer: takes every request queued while it wrote the previous batch, writes them in one transaction,
+    /// and goes on to the next batch as soon as that one has committed; each batch's requests answer once its commit is
+    /// durable (the store's group commit flushes it meanwhile).
+    /// </summary>
+    private async Task StowWriteLoopAsync()
+    {
+        var queue = _stowQueue.Reader;
+        while (await queue.WaitToReadAsync())
         {
-            _stowWriter.Release();
+            var batch = new List<StowJob>();
+            long bytes = 0;
+            while (batch.Count < StowBatchJobs && bytes < StowBatchBytes && queue.TryRead(out var next))
+            {
+                batch.Add(next);
+                bytes += next.Bytes;
+            }
+            await WriteStowBatchAsync(batch);
         }
-        await job.Done.Task;
     }
 
     private async Task WriteStowBatchAsync(List<StowJob> batch)
     {
         try
         {
-            await store.WriteAsync(s => WriteStowJobs(s, batch), CancellationToken.None);
-            batch.ForEach(j => j.Done.SetResult());
+            var (_, durable) = await store.WriteCommittedAsync(s =>
+            {
+                WriteStowJobs(s, batch);
+                return 0;
+            }, CancellationToken.None);
+            _ = AnswerWhenDurableAsync(batch, durable);
         }
         catch (FhirException) when (batch.Count > 1)
         {
@@ -212,13 +227,48 @@ internal sealed partial class FhirEngine
         }
     }
 
+    private static async Task AnswerWhenDurableAsync(List<StowJob> batch, Task durable)
+    {
+        try
+        {
+            await durable;
+            batch.ForEach(j => j.Done.TrySetResult());
+        }
+        catch (Exception e)
+        {
+            batch.ForEach(j => j.Done.TrySetException(e));
+        }
+    }
+
+    /// <summary>An ImagingStudy version as a STOW batch wrote it, parsed and indexed.</summary>
+    private sealed record WrittenStudy(int Version, ImagingStudy Study, IndexSet Index);
+
+    /// <summary>
+    /// The ImagingStudy versions the last STOW batches wrote, so that the next batch of a study (a modality sends a
+    /// study's instances one after another) takes the study as it wrote it rather than decrypting and parsing it again.
+    /// Used only while the stored version is still that one (any other write changes the version); taken out while a
+    /// batch changes it, put back only once that batch has committed.
+    /// </summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, WrittenStudy> _writtenStudies = new(StringComparer.Ordinal);
+
+    private const int WrittenStudiesKept = 256;
+
+    private void KeepWrittenStudy(string id, WrittenStudy written)
+    {
+        if (_writtenStudies.Count >= WrittenStudiesKept)
+        {
+            _writtenStudies.Clear();
+        }
+        _writtenStudies[id] = written;
+    }
+
     /// <summary>One study's ImagingStudy as a batch changes it, written once after every request of the batch.</summary>
     private sealed record StudyChange(string Id, CurrentInfo? Current, ImagingStudy Study, string Subject, IndexSet Index)
     {
         public FhirRequest? LastWriter { get; set; }
     }
 
-    private bool WriteStowJobs(StoreSession s, List<StowJob> batch)
+    private void WriteStowJobs(StoreSession s, List<StowJob> batch)
     {
         var studies = new Dictionary<string, StudyChange>(StringComparer.Ordinal);
         foreach (var job in batch)
@@ -238,13 +288,14 @@ internal sealed partial class FhirEngine
             study.NumberOfSeries = study.Series.Count;
             study.NumberOfInstances = study.Series.Sum(se => se.NumberOfInstances ?? 0);
             study.Modality = [.. study.Series.Select(se => se.Modality).Where(m => m is not null).DistinctBy(m => m.Code)];
-            Apply(s, Prepare("ImagingStudy", change.Id, study, change.Current, change.Current is { Deleted: false } ? "PUT" : "POST"), change.LastWriter!);
+            var prepared = Prepare("ImagingStudy", change.Id, study, change.Current, change.Current is { Deleted: false } ? "PUT" : "POST");
+            Apply(s, prepared, change.LastWriter!);
+            s.OnCommitted(() => KeepWrittenStudy(change.Id, new WrittenStudy(prepared.Version, study, prepared.Index)));
         }
         foreach (var job in batch)
         {
             audit.Append(s, job.Request.Trail!.Records(200, Now()));
         }
-        return true;
     }
 
     private List<StoredInstance> StoreStudy(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances, Dictionary<string, StudyChange> studies)
@@ -258,8 +309,16 @@ internal sealed partial class FhirEngine
         if (!studies.TryGetValue(studyId, out var change))
         {
             var current = s.GetCurrent("ImagingStudy", studyId);
-            var study = current is { Deleted: false } ? (ImagingStudy)FhirJson.Parse(s.Read("ImagingStudy", studyId)!.Data) : NewStudy(studyUid, patientId, first);
-            studies[studyId] = change = new StudyChange(studyId, current, study, study.Subject?.Reference ?? "", Indexer.Index(study, store.Keys.Blind));
+            if (_writtenStudies.TryRemove(studyId, out var written) && current is { Deleted: false, Erased: false } c && c.Version == written.Version)
+            {
+                change = new StudyChange(studyId, current, written.Study, written.Study.Subject?.Reference ?? "", written.Index);
+            }
+            else
+            {
+                var study = current is { Deleted: false } ? (ImagingStudy)FhirJson.Parse(s.Read("ImagingStudy", studyId)!.Data) : NewStudy(studyUid, patientId, first);
+                change = new StudyChange(studyId, current, study, study.Subject?.Reference ?? "", Indexer.Index(study, store.Keys.Blind));
+            }
+            studies[studyId] = change;
         }
         if (change.Subject != $"Patient/{patientId}")
             throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.Conflict,
@@ -324,11 +383,11 @@ internal sealed partial class FhirEngine
         var query = SearchQuery.Parse("Patient", [new("identifier", patientId.Replace("|", "\\|", StringComparison.Ordinal))], strict: true);
         var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine, null, s);
         var where = sql.Where(query);
-        var matches = s.QueryRids($"SELECT r.rid FROM resource r WHERE {where} LIMIT 2", sql.Args);
+        var matches = s.QueryStrings($"SELECT r.id FROM resource r WHERE {where} LIMIT 2", sql.Args);
         if (matches.Count > 1)
             throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.MultipleMatches,
                 "The instance's Patient ID matches several patients; Ward cannot tell which compartment the images belong to.");
-        if (matches.Count == 1) return s.LoadCurrent(matches)[0].Id;
+        if (matches.Count == 1) return matches[0];
 
         var patient = new Hl7.Fhir.Model.Patient
         {

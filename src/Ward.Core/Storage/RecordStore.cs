@@ -61,6 +61,13 @@ internal abstract partial class RecordStore : IDisposable
     internal abstract void Return(StoreSession session);
 
     /// <summary>
+    /// Called by a writer's commit, once the transaction has committed and its in-memory followers have run: completes
+    /// when the commit is durable. The engine may let the next writer in before that (SQLite flushes its log outside
+    /// the write lock); nothing is acknowledged before this completes.
+    /// </summary>
+    internal virtual Task DurableAsync(StoreSession session) => Task.CompletedTask;
+
+    /// <summary>
     /// The statements that take the node-wide lock in a write transaction (with <paramref name="keys"/>: and keep new data
     /// keys out until the commit), or null where the write transaction itself is exclusive.
     /// </summary>
@@ -156,6 +163,18 @@ internal abstract partial class RecordStore : IDisposable
     /// </summary>
     public async Task<T> WriteAsync<T>(Func<StoreSession, T> work, CancellationToken ct)
     {
+        var (result, durable) = await WriteCommittedAsync(work, ct);
+        await durable;
+        return result;
+    }
+
+    /// <summary>
+    /// <see cref="WriteAsync{T}"/>, returning as soon as the transaction has committed, with a task that completes once
+    /// the commit is durable (or fails if it cannot be made so): a group commit goes on to its next batch while this
+    /// one is flushed. Nothing that depends on the write may be acknowledged before that task completes.
+    /// </summary>
+    public async Task<(T Result, Task Durable)> WriteCommittedAsync<T>(Func<StoreSession, T> work, CancellationToken ct)
+    {
         var retry = new Retry(this);
         while (true)
         {
@@ -164,8 +183,7 @@ internal abstract partial class RecordStore : IDisposable
             {
                 session = await BeginWriteAsync(ct);
                 var result = work(session);
-                session.Commit();
-                return result;
+                return (result, session.CommitAsync());
             }
             catch (Exception e) when (IsTransient(e))
             {

@@ -29,6 +29,7 @@ internal sealed partial class SqliteStore : RecordStore
     private readonly SemaphoreSlim _writeGate = new(1, 1);
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _checkpointer;
+    private readonly LogFlusher _flusher;
     private int _written;
     private int _disposed;
 
@@ -42,6 +43,7 @@ internal sealed partial class SqliteStore : RecordStore
             Mode = SqliteOpenMode.ReadWriteCreate,
         }.ToString();
         Path = path;
+        _flusher = new LogFlusher(path + "-wal", () => Logger);
         Connect().Dispose();
         if (!OperatingSystem.IsWindows() && File.Exists(path))
         {
@@ -67,7 +69,7 @@ internal sealed partial class SqliteStore : RecordStore
         using var cmd = connection.CreateCommand();
         cmd.CommandText = """
             PRAGMA journal_mode = WAL;
-            PRAGMA synchronous = FULL;
+            PRAGMA synchronous = NORMAL;
             PRAGMA busy_timeout = 60000;
             PRAGMA temp_store = MEMORY;
             PRAGMA secure_delete = ON;
@@ -109,18 +111,33 @@ internal sealed partial class SqliteStore : RecordStore
         {
             session.Lease.Dispose();
         }
-        if (session.IsWriter)
+        if (session.HoldsWriteLock)
         {
-            Volatile.Write(ref _written, 1);
-            _writeGate.Release();
+            ReleaseWriteLock(session);
         }
+    }
+
+    private void ReleaseWriteLock(StoreSession session)
+    {
+        session.HoldsWriteLock = false;
+        Volatile.Write(ref _written, 1);
+        _writeGate.Release();
+    }
+
+    /// <summary>Lets the next writer in, then waits until the commit is on disk (<see cref="LogFlusher"/>).</summary>
+    internal override Task DurableAsync(StoreSession session)
+    {
+        var durable = _flusher.Committed();
+        ReleaseWriteLock(session);
+        return durable;
     }
 
     /// <summary>
     /// Copies committed pages from the write-ahead log into the database in the background (a passive checkpoint, which
     /// waits for no one), instead of in the commit of whichever write crosses SQLite's threshold: a write then costs
     /// its own pages once in the log, and the copy and its flush happen outside the write lock. Commits stay durable
-    /// in the log (synchronous = FULL) whatever the checkpoint's progress.
+    /// in the log (flushed by <see cref="LogFlusher"/>; SQLite flushes the log again before each checkpoint copies
+    /// from it) whatever the checkpoint's progress.
     /// <para>
     /// A passive checkpoint alone never lets the log start over while writes keep coming (each commit lands before the
     /// copy catches up), so the log would grow without end under a steady load, every commit appending to fresh disk
@@ -256,6 +273,7 @@ internal sealed partial class SqliteStore : RecordStore
         _stop.Cancel();
         _checkpointer.Join();
         _stop.Dispose();
+        _flusher.Dispose();
         while (_pool.TryTake(out var lease))
         {
             lease.Dispose();

@@ -91,7 +91,8 @@ internal sealed partial class StoreSession
     /// <summary>A single-column text query (values bound).</summary>
     public List<string> QueryStrings(string sql, IReadOnlyList<(string Name, object? Value)> args)
     {
-        using var cmd = AdHoc(sql, args);
+        var cmd = Generated(sql, args, out var oneOff);
+        using var owned = oneOff;
         using var reader = cmd.ExecuteReader();
         var list = new List<string>();
         while (reader.Read())

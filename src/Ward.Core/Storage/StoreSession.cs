@@ -36,6 +36,7 @@ internal sealed partial class StoreSession : IDisposable
         _tx = tx;
         _pending = pending;
         IsWriter = tx is not null;
+        HoldsWriteLock = IsWriter;
     }
 
     internal Lease Lease { get; }
@@ -44,6 +45,9 @@ internal sealed partial class StoreSession : IDisposable
 
     /// <summary>Whether the session was opened for writing (it stays so after its commit or rollback).</summary>
     public bool IsWriter { get; }
+
+    /// <summary>Whether the session still holds the store's write lock (a writer holds it until its transaction has committed or the session ends).</summary>
+    internal bool HoldsWriteLock { get; set; }
 
     /// <summary>Set once the commit has been sent: a failure after this point has an unknown outcome.</summary>
     public bool CommitStarted { get; private set; }
@@ -588,7 +592,11 @@ internal sealed partial class StoreSession : IDisposable
         return owners;
     }
 
-    public void Commit()
+    /// <summary>Commits the transaction and returns once it is durable.</summary>
+    public void Commit() => CommitAsync().GetAwaiter().GetResult();
+
+    /// <summary>Commits the transaction now; the task completes once the commit is durable.</summary>
+    public Task CommitAsync()
     {
         EnsureWriter();
         Flush();
@@ -597,11 +605,15 @@ internal sealed partial class StoreSession : IDisposable
         _tx.Dispose();
         _tx = null;
         _committed?.Invoke();
+        return _store.DurableAsync(this);
     }
 
     private Action? _committed;
 
-    /// <summary>Runs once the transaction has committed (never after a rollback): for in-memory state that must follow the database.</summary>
+    /// <summary>
+    /// Runs once the transaction has committed (never after a rollback), still under the write lock and before the
+    /// commit is durable: for in-memory state that must follow the database (the next writer must see it).
+    /// </summary>
     public void OnCommitted(Action action) => _committed += action;
 
     private void EnsureWriter()
