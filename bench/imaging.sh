@@ -39,8 +39,13 @@ run() { # label, then the load generator's arguments; prints the figure
 }
 figure() { grep -oE '[0-9.]+ instances/s|median [0-9.]+ ms' | grep -oE '[0-9.]+' | head -1; }
 
-# Warm-up (JIT, caches, first files) on both servers, not counted.
-for web in "$ward_web" "$orthanc_web"; do run stow "$web" "$sample" 200 4 1 >/dev/null; done
+# Warm-up on both servers, not counted, of another patient's instances (so the queries below see the same archive):
+# long enough for .NET's tiered compilation to settle (with 200 instances, a quarter of Ward's CPU in the first round
+# was still the JIT compiling), so that both servers are measured in their steady state.
+for web in "$ward_web" "$orthanc_web"; do
+    for _ in 1 2 3; do run stow "$web" "$sample" 3000 4 1 warm-up >/dev/null; done
+    run stow "$web" "$sample" 1000 2 50 warm-up >/dev/null
+done
 declare -A results
 for round in $(seq "$rounds"); do
     echo "== round $round" >&2

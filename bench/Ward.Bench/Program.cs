@@ -10,9 +10,10 @@ using System.Text.Json;
 //   audit DATA N CLIENTS     append N audit entries to a fresh node's log from CLIENTS concurrent requests (group commit),
 //                            then N in transactions of 1,000; then the latency of 10,000 inclusion proofs at size N
 //   serve DATA URL [--no-auth]  host the node's web server (as 'ward serve'); --no-auth skips token checks, for bench/auth.sh only
-//   stow URL FILE COUNT CLIENTS PER-REQUEST  STOW-RS COUNT copies of FILE (each with its own SOP Instance UID, 100 per
-//                            study) to URL (a DICOMweb base: Ward's /dicomweb or Orthanc's /dicom-web), PER-REQUEST
-//                            instances per request from CLIENTS concurrent clients; prints instances/s
+//   stow URL FILE COUNT CLIENTS PER-REQUEST [PATIENT-ID]  STOW-RS COUNT copies of FILE (each with its own SOP Instance
+//                            UID, 100 per study; with PATIENT-ID, of that patient) to URL (a DICOMweb base: Ward's
+//                            /dicomweb or Orthanc's /dicom-web), PER-REQUEST instances per request from CLIENTS
+//                            concurrent clients; prints instances/s
 //   get URL N [ACCEPT]       latency of N GETs of URL (median, p99), for QIDO-RS and WADO-RS
 //   post URL N BODY          latency of N POSTs of BODY (JSON) to URL, for Orthanc's /instances/{id}/anonymize
 //   deid FILE N              in-process PS3.15 basic profile de-identification of FILE (read, de-identify, write), N times
@@ -40,7 +41,7 @@ switch (mode)
     case "crypto":
         return Crypto(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
     case "stow":
-        return await Stow(http, args[1].TrimEnd('/'), args[2], Int(args[3]), Int(args[4]), Int(args[5]));
+        return await Stow(http, args[1].TrimEnd('/'), args[2], Int(args[3]), Int(args[4]), Int(args[5]), args.ElementAtOrDefault(6));
     case "get":
         return await Latency(http, HttpMethod.Get, args[1], Int(args[2]), args.ElementAtOrDefault(3), null);
     case "post":
@@ -274,7 +275,7 @@ static string Percentiles(List<double> times, string format)
 
 static int Int(string text) => int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
 
-static async Task<int> Stow(HttpClient http, string url, string file, int count, int clients, int perRequest)
+static async Task<int> Stow(HttpClient http, string url, string file, int count, int clients, int perRequest, string? patientId)
 {
     // Every copy gets its own SOP Instance UID, and every 100 copies their own study and series, before the clock starts.
     var source = Ward.Core.Imaging.DicomFile.Read(File.ReadAllBytes(file));
@@ -286,6 +287,10 @@ static async Task<int> Stow(HttpClient http, string url, string file, int count,
         ds.SetString(Ward.Core.Imaging.DicomTag.SopInstanceUid, Ward.Core.Imaging.DicomVR.UI, $"{prefix}.1.{i}");
         ds.SetString(Ward.Core.Imaging.DicomTag.StudyInstanceUid, Ward.Core.Imaging.DicomVR.UI, $"{prefix}.2.{i / 100}");
         ds.SetString(Ward.Core.Imaging.DicomTag.SeriesInstanceUid, Ward.Core.Imaging.DicomVR.UI, $"{prefix}.3.{i / 100}");
+        if (patientId is not null)
+        {
+            ds.SetString(Ward.Core.Imaging.DicomTag.PatientId, Ward.Core.Imaging.DicomVR.LO, patientId);
+        }
         copies.Add(Ward.Core.Imaging.DicomWriter.ToBytes(source));
     }
     var requests = copies.Chunk(perRequest).ToList();

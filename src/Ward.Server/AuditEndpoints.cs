@@ -21,9 +21,9 @@ internal static class AuditEndpoints
     public static void Map(WebApplication app, FhirEndpoint fhir, AuditLog audit, RecordStore store)
     {
         app.MapGet("/audit/key", () => Results.Text(audit.Verifier.VKey + "\n", "text/plain; charset=utf-8"));
-        app.MapGet("/audit/checkpoint", http => RunAsync(http, fhir, async (caller, ct) =>
+        app.MapGet("/audit/checkpoint", http => RunAsync(http, fhir, store, async (caller, ct) =>
             Results.Text(await audit.LatestCheckpointAsync(ct), "text/plain; charset=utf-8")));
-        app.MapGet("/audit/proof/inclusion", http => RunAsync(http, fhir, async (caller, ct) =>
+        app.MapGet("/audit/proof/inclusion", http => RunAsync(http, fhir, store, async (caller, ct) =>
         {
             var index = Number(http, "index");
             var size = Number(http, "size");
@@ -41,7 +41,7 @@ internal static class AuditEndpoints
             }, ct);
             return Results.Json(response, AuditJson.Default.InclusionProof);
         }));
-        app.MapGet("/audit/proof/consistency", http => RunAsync(http, fhir, async (caller, ct) =>
+        app.MapGet("/audit/proof/consistency", http => RunAsync(http, fhir, store, async (caller, ct) =>
         {
             var from = Number(http, "from");
             var to = Number(http, "to");
@@ -56,7 +56,7 @@ internal static class AuditEndpoints
             }, ct);
             return Results.Json(response, AuditJson.Default.ConsistencyProof);
         }));
-        app.MapGet("/audit/entries/{index}", http => RunAsync(http, fhir, async (caller, ct) =>
+        app.MapGet("/audit/entries/{index}", http => RunAsync(http, fhir, store, async (caller, ct) =>
         {
             if (!long.TryParse(http.GetRouteValue("index") as string, NumberStyles.None, CultureInfo.InvariantCulture, out var index))
             {
@@ -70,9 +70,19 @@ internal static class AuditEndpoints
         }));
     }
 
-    private static System.Threading.Tasks.Task RunAsync(HttpContext http, FhirEndpoint fhir, Func<AccessGrant, CancellationToken, Task<IResult>> work) =>
+    /// <summary>
+    /// Runs an audit API call. What it shows (a checkpoint, entries, proofs) may have been committed by another writer
+    /// a moment before that commit was flushed: the answer waits until it is durable, so that no witness ever holds a
+    /// checkpoint or proof that a crash could take back.
+    /// </summary>
+    private static System.Threading.Tasks.Task RunAsync(HttpContext http, FhirEndpoint fhir, RecordStore store, Func<AccessGrant, CancellationToken, Task<IResult>> work) =>
         ApiCall.RunAsync(http, fhir, caller => FhirEngine.ReadsAudit(caller) || (caller.Role == "patient" && caller.Patient is not null),
-            "The audit log is open to the security officer and the data protection officer, and to each patient for their own entries.", work);
+            "The audit log is open to the security officer and the data protection officer, and to each patient for their own entries.", async (caller, ct) =>
+            {
+                var result = await work(caller, ct);
+                await store.SettledAsync();
+                return result;
+            });
 
     private static long Number(HttpContext http, string name) =>
         long.TryParse(http.Request.Query[name].ToString(), NumberStyles.None, CultureInfo.InvariantCulture, out var value)

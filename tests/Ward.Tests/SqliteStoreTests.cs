@@ -68,7 +68,7 @@ public sealed class SqliteStoreTests
             // Commits arriving while flushes are under way, in waves: a lost wake-up would leave some waiting for ever.
             for (var wave = 0; wave < 20; wave++)
             {
-                await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Task.Run(flusher.Committed))).WaitAsync(TimeSpan.FromSeconds(30));
+                await Task.WhenAll(Enumerable.Range(0, 50).Select(_ => Task.Run(flusher.Flushed))).WaitAsync(TimeSpan.FromSeconds(30));
             }
         }
         finally
@@ -82,9 +82,9 @@ public sealed class SqliteStoreTests
     {
         // The log's file is gone (as when the disk fails under it): the flush cannot be made.
         using var flusher = new LogFlusher(Path.Combine(Path.GetTempPath(), "ward-no-such-log-" + Guid.NewGuid().ToString("N")), () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
-        var first = await Assert.ThrowsAsync<StoreUnavailableException>(flusher.Committed);
+        var first = await Assert.ThrowsAsync<StoreUnavailableException>(flusher.Flushed);
         Assert.Contains("whether the last changes were saved is unknown", first.Message, StringComparison.Ordinal);
-        var later = flusher.Committed();
+        var later = flusher.Flushed();
         Assert.True(later.IsFaulted, "A commit after a failed flush was not refused at once.");
         await Assert.ThrowsAsync<StoreUnavailableException>(() => later);
     }

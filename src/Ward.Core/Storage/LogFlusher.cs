@@ -6,7 +6,8 @@ namespace Ward.Core.Storage;
 /// Group commit of SQLite's write-ahead log, on its own thread. Connections run with <c>synchronous = NORMAL</c>: a
 /// commit writes its frames to the log without flushing it. The committing writer then lets the next writer in and
 /// waits here, asynchronously, until a flush of the log that began after its commit has ended; every commit that landed
-/// while one flush was under way shares the next. So the next transaction's work overlaps this one's flush, no thread
+/// while one flush was under way shares the next. A reader that shows what other writers committed without a commit
+/// of its own (the audit log's checkpoints, entries and proofs) waits the same way first. So the next transaction's work overlaps this one's flush, no thread
 /// of the pool is held by a flush, and a commit is still acknowledged only once durable.
 /// <para>
 /// After a crash SQLite replays the log as a prefix (its frames are checksummed in a chain), so a flush that covers one
@@ -24,10 +25,12 @@ internal sealed partial class LogFlusher : IDisposable
     private readonly string _path;
     private readonly Func<ILogger> _logger;
     private readonly Lock _lock = new();
-    private readonly List<(long Commit, TaskCompletionSource Done)> _waiting = [];
+    /// <summary>Each wait, with the number of the first flush that ends it (one that began after the wait did).</summary>
+    private readonly List<(long Flush, TaskCompletionSource Done)> _waiting = [];
     private readonly AutoResetEvent _signal = new(false);
     private readonly Thread _thread;
-    private long _committed;
+    /// <summary>Flushes begun so far.</summary>
+    private long _started;
     private bool _failed;
     private bool _stopping;
 
@@ -40,8 +43,11 @@ internal sealed partial class LogFlusher : IDisposable
         _thread.Start();
     }
 
-    /// <summary>Counts a commit that has just written its frames (called in commit order, under the write lock); completes once they are on disk.</summary>
-    public Task Committed()
+    /// <summary>
+    /// Completes once a flush that began after this call has ended: called by a commit that has just written its frames
+    /// (under the write lock, before the next writer), or by a reader about to show what others committed.
+    /// </summary>
+    public Task Flushed()
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_lock)
@@ -50,7 +56,7 @@ internal sealed partial class LogFlusher : IDisposable
             {
                 return Task.FromException(new StoreUnavailableException(FailedMessage));
             }
-            _waiting.Add((++_committed, done));
+            _waiting.Add((_started + 1, done));
         }
         _signal.Set();
         return done.Task;
@@ -64,7 +70,7 @@ internal sealed partial class LogFlusher : IDisposable
             while (true)
             {
                 _signal.WaitOne();
-                long covered;
+                long flush;
                 lock (_lock)
                 {
                     if (_waiting.Count == 0)
@@ -75,8 +81,8 @@ internal sealed partial class LogFlusher : IDisposable
                         }
                         continue;
                     }
-                    // Every commit counted by now has written its frames; later ones may be flushed too, harmlessly.
-                    covered = _committed;
+                    // Everything written before this point is covered by the flush about to start.
+                    flush = ++_started;
                 }
                 Exception? failure = null;
                 try
@@ -88,7 +94,7 @@ internal sealed partial class LogFlusher : IDisposable
                     LogFlushFailed(_logger(), e);
                     failure = new StoreUnavailableException(FailedMessage);
                 }
-                if (Complete(covered, failure))
+                if (Complete(flush, failure))
                 {
                     return;
                 }
@@ -100,8 +106,8 @@ internal sealed partial class LogFlusher : IDisposable
         }
     }
 
-    /// <summary>Completes the commits a flush covered (or fails every waiting one); returns whether the flusher is done.</summary>
-    private bool Complete(long covered, Exception? failure)
+    /// <summary>Completes the waits a flush ended (or fails every waiting one); returns whether the flusher is done.</summary>
+    private bool Complete(long flush, Exception? failure)
     {
         bool finished;
         List<TaskCompletionSource> done = [];
@@ -110,12 +116,12 @@ internal sealed partial class LogFlusher : IDisposable
             _failed |= failure is not null;
             _waiting.RemoveAll(w =>
             {
-                var finished = failure is not null || w.Commit <= covered;
-                if (finished)
+                var ended = failure is not null || w.Flush <= flush;
+                if (ended)
                 {
                     done.Add(w.Done);
                 }
-                return finished;
+                return ended;
             });
             if (_waiting.Count > 0)
             {

@@ -68,6 +68,12 @@ internal abstract partial class RecordStore : IDisposable
     internal virtual Task DurableAsync(StoreSession session) => Task.CompletedTask;
 
     /// <summary>
+    /// Completes once every commit made so far is durable: for answers that show what other writers committed without a
+    /// commit of their own (a commit may be visible to readers a moment before it is flushed, see ADR 0013).
+    /// </summary>
+    public virtual Task SettledAsync() => Task.CompletedTask;
+
+    /// <summary>
     /// The statements that take the node-wide lock in a write transaction (with <paramref name="keys"/>: and keep new data
     /// keys out until the commit), or null where the write transaction itself is exclusive.
     /// </summary>

@@ -117,6 +117,8 @@ internal sealed partial class SqliteStore : RecordStore
         }
     }
 
+    public override Task SettledAsync() => _flusher.Flushed();
+
     private void ReleaseWriteLock(StoreSession session)
     {
         session.HoldsWriteLock = false;
@@ -127,7 +129,7 @@ internal sealed partial class SqliteStore : RecordStore
     /// <summary>Lets the next writer in, then waits until the commit is on disk (<see cref="LogFlusher"/>).</summary>
     internal override Task DurableAsync(StoreSession session)
     {
-        var durable = _flusher.Committed();
+        var durable = _flusher.Flushed();
         ReleaseWriteLock(session);
         return durable;
     }
