@@ -125,33 +125,20 @@ internal sealed partial class AuditLog : IAsyncDisposable
                     Append(s, entries);
                     return 0;
                 }, CancellationToken.None);
-                _ = AnswerWhenDurableAsync(batch, durable);
+                _ = RecordStore.AnswerWhenDurableAsync(durable, batch.Select(p => p.Done), Failure);
             }
             catch (Exception e)
             {
-                Fail(batch, e);
+                var failure = Failure(e);
+                batch.ForEach(p => p.Done.SetException(failure));
             }
         }
     }
 
-    private async Task AnswerWhenDurableAsync(List<Pending> batch, Task durable)
-    {
-        try
-        {
-            await durable;
-            batch.ForEach(p => p.Done.SetResult());
-        }
-        catch (Exception e)
-        {
-            Fail(batch, e);
-        }
-    }
-
-    private void Fail(List<Pending> batch, Exception e)
+    private AuditUnavailableException Failure(Exception e)
     {
         LogAppendFailed(Logger, e.GetType().Name, e);
-        var failure = new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
-        batch.ForEach(p => p.Done.SetException(failure));
+        return new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
     }
 
     /// <summary>Signs and stores a checkpoint of the committed log if it grew since the last one; returns the latest checkpoint note.</summary>

@@ -211,7 +211,7 @@ internal sealed partial class FhirEngine
                 WriteStowJobs(s, batch);
                 return 0;
             }, CancellationToken.None);
-            _ = AnswerWhenDurableAsync(batch, durable);
+            _ = RecordStore.AnswerWhenDurableAsync(durable, batch.Select(j => j.Done), e => e);
         }
         catch (FhirException) when (batch.Count > 1)
         {
@@ -220,19 +220,6 @@ internal sealed partial class FhirEngine
             {
                 await WriteStowBatchAsync([job]);
             }
-        }
-        catch (Exception e)
-        {
-            batch.ForEach(j => j.Done.TrySetException(e));
-        }
-    }
-
-    private static async Task AnswerWhenDurableAsync(List<StowJob> batch, Task durable)
-    {
-        try
-        {
-            await durable;
-            batch.ForEach(j => j.Done.TrySetResult());
         }
         catch (Exception e)
         {

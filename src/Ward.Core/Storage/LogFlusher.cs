@@ -6,9 +6,9 @@ namespace Ward.Core.Storage;
 /// Group commit of SQLite's write-ahead log, on its own thread. Connections run with <c>synchronous = NORMAL</c>: a
 /// commit writes its frames to the log without flushing it. The committing writer then lets the next writer in and
 /// waits here, asynchronously, until a flush of the log that began after its commit has ended; every commit that landed
-/// while one flush was under way shares the next. A reader that shows what other writers committed without a commit
-/// of its own (the audit log's checkpoints, entries and proofs) waits the same way first. So the next transaction's work overlaps this one's flush, no thread
-/// of the pool is held by a flush, and a commit is still acknowledged only once durable.
+/// while one flush was under way shares the next. So the next transaction's work overlaps this one's flush, no thread
+/// of the pool is held by a flush, and a commit is still acknowledged only once durable. A reader that shows what other
+/// writers committed without a commit of its own (the audit API's checkpoints, entries and proofs) waits the same way.
 /// <para>
 /// After a crash SQLite replays the log as a prefix (its frames are checksummed in a chain), so a flush that covers one
 /// commit covers every earlier one; and a reader that saw a commit not yet durable answers only after its own audit

@@ -210,6 +210,30 @@ internal abstract partial class RecordStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// For a group commit that went on to its next batch (<see cref="WriteCommittedAsync{T}"/>): answers each waiting
+    /// request of a batch once its commit is durable, or fails them all with <paramref name="failure"/> of the error.
+    /// </summary>
+    public static async Task AnswerWhenDurableAsync(Task durable, IEnumerable<TaskCompletionSource> waiting, Func<Exception, Exception> failure)
+    {
+        try
+        {
+            await durable;
+            foreach (var w in waiting)
+            {
+                w.TrySetResult();
+            }
+        }
+        catch (Exception e)
+        {
+            var error = failure(e);
+            foreach (var w in waiting)
+            {
+                w.TrySetException(error);
+            }
+        }
+    }
+
     /// <summary>Exponential back-off with jitter between attempts, within a time budget.</summary>
     private sealed class Retry(RecordStore store)
     {

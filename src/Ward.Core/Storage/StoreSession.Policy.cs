@@ -88,20 +88,6 @@ internal sealed partial class StoreSession
         return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
-    /// <summary>A single-column text query (values bound).</summary>
-    public List<string> QueryStrings(string sql, IReadOnlyList<(string Name, object? Value)> args)
-    {
-        var cmd = Generated(sql, args, out var oneOff);
-        using var owned = oneOff;
-        using var reader = cmd.ExecuteReader();
-        var list = new List<string>();
-        while (reader.Read())
-        {
-            list.Add(reader.GetString(0));
-        }
-        return list;
-    }
-
     /// <summary>Consent rules in force at <paramref name="now"/> that concern these actors (or any actor) and these purposes (or any).</summary>
     public List<ConsentRule> ConsentRules(IReadOnlyList<string> actors, IReadOnlyList<string> purposes, long now)
     {

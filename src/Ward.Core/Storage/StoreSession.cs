@@ -407,15 +407,20 @@ internal sealed partial class StoreSession : IDisposable
     }
 
     /// <summary>Runs a generated query (SQL built by <see cref="SqlSearch"/>, values always bound) returning row ids.</summary>
-    public List<long> QueryRids(string sql, IReadOnlyList<(string Name, object? Value)> args)
+    public List<long> QueryRids(string sql, IReadOnlyList<(string Name, object? Value)> args) => QueryColumn(sql, args, r => r.GetInt64(0));
+
+    /// <summary>A single-column text query (values bound).</summary>
+    public List<string> QueryStrings(string sql, IReadOnlyList<(string Name, object? Value)> args) => QueryColumn(sql, args, r => r.GetString(0));
+
+    private List<T> QueryColumn<T>(string sql, IReadOnlyList<(string Name, object? Value)> args, Func<DbDataReader, T> value)
     {
         var cmd = Generated(sql, args, out var oneOff);
         using var owned = oneOff;
         using var reader = cmd.ExecuteReader();
-        var list = new List<long>();
+        var list = new List<T>();
         while (reader.Read())
         {
-            list.Add(reader.GetInt64(0));
+            list.Add(value(reader));
         }
         return list;
     }
