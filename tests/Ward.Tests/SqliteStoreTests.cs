@@ -64,7 +64,8 @@ public sealed class SqliteStoreTests
         var log = Path.GetTempFileName();
         try
         {
-            using var flusher = new LogFlusher(log, () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            using var file = File.OpenHandle(log, FileMode.Open, FileAccess.ReadWrite);
+            using var flusher = new LogFlusher(() => LogFlusher.FlushData(file), "test log", () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
             // Commits arriving while flushes are under way, in waves: a lost wake-up would leave some waiting for ever.
             for (var wave = 0; wave < 20; wave++)
             {
@@ -81,7 +82,9 @@ public sealed class SqliteStoreTests
     public async Task A_log_that_cannot_be_flushed_fails_its_commits_and_every_later_one_until_restart()
     {
         // The log's file is gone (as when the disk fails under it): the flush cannot be made.
-        using var flusher = new LogFlusher(Path.Combine(Path.GetTempPath(), "ward-no-such-log-" + Guid.NewGuid().ToString("N")), () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var missing = Path.Combine(Path.GetTempPath(), "ward-no-such-log-" + Guid.NewGuid().ToString("N"));
+        using var flusher = new LogFlusher(() => LogFlusher.FlushData(File.OpenHandle(missing, FileMode.Open, FileAccess.ReadWrite)), "test log",
+            () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var first = await Assert.ThrowsAsync<StoreUnavailableException>(flusher.Flushed);
         Assert.Contains("whether the last changes were saved is unknown", first.Message, StringComparison.Ordinal);
         var later = flusher.Flushed();

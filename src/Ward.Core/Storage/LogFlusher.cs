@@ -1,28 +1,32 @@
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
 
 namespace Ward.Core.Storage;
 
 /// <summary>
-/// Group commit of SQLite's write-ahead log, on its own thread. Connections run with <c>synchronous = NORMAL</c>: a
-/// commit writes its frames to the log without flushing it. The committing writer then lets the next writer in and
-/// waits here, asynchronously, until a flush of the log that began after its commit has ended; every commit that landed
-/// while one flush was under way shares the next. So the next transaction's work overlaps this one's flush, no thread
-/// of the pool is held by a flush, and a commit is still acknowledged only once durable. A reader that shows what other
-/// writers committed without a commit of its own (the audit API's checkpoints, entries and proofs) waits the same way.
+/// Group commit of a file that commits are appended to, on its own thread: SQLite's write-ahead log (connections run
+/// with <c>synchronous = NORMAL</c>, so a commit writes its frames without flushing them) or the blob files of large
+/// versions (<see cref="BlobFiles"/>). A writer that has just written waits here, asynchronously, until a flush that
+/// began after its write has ended; every write that landed while one flush was under way shares the next. So the next
+/// transaction's work overlaps this one's flush, no thread of the pool is held by a flush, and a commit is still
+/// acknowledged only once durable. A reader that shows what other writers committed without a commit of its own (the
+/// audit API's checkpoints, entries and proofs) waits the same way.
 /// <para>
 /// After a crash SQLite replays the log as a prefix (its frames are checksummed in a chain), so a flush that covers one
 /// commit covers every earlier one; and a reader that saw a commit not yet durable answers only after its own audit
-/// entry's commit, hence after a flush covering both. A failed flush leaves the outcome of every unflushed commit
-/// unknown, and the kernel may have dropped the pages it could not write: every later commit is refused until the node
+/// entry's commit, hence after a flush covering both. A failed flush leaves the outcome of every unflushed write
+/// unknown, and the kernel may have dropped the pages it could not write: every later wait fails until the node
 /// restarts (as PostgreSQL does).
 /// </para>
 /// </summary>
 internal sealed partial class LogFlusher : IDisposable
 {
-    private const string FailedMessage = "The database's log could not be written to disk, so whether the last changes were saved is unknown; "
+    private const string FailedMessage = "The node's data could not be written to disk, so whether the last changes were saved is unknown; "
         + "the node refuses changes until it is restarted. Read the resource to check, then retry.";
 
-    private readonly string _path;
+    private readonly Action _flush;
+    private readonly string _what;
     private readonly Func<ILogger> _logger;
     private readonly Lock _lock = new();
     /// <summary>Each wait, with the number of the first flush that ends it (one that began after the wait did).</summary>
@@ -34,14 +38,40 @@ internal sealed partial class LogFlusher : IDisposable
     private bool _failed;
     private bool _stopping;
 
-    /// <param name="path">The write-ahead log's file (opened when the first commit is flushed: SQLite creates it).</param>
-    public LogFlusher(string path, Func<ILogger> logger)
+    /// <param name="flush">Makes every write made so far durable (throws <see cref="IOException"/> when it cannot).</param>
+    /// <param name="what">What is flushed, for the thread's name and the log.</param>
+    public LogFlusher(Action flush, string what, Func<ILogger> logger)
     {
-        _path = path;
+        _flush = flush;
+        _what = what;
         _logger = logger;
-        _thread = new Thread(Run) { IsBackground = true, Name = "SQLite log flusher" };
+        _thread = new Thread(Run) { IsBackground = true, Name = what + " flusher" };
         _thread.Start();
     }
+
+    /// <summary>
+    /// <c>fdatasync</c>: the file's data and what reading it back needs (its size), not its times. .NET's own flush is
+    /// <c>fsync</c>, which also writes the inode for the modification time: a second synchronous write at every commit
+    /// on this file system. SQLite itself flushes its log this way.
+    /// </summary>
+    public static void FlushData(SafeFileHandle file)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            if (FdataSync(file) != 0)
+            {
+                throw new IOException($"fdatasync failed (errno {Marshal.GetLastPInvokeError()}).");
+            }
+        }
+        else
+        {
+            RandomAccess.FlushToDisk(file);
+        }
+    }
+
+    [DllImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
+    [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
+    private static extern int FdataSync(SafeFileHandle file);
 
     /// <summary>
     /// Completes once a flush that began after this call has ended: called by a commit that has just written its frames
@@ -64,45 +94,37 @@ internal sealed partial class LogFlusher : IDisposable
 
     private void Run()
     {
-        FileStream? log = null;
-        try
+        while (true)
         {
-            while (true)
+            _signal.WaitOne();
+            long flush;
+            lock (_lock)
             {
-                _signal.WaitOne();
-                long flush;
-                lock (_lock)
+                if (_waiting.Count == 0)
                 {
-                    if (_waiting.Count == 0)
+                    if (_stopping)
                     {
-                        if (_stopping)
-                        {
-                            return;
-                        }
-                        continue;
+                        return;
                     }
-                    // Everything written before this point is covered by the flush about to start.
-                    flush = ++_started;
+                    continue;
                 }
-                Exception? failure = null;
-                try
-                {
-                    (log ??= new FileStream(_path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, 1)).Flush(flushToDisk: true);
-                }
-                catch (IOException e)
-                {
-                    LogFlushFailed(_logger(), e);
-                    failure = new StoreUnavailableException(FailedMessage);
-                }
-                if (Complete(flush, failure))
-                {
-                    return;
-                }
+                // Everything written before this point is covered by the flush about to start.
+                flush = ++_started;
             }
-        }
-        finally
-        {
-            log?.Dispose();
+            Exception? failure = null;
+            try
+            {
+                _flush();
+            }
+            catch (IOException e)
+            {
+                LogFlushFailed(_logger(), _what, e);
+                failure = new StoreUnavailableException(FailedMessage);
+            }
+            if (Complete(flush, failure))
+            {
+                return;
+            }
         }
     }
 
@@ -155,6 +177,6 @@ internal sealed partial class LogFlusher : IDisposable
         _signal.Dispose();
     }
 
-    [LoggerMessage(Level = LogLevel.Critical, Message = "Flushing the SQLite write-ahead log to disk failed; the node refuses changes until it is restarted.")]
-    private static partial void LogFlushFailed(ILogger logger, Exception exception);
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Flushing the {What} to disk failed; the node refuses changes until it is restarted.")]
+    private static partial void LogFlushFailed(ILogger logger, string what, Exception exception);
 }

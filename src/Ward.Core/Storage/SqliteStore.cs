@@ -43,7 +43,7 @@ internal sealed partial class SqliteStore : RecordStore
             Mode = SqliteOpenMode.ReadWriteCreate,
         }.ToString();
         Path = path;
-        _flusher = new LogFlusher(path + "-wal", () => Logger);
+        _flusher = new LogFlusher(FlushLog, "SQLite log", () => Logger);
         Connect().Dispose();
         if (!OperatingSystem.IsWindows() && File.Exists(path))
         {
@@ -118,6 +118,12 @@ internal sealed partial class SqliteStore : RecordStore
     }
 
     public override Task SettledAsync() => _flusher.Flushed();
+
+    /// <summary>The write-ahead log, opened when the first commit is flushed (SQLite creates it).</summary>
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _log;
+
+    private void FlushLog() =>
+        LogFlusher.FlushData(_log ??= File.OpenHandle(Path + "-wal", FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete));
 
     private void ReleaseWriteLock(StoreSession session)
     {
@@ -276,6 +282,7 @@ internal sealed partial class SqliteStore : RecordStore
         _checkpointer.Join();
         _stop.Dispose();
         _flusher.Dispose();
+        _log?.Dispose();
         while (_pool.TryTake(out var lease))
         {
             lease.Dispose();
