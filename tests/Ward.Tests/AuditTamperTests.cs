@@ -73,6 +73,38 @@ public sealed class AuditTamperTests(TamperedNodeTemplate template) : IClassFixt
     }
 
     [Fact]
+    public async Task Ward_verify_finds_a_blob_file_changed_or_removed_behind_the_node()
+    {
+        var dir = Copy();
+        try
+        {
+            var import = await WardProcess.OutputAsync(["import", "--data", dir, TestData.LargeDocumentBundle(Path.Combine(dir, "in"))]);
+            Assert.True(import.Code == 0, import.Output);
+            var blob = Path.Combine(dir, "blobs", "00000001.blob");
+            Assert.True(File.Exists(blob) && new FileInfo(blob).Length > 100_000, "The large document was not written to a blob file.");
+            var intact = await WardProcess.OutputAsync(["verify", "--data", dir]);
+            Assert.True(intact.Code == 0, intact.Output);
+
+            // One byte of the sealed document changed in the file: the row's reference still matches its audit entry.
+            var bytes = File.ReadAllBytes(blob);
+            bytes[bytes.Length / 2] ^= 0x01;
+            File.WriteAllBytes(blob, bytes);
+            var changed = await WardProcess.OutputAsync(["verify", "--data", dir]);
+            Assert.NotEqual(0, changed.Code);
+            Assert.Matches(@"modified: DocumentReference/[^ ]+/_history/1 differs from what audit entry \d+ recorded for it: its bytes in blobs/00000001.blob differ", changed.Output);
+
+            File.Delete(blob);
+            var removed = await WardProcess.OutputAsync(["verify", "--data", dir]);
+            Assert.NotEqual(0, removed.Code);
+            Assert.Contains("blobs/00000001.blob is missing", removed.Output);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Ward_audit_verify_finds_a_forged_checkpoint_and_a_rewritten_subtree_hash()
     {
         var copy = Copy();

@@ -49,7 +49,8 @@ public sealed class BackedUpNode : IAsyncLifetime
         await Ok(["import", "--data", Node, .. info, .. patients.Take(12)]);
         await Ok("backup", "create", "--data", Node, "--target", Target);
         FirstBackupFiles = Hashes(Target);
-        await Ok(["import", "--data", Node, .. patients.Skip(12).Take(4)]);
+        // With a scanned document too large for its row: the snapshot carries the blob files beside the database.
+        await Ok(["import", "--data", Node, .. patients.Skip(12).Take(4), TestData.LargeDocumentBundle(Path.Combine(Root, "documents"))]);
         await Ok("backup", "create", "--data", Node, "--target", Target);
         VersionsAtSecondSnapshot = Versions(Path.Combine(Node, "ward.db"));
     }
@@ -172,6 +173,7 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
         Assert.Contains("Restored snapshot", restore);
         Assert.Contains("The records and the audit log are intact.", await Ok("verify", "--data", s.Restored));
         await Ok("audit", "verify", "--data", s.Restored);
+        Assert.True(new FileInfo(Path.Combine(s.Restored, "blobs", "00000001.blob")).Length > 100_000, "The blob file was not restored.");
 
         // Every resource and version up to the snapshot, by content hash.
         var restored = BackedUpNode.Versions(Path.Combine(s.Restored, "ward.db"));

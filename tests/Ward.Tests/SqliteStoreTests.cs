@@ -12,7 +12,7 @@ public sealed class SqliteStoreTests
     {
         var before = new FileInfo(config.DatabasePath).Length;
         // About 3 MB of records: less than SQLite's own threshold (1,000 pages), so only Ward's checkpointer copies them.
-        for (var i = 0; i < 30; i++)
+        for (var i = 0; i < 50; i++)
         {
             await PutBinary(store, $"b{i}", RandomBytes());
         }
@@ -37,13 +37,13 @@ public sealed class SqliteStoreTests
                 await store.ReadAsync(s => s.Scalar("SELECT count(*) FROM resource", []), CancellationToken.None);
             }
         })).ToList();
-        // 120 MB written by two writers, 100 KB per commit: four times the 32 MiB at which the log is made to start over.
+        // 120 MB written by two writers, 60 KB per commit: four times the 32 MiB at which the log is made to start over.
         var next = -1;
         var largests = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
         {
             var data = RandomBytes();
             long largest = 0;
-            for (var i = Interlocked.Increment(ref next); i < 1_200; i = Interlocked.Increment(ref next))
+            for (var i = Interlocked.Increment(ref next); i < 2_000; i = Interlocked.Increment(ref next))
             {
                 await PutBinary(store, $"b{i}", data);
                 var wal = new FileInfo(config.DatabasePath + "-wal");
@@ -55,7 +55,31 @@ public sealed class SqliteStoreTests
         await stop.CancelAsync();
         await Task.WhenAll(readers);
         Assert.True(peak < 64L << 20, $"The write-ahead log reached {peak:N0} bytes for 120 MB of writes: it never started over.");
-        Assert.Equal(1_200L, Convert.ToInt64(store.Read(s => s.Scalar("SELECT count(*) FROM resource", [])), System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(2_000L, Convert.ToInt64(store.Read(s => s.Scalar("SELECT count(*) FROM resource", [])), System.Globalization.CultureInfo.InvariantCulture));
+    });
+
+    [Fact]
+    public Task A_large_version_is_written_once_to_a_blob_file_and_its_row_names_it() => OnFreshNode(async (config, store) =>
+    {
+        var image = RandomBytes(300_000);
+        var small = RandomBytes();
+        await PutBinary(store, "image", image);
+        await PutBinary(store, "note", small);
+        var blob = Path.Combine(config.DataDir, "blobs", "00000001.blob");
+        // The sealed image (its bytes, a nonce and a tag) in the file, and only a reference in the row.
+        Assert.InRange(new FileInfo(blob).Length, image.Length, image.Length + 100);
+        Assert.Equal((long)BlobFiles.ReferenceLength, Convert.ToInt64(store.Read(s => s.Scalar("SELECT length(v.data) FROM version v JOIN resource r ON r.rid = v.rid WHERE r.id = 'image'", [])),
+            System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(image, store.Read(s => s.Read("Binary", "image"))!.Data);
+        Assert.Equal(small, store.Read(s => s.Read("Binary", "note"))!.Data);
+        Assert.Equal(-1, File.ReadAllBytes(blob).AsSpan().IndexOf(image.AsSpan(1_000, 64)));
+
+        // Changed behind the node, the image is refused (its tag fails), never served altered.
+        using (var file = File.OpenHandle(blob, FileMode.Open, FileAccess.ReadWrite))
+        {
+            RandomAccess.Write(file, new byte[] { 0x5a }, 150_000);
+        }
+        Assert.Throws<Ward.Core.Crypto.RecordIntegrityException>(() => store.Read(s => s.Read("Binary", "image")));
     });
 
     [Fact]
@@ -65,7 +89,7 @@ public sealed class SqliteStoreTests
         try
         {
             using var file = File.OpenHandle(log, FileMode.Open, FileAccess.ReadWrite);
-            using var flusher = new LogFlusher(() => LogFlusher.FlushData(file), "test log", () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            using var flusher = new LogFlusher(() => Disk.FlushData(file), "test log", () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
             // Commits arriving while flushes are under way, in waves: a lost wake-up would leave some waiting for ever.
             for (var wave = 0; wave < 20; wave++)
             {
@@ -83,7 +107,7 @@ public sealed class SqliteStoreTests
     {
         // The log's file is gone (as when the disk fails under it): the flush cannot be made.
         var missing = Path.Combine(Path.GetTempPath(), "ward-no-such-log-" + Guid.NewGuid().ToString("N"));
-        using var flusher = new LogFlusher(() => LogFlusher.FlushData(File.OpenHandle(missing, FileMode.Open, FileAccess.ReadWrite)), "test log",
+        using var flusher = new LogFlusher(() => Disk.FlushData(File.OpenHandle(missing, FileMode.Open, FileAccess.ReadWrite)), "test log",
             () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         var first = await Assert.ThrowsAsync<StoreUnavailableException>(flusher.Flushed);
         Assert.Contains("whether the last changes were saved is unknown", first.Message, StringComparison.Ordinal);
@@ -108,9 +132,10 @@ public sealed class SqliteStoreTests
         }
     }
 
-    private static byte[] RandomBytes()
+    /// <summary>A record just small enough to stay in its row (larger ones go to the blob files).</summary>
+    private static byte[] RandomBytes(int size = BlobFiles.MinBytes - 1_000)
     {
-        var data = new byte[100_000];
+        var data = new byte[size];
         Random.Shared.NextBytes(data);
         return data;
     }

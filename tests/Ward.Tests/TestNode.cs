@@ -260,6 +260,28 @@ public sealed class SharedPostgresNode : ICollectionFixture<PostgresTestNode>
 /// <summary>Where the shared test data lives (../shared/data from the repository root).</summary>
 internal static class TestData
 {
+    /// <summary>
+    /// Writes a transaction Bundle of one Patient and a DocumentReference carrying a scanned letter of about 100 KB inline:
+    /// a version too large for its row, which the store writes to its blob files.
+    /// </summary>
+    public static string LargeDocumentBundle(string dir)
+    {
+        var patient = Guid.NewGuid().ToString();
+        var scan = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(100_000));
+        var bundle = $$$"""
+            {"resourceType":"Bundle","type":"transaction","entry":[
+              {"fullUrl":"urn:uuid:{{{patient}}}","resource":{"resourceType":"Patient","name":[{"family":"Scanned","given":["Letter"]}]},
+               "request":{"method":"POST","url":"Patient"}},
+              {"resource":{"resourceType":"DocumentReference","status":"current","subject":{"reference":"urn:uuid:{{{patient}}}"},
+                "content":[{"attachment":{"contentType":"image/png","title":"referral letter","data":"{{{scan}}}"}}]},
+               "request":{"method":"POST","url":"DocumentReference"}}]}
+            """;
+        Directory.CreateDirectory(dir);
+        var path = Path.Combine(dir, "scanned-letter.json");
+        File.WriteAllText(path, bundle);
+        return path;
+    }
+
     public static string Root
     {
         get

@@ -29,7 +29,7 @@ internal static class Verification
         VerifyLog(s, verifier, report, logged);
         if (logged is not null)
         {
-            VerifyRecords(s, logged, report);
+            VerifyRecords(s, store.Blobs, logged, report);
         }
         return 0;
     });
@@ -190,7 +190,9 @@ internal static class Verification
     }
 
     /// <summary>Checks every stored version (current and historical) against the digest its audit entry committed.</summary>
-    private static void VerifyRecords(StoreSession s, Dictionary<string, (string Digest, long Entry)> logged, VerificationReport report)
+    /// <param name="blobs">Where large versions are written once (their rows hold references, which the digests cover): each
+    /// reference is checked against the bytes it names.</param>
+    private static void VerifyRecords(StoreSession s, BlobFiles? blobs, Dictionary<string, (string Digest, long Entry)> logged, VerificationReport report)
     {
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var versions = 0L;
@@ -214,6 +216,10 @@ internal static class Verification
                 else if (expected.Digest != row.Digest(row.Data))
                 {
                     altered.Add(row);
+                }
+                else if (row.Data is { } data && BlobFiles.IsReference(data) && (blobs is null ? "no blob files are kept by this store" : blobs.Check(data)) is { } why)
+                {
+                    report.Problems.Add($"modified: {row.Reference} differs from what audit entry {expected.Entry} recorded for it: {why}.");
                 }
             }
         }

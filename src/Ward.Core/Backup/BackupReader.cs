@@ -139,13 +139,31 @@ internal static class BackupReader
             throw new BackupDamageException($"snapshot {snapshot}: the node key sealed in it is not the key that signed the target's manifests.");
         }
         var keys = BackupKeys.Read(config.Resolve(BackupKeys.KeyFile));
-        var file = manifest.Files.Single();
+        // The database first, then the blob files of large versions beside it (ADR 0014), each by its fixed name.
+        var file = manifest.Files[0];
         if (config.DatabasePath != Path.Combine(root, file.Name))
         {
             config.Database = file.Name;
             config.Save();
         }
         await Task.Run(() => RebuildFile(target, manifest, file, keys, config.DatabasePath, progress, ct), ct);
+        foreach (var blob in manifest.Files.Skip(1))
+        {
+            if (!BlobFiles.IsName(blob.Name))
+            {
+                throw new BackupDamageException($"snapshot {snapshot}: the manifest names a file ({blob.Name}) that is neither the database nor a blob file.");
+            }
+            var folder = Path.Combine(root, BlobFiles.FolderName);
+            if (!Directory.Exists(folder))
+            {
+                Directory.CreateDirectory(folder);
+                if (!OperatingSystem.IsWindows())
+                {
+                    File.SetUnixFileMode(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+                }
+            }
+            await Task.Run(() => RebuildFile(target, manifest, blob, keys, Path.Combine(root, blob.Name), progress, ct), ct);
+        }
 
         var warnings = new List<string>();
         var erased = new List<string>();
@@ -169,7 +187,7 @@ internal static class BackupReader
                 }
             }
         }
-        return new RestoreResult(manifest, config, file.Size, erased, warnings);
+        return new RestoreResult(manifest, config, manifest.Files.Sum(f => f.Size), erased, warnings);
     }
 
     private static void RebuildFile(BackupTarget target, Manifest manifest, ManifestFile file, BackupKeys keys, string path,

@@ -74,6 +74,14 @@ internal static class BackupWriter
         try
         {
             sqlite.BackupTo(copy);
+            // The blob files as they are now, after the copy: every blob a row of the copy names was on disk before its
+            // row committed, so it lies within these lengths (the files only grow; what follows is read no further).
+            var sources = new List<(string Name, string Path, long Length)> { (Path.GetFileName(config.DatabasePath), copy, new FileInfo(copy).Length) };
+            foreach (var name in BlobFiles.Names(sqlite.BlobFolder))
+            {
+                var path = Path.Combine(sqlite.BlobFolder, Path.GetFileName(name));
+                sources.Add((name, path, new FileInfo(path).Length));
+            }
             string checkpoint;
             int schema;
             using (var snapshotStore = new SqliteStore(copy, store.Keys))
@@ -85,7 +93,7 @@ internal static class BackupWriter
             var sealedKeys = RecoveryKey.Seal(recovery, KeyBundle.Collect(config));
             target.WriteNew(target.KeysPath(id), sealedKeys);
 
-            var (packs, entries, newChunks, packBytes) = await StoreChunksAsync(copy, keys, target, known, knownPacks, progress, ct);
+            var (packs, entries, newChunks, packBytes) = await StoreChunksAsync(sources, keys, target, known, knownPacks, progress, ct);
 
             var ledger = KeyAdmin.ErasureLedgerPath(store.Keys);
             foreach (var (tag, when) in File.Exists(ledger) ? KeyBundle.ErasureTags(File.ReadAllLines(ledger)) : [])
@@ -95,8 +103,8 @@ internal static class BackupWriter
 
             var manifest = new Manifest(Manifest.FormatName, id, now, signer.Verifier.Name, "sqlite", schema,
                 Fhir.CapabilityStatementBuilder.SoftwareVersion, previous, checkpoint, RecoveryKey.IdOf(recovery), BackupTarget.Sha256(sealedKeys),
-                packs, [new ManifestFile(Path.GetFileName(config.DatabasePath), new FileInfo(copy).Length, ManifestFile.Table(entries))],
-                new ManifestStats(entries.Count, newChunks, packBytes + sealedKeys.Length, Math.Round(watch.Elapsed.TotalSeconds, 3)));
+                packs, [.. sources.Select((f, i) => new ManifestFile(f.Name, f.Length, ManifestFile.Table(entries[i])))],
+                new ManifestStats(entries.Sum(e => e.Count), newChunks, packBytes + sealedKeys.Length, Math.Round(watch.Elapsed.TotalSeconds, 3)));
             var note = Encoding.UTF8.GetBytes(SignedNote.Sign(JsonSerializer.Serialize(manifest, ManifestJson.Default.Manifest) + "\n", signer));
             target.WriteNew(target.ManifestPath(id), note);
             return new BackupResult(manifest, manifest.Files[0].Size, note.Length, warnings);
@@ -131,13 +139,15 @@ internal static class BackupWriter
     /// compresses and encrypts them; this task appends them to packs in the order they come. Positions are resolved
     /// into the chunk table at the end.
     /// </summary>
-    private static async Task<(List<string> Packs, List<ChunkEntry> Entries, long NewChunks, long PackBytes)> StoreChunksAsync(string file, BackupKeys keys,
-        BackupTarget target, Dictionary<UInt128, ChunkEntry> previous, List<string> previousPacks, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
+    /// <returns>Each file's chunk table, in the order of <paramref name="files"/>.</returns>
+    private static async Task<(List<string> Packs, List<List<ChunkEntry>> Entries, long NewChunks, long PackBytes)> StoreChunksAsync(
+        List<(string Name, string Path, long Length)> files, BackupKeys keys, BackupTarget target, Dictionary<UInt128, ChunkEntry> previous, List<string> previousPacks,
+        IProgress<(long Done, long Total)>? progress, CancellationToken ct)
     {
         var fresh = Channel.CreateBounded<Piece>(new BoundedChannelOptions(64) { SingleWriter = true });
         var sealedChunks = Channel.CreateBounded<Piece>(new BoundedChannelOptions(64) { SingleReader = true });
-        var ids = new List<UInt128>();
-        var producer = Task.Run(() => Cut(file, keys, previous, ids, fresh.Writer, progress, ct), ct);
+        var ids = files.Select(_ => new List<UInt128>()).ToList();
+        var producer = Task.Run(() => Cut(files, keys, previous, ids, fresh.Writer, progress, ct), ct);
         var sealers = Task.WhenAll(Enumerable.Range(0, Environment.ProcessorCount).Select(_ => Task.Run(async () =>
         {
             using var seal = new ChunkSeal(keys.ChunkKey);
@@ -192,82 +202,48 @@ internal static class BackupWriter
             await Task.WhenAll(flushes);
         }
 
-        // The chunk table in file order: this snapshot's packs first, then those of the previous snapshot that it reuses.
+        // The chunk tables in file order: this snapshot's packs first, then those of the previous snapshot that it reuses.
         var reused = new Dictionary<int, int>();
-        var entries = new List<ChunkEntry>(ids.Count);
-        foreach (var id in ids)
+        var entries = new List<List<ChunkEntry>>(ids.Count);
+        foreach (var fileIds in ids)
         {
-            if (!placed.TryGetValue(id, out var entry))
+            var table = new List<ChunkEntry>(fileIds.Count);
+            foreach (var id in fileIds)
             {
-                entry = previous[id];
-                if (!reused.TryGetValue(entry.Pack, out var index))
+                if (!placed.TryGetValue(id, out var entry))
                 {
-                    reused[entry.Pack] = index = packs.Count;
-                    packs.Add(previousPacks[entry.Pack]);
+                    entry = previous[id];
+                    if (!reused.TryGetValue(entry.Pack, out var index))
+                    {
+                        reused[entry.Pack] = index = packs.Count;
+                        packs.Add(previousPacks[entry.Pack]);
+                    }
+                    entry = entry with { Pack = index };
                 }
-                entry = entry with { Pack = index };
+                table.Add(entry);
             }
-            entries.Add(entry);
+            entries.Add(table);
         }
         return (packs, entries, placed.Count, packBytes);
     }
 
-    private static void Cut(string file, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<UInt128> ids, ChannelWriter<Piece> output,
-        IProgress<(long Done, long Total)>? progress, CancellationToken ct)
+    /// <summary>Cuts each file, up to its length, into chunks; each file's chunk ids go to its list of <paramref name="ids"/>.</summary>
+    private static void Cut(List<(string Name, string Path, long Length)> files, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<List<UInt128>> ids,
+        ChannelWriter<Piece> output, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
     {
         try
         {
-            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.SequentialScan);
-            var total = stream.Length;
+            var total = files.Sum(f => f.Length);
             var seen = new HashSet<UInt128>();
             var buffer = ArrayPool<byte>.Shared.Rent(ReadBuffer);
+            long done = 0, reported = 0;
             try
             {
-                int start = 0, end = 0;
-                long done = 0, reported = 0;
-                var eof = false;
-                while (true)
+                for (var f = 0; f < files.Count; f++)
                 {
-                    if (!eof && end - start < Chunker.MaxSize)
+                    if (!Cut(files[f], keys, previous, ids[f], seen, buffer, output, ref done, ref reported, total, progress, ct))
                     {
-                        Buffer.BlockCopy(buffer, start, buffer, 0, end - start);
-                        end -= start;
-                        start = 0;
-                        int n;
-                        while (end < buffer.Length && (n = stream.Read(buffer, end, buffer.Length - end)) > 0)
-                        {
-                            end += n;
-                        }
-                        eof = end < buffer.Length;
-                    }
-                    if (start == end)
-                    {
-                        break;
-                    }
-                    var data = buffer.AsSpan(start, end - start);
-                    var cut = Chunker.Cut(data);
-                    var id = keys.ChunkId(data[..cut]);
-                    ids.Add(id);
-                    if (!previous.ContainsKey(id) && seen.Add(id))
-                    {
-                        var piece = ArrayPool<byte>.Shared.Rent(cut);
-                        data[..cut].CopyTo(piece);
-                        var chunk = new Piece(piece, cut, id);
-                        while (!output.TryWrite(chunk))
-                        {
-                            if (!output.WaitToWriteAsync(ct).AsTask().GetAwaiter().GetResult())
-                            {
-                                ArrayPool<byte>.Shared.Return(piece);
-                                return;
-                            }
-                        }
-                    }
-                    start += cut;
-                    done += cut;
-                    if (done - reported >= 4 * 1024 * 1024 || done == total)
-                    {
-                        progress?.Report((done, total));
-                        reported = done;
+                        return;
                     }
                 }
             }
@@ -282,5 +258,66 @@ internal static class BackupWriter
             output.Complete(e);
             throw;
         }
+    }
+
+    /// <summary>Cuts one file; false when the output was closed (the backup is failing).</summary>
+    private static bool Cut((string Name, string Path, long Length) file, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<UInt128> ids, HashSet<UInt128> seen,
+        byte[] buffer, ChannelWriter<Piece> output, ref long done, ref long reported, long total, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
+    {
+        // Shared for writing: a blob file keeps growing while it is read, up to the length it had at the snapshot.
+        using var stream = new FileStream(file.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.SequentialScan);
+        var left = file.Length;
+        int start = 0, end = 0;
+        var eof = false;
+        while (true)
+        {
+            if (!eof && end - start < Chunker.MaxSize)
+            {
+                Buffer.BlockCopy(buffer, start, buffer, 0, end - start);
+                end -= start;
+                start = 0;
+                int n;
+                while (end < buffer.Length && left > 0 && (n = stream.Read(buffer, end, (int)Math.Min(buffer.Length - end, left))) > 0)
+                {
+                    end += n;
+                    left -= n;
+                }
+                eof = end < buffer.Length;
+            }
+            if (start == end)
+            {
+                break;
+            }
+            var data = buffer.AsSpan(start, end - start);
+            var cut = Chunker.Cut(data);
+            var id = keys.ChunkId(data[..cut]);
+            ids.Add(id);
+            if (!previous.ContainsKey(id) && seen.Add(id))
+            {
+                var piece = ArrayPool<byte>.Shared.Rent(cut);
+                data[..cut].CopyTo(piece);
+                var chunk = new Piece(piece, cut, id);
+                while (!output.TryWrite(chunk))
+                {
+                    if (!output.WaitToWriteAsync(ct).AsTask().GetAwaiter().GetResult())
+                    {
+                        ArrayPool<byte>.Shared.Return(piece);
+                        return false;
+                    }
+                }
+            }
+            start += cut;
+            done += cut;
+            if (done - reported >= 4 * 1024 * 1024 || done == total)
+            {
+                progress?.Report((done, total));
+                reported = done;
+            }
+        }
+        if (left > 0)
+        {
+            throw new IOException($"{file.Name} is shorter than when the snapshot was taken.");
+        }
+        return true;
     }
 }

@@ -74,6 +74,12 @@ internal abstract partial class RecordStore : IDisposable
     public virtual Task SettledAsync() => Task.CompletedTask;
 
     /// <summary>
+    /// Where large sealed versions are written once, outside the database (<see cref="BlobFiles"/>); null where every
+    /// version stays in its row (PostgreSQL: a server's database is backed up and replicated as a whole, ADR 0014).
+    /// </summary>
+    public virtual BlobFiles? Blobs => null;
+
+    /// <summary>
     /// The statements that take the node-wide lock in a write transaction (with <paramref name="keys"/>: and keep new data
     /// keys out until the commit), or null where the write transaction itself is exclusive.
     /// </summary>

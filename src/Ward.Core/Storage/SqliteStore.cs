@@ -44,6 +44,8 @@ internal sealed partial class SqliteStore : RecordStore
         }.ToString();
         Path = path;
         _flusher = new LogFlusher(FlushLog, "SQLite log", () => Logger);
+        BlobFolder = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, BlobFiles.FolderName);
+        _blobs = new(() => new BlobFiles(BlobFolder, () => Logger));
         Connect().Dispose();
         if (!OperatingSystem.IsWindows() && File.Exists(path))
         {
@@ -119,11 +121,18 @@ internal sealed partial class SqliteStore : RecordStore
 
     public override Task SettledAsync() => _flusher.Flushed();
 
+    private readonly Lazy<BlobFiles> _blobs;
+
+    /// <summary>The folder of the blob files, beside the database.</summary>
+    public string BlobFolder { get; }
+
+    public override BlobFiles Blobs => _blobs.Value;
+
     /// <summary>The write-ahead log, opened when the first commit is flushed (SQLite creates it).</summary>
     private Microsoft.Win32.SafeHandles.SafeFileHandle? _log;
 
     private void FlushLog() =>
-        LogFlusher.FlushData(_log ??= File.OpenHandle(Path + "-wal", FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete));
+        Disk.FlushData(_log ??= File.OpenHandle(Path + "-wal", FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete));
 
     private void ReleaseWriteLock(StoreSession session)
     {
@@ -283,6 +292,10 @@ internal sealed partial class SqliteStore : RecordStore
         _stop.Dispose();
         _flusher.Dispose();
         _log?.Dispose();
+        if (_blobs.IsValueCreated)
+        {
+            _blobs.Value.Dispose();
+        }
         while (_pool.TryTake(out var lease))
         {
             lease.Dispose();

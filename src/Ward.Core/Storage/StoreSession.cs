@@ -192,7 +192,20 @@ internal sealed partial class StoreSession : IDisposable
                 throw Keys.Integrity(type, id, version);
             }
         }
-        return Keys.OpenRecord(cipher, kid, type, id, version, (byte[])r.GetValue(7));
+        var stored = (byte[])r.GetValue(7);
+        if (BlobFiles.IsReference(stored))
+        {
+            try
+            {
+                stored = _store.Blobs?.Read(stored) ?? throw Keys.Integrity(type, id, version);
+            }
+            catch (IOException)
+            {
+                // The blob file is missing or cut short: the version is not what was written.
+                throw Keys.Integrity(type, id, version);
+            }
+        }
+        return Keys.OpenRecord(cipher, kid, type, id, version, stored);
     }
 
     /// <summary>Loads the current versions of the given rows, in the order given.</summary>
@@ -310,6 +323,11 @@ internal sealed partial class StoreSession : IDisposable
             var (k, key, wrapped) = WriteKey(owner is null ? SharedKind : PatientKind, owner ?? "", lastUpdatedTicks);
             kid = k;
             envelope = KeyRing.Seal(Keys.Cipher(k, key, wrapped), k, type, id, version, data);
+            if (envelope.Length >= BlobFiles.MinBytes && _store.Blobs is { } blobs)
+            {
+                envelope = blobs.Append(envelope);
+                _blobsWritten = true;
+            }
         }
         var deleted = index is null;
         var digest = VersionDigest.Of(type, id, version, lastUpdatedTicks, method, deleted, envelope);
@@ -605,6 +623,13 @@ internal sealed partial class StoreSession : IDisposable
     {
         EnsureWriter();
         Flush();
+        if (_blobsWritten)
+        {
+            // No row may name bytes that are not on disk: the blobs this transaction wrote are flushed before it commits
+            // (one flush for all of them, shared with other stores' writers of the same files).
+            _blobsWritten = false;
+            _store.Blobs!.DurableAsync().GetAwaiter().GetResult();
+        }
         CommitStarted = true;
         _tx!.Commit();
         _tx.Dispose();
@@ -614,6 +639,8 @@ internal sealed partial class StoreSession : IDisposable
     }
 
     private Action? _committed;
+
+    private bool _blobsWritten;
 
     /// <summary>
     /// Runs once the transaction has committed (never after a rollback), still under the write lock and before the
