@@ -83,6 +83,25 @@ public sealed class SqliteStoreTests
     });
 
     [Fact]
+    public Task Two_processes_on_one_node_never_append_to_the_same_blob_file() => OnFreshNode(async (config, serve) =>
+    {
+        // A second store on the same files, as ward import beside ward serve: its own blob files, never the other's.
+        using var import = RecordStore.Open(config);
+        var first = RandomBytes(200_000);
+        var second = RandomBytes(200_000);
+        await PutBinary(serve, "first", first);
+        await PutBinary(import, "second", second);
+        await PutBinary(serve, "third", second);
+        Assert.Equal(["00000001.blob", "00000002.blob"], Directory.EnumerateFiles(Path.Combine(config.DataDir, "blobs")).Select(f => Path.GetFileName(f)!).Order().ToArray());
+        foreach (var store in new[] { serve, import })
+        {
+            Assert.Equal(first, store.Read(s => s.Read("Binary", "first"))!.Data);
+            Assert.Equal(second, store.Read(s => s.Read("Binary", "second"))!.Data);
+            Assert.Equal(second, store.Read(s => s.Read("Binary", "third"))!.Data);
+        }
+    });
+
+    [Fact]
     public async Task Every_concurrent_commit_is_acknowledged_by_a_flush_and_none_is_left_waiting()
     {
         var log = Path.GetTempFileName();

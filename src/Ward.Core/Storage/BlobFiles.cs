@@ -16,8 +16,8 @@ namespace Ward.Core.Storage;
 /// The envelope is the same as in a row (AES-256-GCM under the owning patient's key, bound to type, id, version and key
 /// id), sealed by the request before the writer takes it. A reference is only ever committed once the bytes it names are
 /// durable (<see cref="DurableAsync"/>, a group flush with <c>fdatasync</c>): a crash can leave bytes no row names (the
-/// tail of a file, never read), never a row naming bytes that are not on disk. Files are never rewritten; a new one is
-/// started past <see cref="FileBytes"/>.
+/// tail of a file, never read), never a row naming bytes that are not on disk. Files are never rewritten; each process
+/// appends only to files it created (a new one when it first writes, and past <see cref="FileBytes"/>).
 /// </para>
 /// </summary>
 internal sealed class BlobFiles : IDisposable
@@ -52,7 +52,9 @@ internal sealed class BlobFiles : IDisposable
         _folder = folder;
         _flusher = new LogFlusher(Flush, "blob files", logger);
         var last = Directory.Exists(folder) ? Numbers(folder).DefaultIfEmpty(0).Max() : 0;
-        (_file, _end) = last == 0 ? (0, FileBytes) : (last, new FileInfo(PathOf(folder, last)).Length);
+        // A file of its own from the first append: another process on the same node (ward import beside ward serve)
+        // appends to files it created itself, so no two writers ever share one.
+        (_file, _end) = (last, FileBytes);
     }
 
     public static bool IsReference(ReadOnlySpan<byte> data) => data.Length == ReferenceLength && data[0] == Marker;
@@ -160,10 +162,22 @@ internal sealed class BlobFiles : IDisposable
             }
             Disk.FlushFolder(Path.GetDirectoryName(Path.GetFullPath(_folder))!);
         }
-        var number = _file + 1;
-        var path = PathOf(_folder, number);
-        using (new FileStream(path, FileMode.CreateNew))
+        var number = _file;
+        string path;
+        while (true)
         {
+            path = PathOf(_folder, ++number);
+            try
+            {
+                using (new FileStream(path, FileMode.CreateNew))
+                {
+                }
+                break;
+            }
+            catch (IOException) when (File.Exists(path))
+            {
+                // Created by another process of the node since: the next number.
+            }
         }
         if (unix)
         {

@@ -626,7 +626,7 @@ internal sealed partial class StoreSession : IDisposable
         if (_blobsWritten)
         {
             // No row may name bytes that are not on disk: the blobs this transaction wrote are flushed before it commits
-            // (one flush for all of them, shared with other stores' writers of the same files).
+            // (one flush for all of them).
             _blobsWritten = false;
             _store.Blobs!.DurableAsync().GetAwaiter().GetResult();
         }
