@@ -71,8 +71,8 @@ internal static partial class Commands
                 AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {warning}");
             }
             AnsiConsole.MarkupLineInterpolated($"[green]Snapshot {m.Snapshot}[/] written to {Path.GetFullPath(dir)}");
-            AnsiConsole.MarkupLineInterpolated($"  database   {Describe(result.SourceBytes)} (schema {m.SchemaVersion}), {m.Stats.Chunks:N0} chunks, {m.Stats.NewChunks:N0} new");
-            AnsiConsole.MarkupLineInterpolated($"  added      {Describe(m.Stats.NewBytes + result.ManifestBytes)} ({(m.Stats.NewBytes + result.ManifestBytes) * 100.0 / Math.Max(1, result.SourceBytes):N1} % of the database) in {m.Stats.Seconds:N1} s ({result.SourceBytes / Math.Max(0.001, m.Stats.Seconds) / (1 << 20):N0} MiB/s)");
+            AnsiConsole.MarkupLineInterpolated($"  data       {Describe(result.SourceBytes)} (the database, schema {m.SchemaVersion}, and {m.Files.Count - 1} blob files), {m.Stats.Chunks:N0} chunks, {m.Stats.NewChunks:N0} new");
+            AnsiConsole.MarkupLineInterpolated($"  added      {Describe(m.Stats.NewBytes + result.ManifestBytes)} ({(m.Stats.NewBytes + result.ManifestBytes) * 100.0 / Math.Max(1, result.SourceBytes):N1} % of the data) in {m.Stats.Seconds:N1} s ({result.SourceBytes / Math.Max(0.001, m.Stats.Seconds) / (1 << 20):N0} MiB/s)");
             AnsiConsole.MarkupLineInterpolated($"  audit log  {m.AuditEntries} entries under the checkpoint in the manifest");
             AnsiConsole.MarkupLineInterpolated($"  keys       sealed to recovery key {m.RecoveryKey}");
             return 0;
@@ -207,7 +207,7 @@ internal static partial class Commands
             {
                 AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {warning}");
             }
-            AnsiConsole.MarkupLineInterpolated($"[green]Restored snapshot {id}[/] (taken {result.Manifest.Created:u}) into {result.Config.DataDir}: {Describe(result.Bytes)} of database, audit log at the manifest's checkpoint ({result.Manifest.AuditEntries} entries).");
+            AnsiConsole.MarkupLineInterpolated($"[green]Restored snapshot {id}[/] (taken {result.Manifest.Created:u}) into {result.Config.DataDir}: {Describe(result.Bytes)} of data (the database and its blob files), audit log at the manifest's checkpoint ({result.Manifest.AuditEntries} entries).");
             if (result.Erased.Count > 0)
             {
                 AnsiConsole.MarkupLineInterpolated($"{result.Erased.Count} patients erased after the snapshot were erased again.");

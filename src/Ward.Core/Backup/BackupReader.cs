@@ -153,15 +153,7 @@ internal static class BackupReader
             {
                 throw new BackupDamageException($"snapshot {snapshot}: the manifest names a file ({blob.Name}) that is neither the database nor a blob file.");
             }
-            var folder = Path.Combine(root, BlobFiles.FolderName);
-            if (!Directory.Exists(folder))
-            {
-                Directory.CreateDirectory(folder);
-                if (!OperatingSystem.IsWindows())
-                {
-                    File.SetUnixFileMode(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-                }
-            }
+            BlobFiles.CreateFolder(Path.Combine(root, BlobFiles.FolderName));
             await Task.Run(() => RebuildFile(target, manifest, blob, keys, Path.Combine(root, blob.Name), progress, ct), ct);
         }
 

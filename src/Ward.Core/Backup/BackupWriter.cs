@@ -107,7 +107,7 @@ internal static class BackupWriter
                 new ManifestStats(entries.Sum(e => e.Count), newChunks, packBytes + sealedKeys.Length, Math.Round(watch.Elapsed.TotalSeconds, 3)));
             var note = Encoding.UTF8.GetBytes(SignedNote.Sign(JsonSerializer.Serialize(manifest, ManifestJson.Default.Manifest) + "\n", signer));
             target.WriteNew(target.ManifestPath(id), note);
-            return new BackupResult(manifest, manifest.Files[0].Size, note.Length, warnings);
+            return new BackupResult(manifest, manifest.Files.Sum(f => f.Size), note.Length, warnings);
         }
         finally
         {

@@ -14,7 +14,7 @@ namespace Ward.Core.Storage;
 /// SHA-256 of the envelope, which the row's digest (and so the audit log) commits.
 /// <para>
 /// The envelope is the same as in a row (AES-256-GCM under the owning patient's key, bound to type, id, version and key
-/// id), sealed by the request before the writer takes it. A reference is only ever committed once the bytes it names are
+/// id), sealed by the writer as before; only where it goes changes. A reference is only ever committed once the bytes it names are
 /// durable (<see cref="DurableAsync"/>, a group flush with <c>fdatasync</c>): a crash can leave bytes no row names (the
 /// tail of a file, never read), never a row naming bytes that are not on disk. Files are never rewritten; each process
 /// appends only to files it created (a new one when it first writes, and past <see cref="FileBytes"/>).
@@ -109,32 +109,31 @@ internal sealed class BlobFiles : IDisposable
     {
         var (number, offset, length) = Parse(reference);
         var file = _readers.GetOrAdd(number, n => File.OpenHandle(PathOf(_folder, n), FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
-        if (offset < 0 || length < 0 || offset + length > RandomAccess.GetLength(file))
-        {
-            throw new IOException($"{FileName(number)} ends before the blob a stored version names.");
-        }
-        var envelope = new byte[length];
-        if (RandomAccess.Read(file, envelope, offset) != length)
+        // Checked before anything is allocated: a reference altered behind the node may name any length.
+        var envelope = offset >= 0 && length >= 0 && offset + length <= RandomAccess.GetLength(file) ? new byte[length] : null;
+        if (envelope is null || RandomAccess.Read(file, envelope, offset) != length)
         {
             throw new IOException($"{FileName(number)} ends before the blob a stored version names.");
         }
         return envelope;
     }
 
-    /// <summary>Whether the bytes a reference names are there and hash to what it commits (for <c>ward verify</c>); the file's name otherwise.</summary>
+    /// <summary>Whether the bytes a reference names are there and hash to what it commits (for <c>ward verify</c>): null, or what is wrong.</summary>
     public string? Check(ReadOnlySpan<byte> reference)
     {
-        var (number, offset, length) = Parse(reference);
-        var path = PathOf(_folder, number);
-        if (!File.Exists(path))
+        var name = $"{FolderName}/{FileName(Parse(reference).Number)}";
+        try
         {
-            return $"{FolderName}/{FileName(number)} is missing";
+            return SHA256.HashData(Read(reference)).AsSpan().SequenceEqual(reference[17..]) ? null : $"its bytes in {name} differ from what the row commits";
         }
-        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        var envelope = new byte[length];
-        Span<byte> hash = stackalloc byte[32];
-        return RandomAccess.Read(file, envelope, offset) == length && SHA256.TryHashData(envelope, hash, out _) && hash.SequenceEqual(reference[17..])
-            ? null : $"its bytes in {FolderName}/{FileName(number)} differ from what the row commits";
+        catch (FileNotFoundException)
+        {
+            return $"{name} is missing";
+        }
+        catch (IOException)
+        {
+            return $"its bytes in {name} differ from what the row commits";
+        }
     }
 
     private static (int Number, long Offset, int Length) Parse(ReadOnlySpan<byte> reference) =>
@@ -152,16 +151,7 @@ internal sealed class BlobFiles : IDisposable
     /// <summary>Starts the next file, and makes its name durable in the folder before any reference can name it.</summary>
     private void StartFile()
     {
-        var unix = !OperatingSystem.IsWindows();
-        if (!Directory.Exists(_folder))
-        {
-            Directory.CreateDirectory(_folder);
-            if (unix)
-            {
-                File.SetUnixFileMode(_folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            }
-            Disk.FlushFolder(Path.GetDirectoryName(Path.GetFullPath(_folder))!);
-        }
+        CreateFolder(_folder);
         var number = _file;
         string path;
         while (true)
@@ -179,13 +169,28 @@ internal sealed class BlobFiles : IDisposable
                 // Created by another process of the node since: the next number.
             }
         }
-        if (unix)
+        if (!OperatingSystem.IsWindows())
         {
             // Ciphertext only, but the node's to read: owner only, as the database.
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         }
         Disk.FlushFolder(_folder);
         (_file, _end) = (number, 0);
+    }
+
+    /// <summary>Makes the blob files' folder if it is missing (the owner's only), durably: by the first blob, or by a restore.</summary>
+    public static void CreateFolder(string folder)
+    {
+        if (Directory.Exists(folder))
+        {
+            return;
+        }
+        Directory.CreateDirectory(folder);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        Disk.FlushFolder(Path.GetDirectoryName(Path.GetFullPath(folder))!);
     }
 
     private void Flush()

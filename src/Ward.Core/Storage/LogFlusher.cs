@@ -158,7 +158,7 @@ internal sealed partial class LogFlusher : IDisposable
 }
 
 /// <summary>Making writes durable, beyond what .NET offers.</summary>
-internal static partial class Disk
+internal static class Disk
 {
     /// <summary>
     /// <c>fdatasync</c>: the file's data and what reading it back needs (its size), not its times. .NET's own flush is
