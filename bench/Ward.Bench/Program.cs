@@ -41,7 +41,7 @@ switch (mode)
     case "crypto":
         return Crypto(double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
     case "stow":
-        return await Stow(http, args[1].TrimEnd('/'), args[2], Int(args[3]), Int(args[4]), Int(args[5]), args.ElementAtOrDefault(6));
+        return Stow(args[1].TrimEnd('/'), args[2], Int(args[3]), Int(args[4]), Int(args[5]), args.ElementAtOrDefault(6));
     case "get":
         return await Latency(http, HttpMethod.Get, args[1], Int(args[2]), args.ElementAtOrDefault(3), null);
     case "post":
@@ -275,7 +275,7 @@ static string Percentiles(List<double> times, string format)
 
 static int Int(string text) => int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
 
-static async Task<int> Stow(HttpClient http, string url, string file, int count, int clients, int perRequest, string? patientId)
+static int Stow(string url, string file, int count, int clients, int perRequest, string? patientId)
 {
     // Every copy gets its own SOP Instance UID, and every 100 copies their own study and series, before the clock starts.
     var source = Ward.Core.Imaging.DicomFile.Read(File.ReadAllBytes(file));
@@ -293,34 +293,57 @@ static async Task<int> Stow(HttpClient http, string url, string file, int count,
         }
         copies.Add(Ward.Core.Imaging.DicomWriter.ToBytes(source));
     }
-    var requests = copies.Chunk(perRequest).ToList();
+    // Each request is framed before the clock starts too, and sent by a plain HTTP/1.1 client on a blocking socket (one
+    // thread per client): the load generator shares the two cores with the server, so it should spend as little of
+    // them as it can, the same for both servers.
+    var target = new Uri(url + "/studies");
+    var boundary = "ward-bench-" + Guid.NewGuid().ToString("N");
+    var token = Environment.GetEnvironmentVariable("WARD_TOKEN");
+    var requests = copies.Chunk(perRequest).Select(part =>
+    {
+        var body = Multipart(part, boundary);
+        var head = $"POST {target.PathAndQuery} HTTP/1.1\r\nHost: {target.Authority}\r\n"
+            + (token is { Length: > 0 } ? $"Authorization: Bearer {token}\r\n" : "")
+            + $"Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n"
+            + $"Accept: application/dicom+json\r\nContent-Length: {body.Length}\r\n\r\n";
+        return (Head: System.Text.Encoding.ASCII.GetBytes(head), Body: body);
+    }).ToList();
     var next = -1;
     var failures = 0;
+    var cpu = Process.GetCurrentProcess().TotalProcessorTime;
     var watch = Stopwatch.StartNew();
-    await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+    var threads = Enumerable.Range(0, clients).Select(_ => new Thread(() =>
     {
+        using var client = new RawHttpClient(target);
         int r;
         while ((r = Interlocked.Increment(ref next)) < requests.Count)
         {
-            var content = new MultipartContent("related", "bench-" + r.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            content.Headers.ContentType!.Parameters.Add(new System.Net.Http.Headers.NameValueHeaderValue("type", "\"application/dicom\""));
-            foreach (var bytes in requests[r])
-            {
-                var part = new ByteArrayContent(bytes);
-                part.Headers.ContentType = new("application/dicom");
-                content.Add(part);
-            }
-            using var response = await http.PostAsync($"{url}/studies", content);
-            await response.Content.ReadAsByteArrayAsync();
-            if (response.StatusCode != HttpStatusCode.OK)
+            if (client.Send(requests[r].Head, requests[r].Body) != 200)
             {
                 Interlocked.Increment(ref failures);
             }
         }
-    }));
+    })).ToList();
+    threads.ForEach(t => t.Start());
+    threads.ForEach(t => t.Join());
     watch.Stop();
-    Console.WriteLine($"stow {count} instances of {new FileInfo(file).Length / 1024} KB, {perRequest} per request, {clients} clients: {count / watch.Elapsed.TotalSeconds:F0} instances/s ({failures} failed requests)");
+    cpu = Process.GetCurrentProcess().TotalProcessorTime - cpu;
+    Console.WriteLine($"stow {count} instances of {new FileInfo(file).Length / 1024} KB, {perRequest} per request, {clients} clients: {count / watch.Elapsed.TotalSeconds:F0} instances/s ({failures} failed requests; load generator {cpu.TotalMilliseconds / count:F2} ms of CPU per instance)");
     return failures == 0 ? 0 : 1;
+}
+
+/// <summary>A multipart/related body of DICOM parts (PS3.18 STOW-RS).</summary>
+static byte[] Multipart(byte[][] parts, string boundary)
+{
+    using var body = new MemoryStream();
+    foreach (var part in parts)
+    {
+        body.Write(System.Text.Encoding.ASCII.GetBytes($"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"));
+        body.Write(part);
+        body.Write("\r\n"u8);
+    }
+    body.Write(System.Text.Encoding.ASCII.GetBytes($"--{boundary}--\r\n"));
+    return body.ToArray();
 }
 
 static async Task<int> Latency(HttpClient http, HttpMethod method, string url, int n, string? accept, string? body)
@@ -373,4 +396,110 @@ static int Deid(string file, int n)
     }
     Console.WriteLine($"deid {Path.GetFileName(file)} ({bytes.Length / 1024} KB): {Percentiles(times, "F3")} per instance");
     return 0;
+}
+
+/// <summary>
+/// A minimal HTTP/1.1 client for the STOW load: one kept-alive connection, requests sent whole (head and body in one
+/// call), the response read and dropped (Content-Length or chunked), reconnecting when the server closes.
+/// </summary>
+internal sealed class RawHttpClient(Uri target) : IDisposable
+{
+    private readonly byte[] _buffer = new byte[64 * 1024];
+    private System.Net.Sockets.Socket? _socket;
+    private int _start;
+    private int _end;
+
+    /// <summary>Sends one request and returns the response's status code.</summary>
+    public int Send(byte[] head, byte[] body)
+    {
+        if (_socket is null)
+        {
+            _socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+            _socket.Connect(target.Host, target.Port);
+            _start = _end = 0;
+        }
+        _socket.Send([new ArraySegment<byte>(head), new ArraySegment<byte>(body)]);
+        var status = int.Parse(Line().Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+        long length = 0;
+        bool chunked = false, close = false;
+        for (var line = Line(); line.Length > 0; line = Line())
+        {
+            var colon = line.IndexOf(':', StringComparison.Ordinal);
+            var (name, value) = (line[..colon].Trim(), line[(colon + 1)..].Trim());
+            if (name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) length = long.Parse(value, System.Globalization.CultureInfo.InvariantCulture);
+            if (name.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase)) chunked = value.Contains("chunked", StringComparison.OrdinalIgnoreCase);
+            if (name.Equals("Connection", StringComparison.OrdinalIgnoreCase)) close = value.Equals("close", StringComparison.OrdinalIgnoreCase);
+        }
+        if (!chunked)
+        {
+            Skip(length);
+        }
+        else
+        {
+            long size;
+            while ((size = long.Parse(Line().Split(';')[0], System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture)) > 0)
+            {
+                Skip(size);
+                Line();
+            }
+            while (Line().Length > 0)
+            {
+            }
+        }
+        if (close)
+        {
+            Dispose();
+        }
+        return status;
+    }
+
+    private string Line()
+    {
+        while (true)
+        {
+            var at = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n"u8);
+            if (at >= 0)
+            {
+                var line = System.Text.Encoding.ASCII.GetString(_buffer, _start, at);
+                _start += at + 2;
+                return line;
+            }
+            Fill();
+        }
+    }
+
+    private void Skip(long count)
+    {
+        while (count > 0)
+        {
+            if (_start == _end)
+            {
+                Fill();
+            }
+            var n = (int)Math.Min(count, _end - _start);
+            _start += n;
+            count -= n;
+        }
+    }
+
+    private void Fill()
+    {
+        if (_start > 0)
+        {
+            _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
+            (_end, _start) = (_end - _start, 0);
+        }
+        var read = _socket!.Receive(_buffer.AsSpan(_end));
+        if (read == 0)
+        {
+            throw new IOException("The server closed the connection in the middle of a response.");
+        }
+        _end += read;
+    }
+
+    public void Dispose()
+    {
+        _socket?.Dispose();
+        _socket = null;
+    }
 }
