@@ -454,9 +454,9 @@ internal sealed partial class FhirEngine
             var research = AccessOf(request).Deidentified;
             if (!research) trail.Target = ("ImagingStudy", StudyResourceId(studyUid));
             var scoped = Permit(request, "ImagingStudy", Interaction.Read) == Reach.Patient;
-            var (where, args, driven) = InstanceCondition(studyUid, seriesUid, sopUid, research);
+            var (where, args, _) = InstanceCondition(studyUid, seriesUid, sopUid, research);
             var rows = new List<(long Rid, string Study)>();
-            using (var cmd = s.Command($"SELECT r.rid, st.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND {OwnToken("st", "study", driven)} WHERE {where} ORDER BY r.rid"))
+            using (var cmd = s.Command($"SELECT r.rid, st.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND st.param = 'study' WHERE {where} ORDER BY r.rid"))
             {
                 StoreSession.Bind(cmd, args);
                 using var reader = cmd.ExecuteReader();
@@ -547,8 +547,6 @@ internal sealed partial class FhirEngine
         return condition;
     }
 
-    /// <summary>The join condition of an instance's own token of <paramref name="param"/>: kept off the token index when another condition drives the query.</summary>
-    private static string OwnToken(string alias, string param, bool driven) => driven ? $"{alias}.param || '' = '{param}'" : $"{alias}.param = '{param}'";
 
     /// <summary>
     /// QIDO-RS: the studies, series or instances (<paramref name="level"/>) with an instance matching
@@ -591,8 +589,8 @@ internal sealed partial class FhirEngine
                 where += $" AND EXISTS (SELECT 1 FROM ix_compartment c WHERE c.rid = r.rid AND c.patient_id = {Arg(request.Caller.Patient)})";
             if (AccessFor(request).RowFilter(s, "r", Arg) is { } filter) where += " AND " + filter;
             var rows = new List<(long Rid, string Study, string Series, string? Modality)>();
-            using (var cmd = s.Command($"SELECT r.rid, st.code, se.code, m.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND {OwnToken("st", "study", driven)} "
-                + $"JOIN ix_token se ON se.rid = r.rid AND {OwnToken("se", "series", driven)} LEFT JOIN ix_token m ON m.rid = r.rid AND m.param = 'modality' WHERE {where} ORDER BY r.rid"))
+            using (var cmd = s.Command($"SELECT r.rid, st.code, se.code, m.code FROM resource r JOIN ix_token st ON st.rid = r.rid AND st.param = 'study' "
+                + $"JOIN ix_token se ON se.rid = r.rid AND se.param = 'series' LEFT JOIN ix_token m ON m.rid = r.rid AND m.param = 'modality' WHERE {where} ORDER BY r.rid"))
             {
                 StoreSession.Bind(cmd, args);
                 using var reader = cmd.ExecuteReader();

@@ -7,6 +7,16 @@ namespace Ward.Core.Storage;
 internal static class Migrations
 {
     /// <summary>Migration 6, the same SQL on both engines.</summary>
+    /// <summary>
+    /// Migration 9, the same SQL on both engines: a resource's own tokens of one parameter found in its index entry alone
+    /// (an instance's study, series and modality for QIDO-RS and WADO-RS; the per-row token checks of searches), where the
+    /// index on the row id alone made the engine read every token row of the resource to test its parameter.
+    /// </summary>
+    private const string TokenByResource = """
+            CREATE INDEX ix_token_rid_param ON ix_token (rid, param, code);
+            DROP INDEX ix_token_rid;
+            """;
+
     private const string PolicyIndexes = """
             -- The policy checks of a search ask, row by row, for the row's patients and its security labels.
             CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
@@ -363,6 +373,7 @@ internal static class Migrations
             CREATE INDEX research_spend_researcher ON research_spend (researcher);
             """),
         (8, "access policy: each row's compartments and labels summarised on the row", PolicySummary),
+        (9, "search: a resource's tokens of one parameter found in the index", TokenByResource),
     ];
 
     // PostgreSQL: the same tables and columns. Text compares byte-wise (COLLATE "C"), as in SQLite, so that prefix ranges
@@ -706,5 +717,6 @@ internal static class Migrations
             CREATE INDEX research_spend_researcher ON research_spend (researcher);
             """),
         (8, "access policy: each row's compartments and labels summarised on the row", PolicySummary),
+        (9, "search: a resource's tokens of one parameter found in the index", TokenByResource),
     ];
 }
