@@ -76,11 +76,11 @@ internal static class BackupWriter
             sqlite.BackupTo(copy);
             // The blob files as they are now, after the copy: every blob a row of the copy names was on disk before its
             // row committed, so it lies within these lengths (the files only grow; what follows is read no further).
-            var sources = new List<(string Name, string Path, long Length)> { (Path.GetFileName(config.DatabasePath), copy, new FileInfo(copy).Length) };
+            var sources = new List<SourceFile> { new(Path.GetFileName(config.DatabasePath), copy, new FileInfo(copy).Length) };
             foreach (var name in BlobFiles.Names(sqlite.BlobFolder))
             {
                 var path = Path.Combine(sqlite.BlobFolder, Path.GetFileName(name));
-                sources.Add((name, path, new FileInfo(path).Length));
+                sources.Add(new(name, path, new FileInfo(path).Length));
             }
             string checkpoint;
             int schema;
@@ -141,7 +141,7 @@ internal static class BackupWriter
     /// </summary>
     /// <returns>Each file's chunk table, in the order of <paramref name="files"/>.</returns>
     private static async Task<(List<string> Packs, List<List<ChunkEntry>> Entries, long NewChunks, long PackBytes)> StoreChunksAsync(
-        List<(string Name, string Path, long Length)> files, BackupKeys keys, BackupTarget target, Dictionary<UInt128, ChunkEntry> previous, List<string> previousPacks,
+        List<SourceFile> files, BackupKeys keys, BackupTarget target, Dictionary<UInt128, ChunkEntry> previous, List<string> previousPacks,
         IProgress<(long Done, long Total)>? progress, CancellationToken ct)
     {
         var fresh = Channel.CreateBounded<Piece>(new BoundedChannelOptions(64) { SingleWriter = true });
@@ -227,8 +227,11 @@ internal static class BackupWriter
         return (packs, entries, placed.Count, packBytes);
     }
 
+    /// <summary>A file the snapshot holds: its name in the manifest, where it is read from, and how much of it is taken.</summary>
+    private readonly record struct SourceFile(string Name, string Path, long Length);
+
     /// <summary>Cuts each file, up to its length, into chunks; each file's chunk ids go to its list of <paramref name="ids"/>.</summary>
-    private static void Cut(List<(string Name, string Path, long Length)> files, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<List<UInt128>> ids,
+    private static void Cut(List<SourceFile> files, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<List<UInt128>> ids,
         ChannelWriter<Piece> output, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
     {
         try
@@ -261,7 +264,7 @@ internal static class BackupWriter
     }
 
     /// <summary>Cuts one file; false when the output was closed (the backup is failing).</summary>
-    private static bool Cut((string Name, string Path, long Length) file, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<UInt128> ids, HashSet<UInt128> seen,
+    private static bool Cut(SourceFile file, BackupKeys keys, Dictionary<UInt128, ChunkEntry> previous, List<UInt128> ids, HashSet<UInt128> seen,
         byte[] buffer, ChannelWriter<Piece> output, ref long done, ref long reported, long total, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
     {
         // Shared for writing: a blob file keeps growing while it is read, up to the length it had at the snapshot.

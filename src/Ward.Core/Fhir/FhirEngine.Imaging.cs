@@ -547,7 +547,6 @@ internal sealed partial class FhirEngine
         return condition;
     }
 
-
     /// <summary>
     /// QIDO-RS: the studies, series or instances (<paramref name="level"/>) with an instance matching
     /// <paramref name="query"/> that the caller may read, filtered in SQL by the same row filter as FHIR searches (so

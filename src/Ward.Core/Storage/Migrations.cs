@@ -7,16 +7,6 @@ namespace Ward.Core.Storage;
 internal static class Migrations
 {
     /// <summary>Migration 6, the same SQL on both engines.</summary>
-    /// <summary>
-    /// Migration 9, the same SQL on both engines: a resource's own tokens of one parameter found in its index entry alone
-    /// (an instance's study, series and modality for QIDO-RS and WADO-RS; the per-row token checks of searches), where the
-    /// index on the row id alone made the engine read every token row of the resource to test its parameter.
-    /// </summary>
-    private const string TokenByResource = """
-            CREATE INDEX ix_token_rid_param ON ix_token (rid, param, code);
-            DROP INDEX ix_token_rid;
-            """;
-
     private const string PolicyIndexes = """
             -- The policy checks of a search ask, row by row, for the row's patients and its security labels.
             CREATE INDEX ix_compartment_rid_patient ON ix_compartment (rid, patient_id);
@@ -40,6 +30,16 @@ internal static class Migrations
     /// <summary>A <c>resource</c> row's compartments summarised from <c>ix_compartment</c> (migration 8, and erasure after it removes a patient).</summary>
     internal const string CompartmentOfRow =
         "(SELECT CASE count(*) WHEN 0 THEN NULL WHEN 1 THEN max(c.patient_id) ELSE '*' END FROM ix_compartment c WHERE c.rid = resource.rid)";
+
+    /// <summary>
+    /// Migration 9, the same SQL on both engines: a resource's own tokens of one parameter found in its index entry alone
+    /// (an instance's study, series and modality for QIDO-RS and WADO-RS; the per-row token checks of searches), where the
+    /// index on the row id alone made the engine read every token row of the resource to test its parameter.
+    /// </summary>
+    private const string TokenByResource = """
+            CREATE INDEX ix_token_rid_param ON ix_token (rid, param, code);
+            DROP INDEX ix_token_rid;
+            """;
 
     public static readonly IReadOnlyList<(int Version, string Name, string Sql)> Sqlite =
     [
