@@ -214,6 +214,32 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
     }
 
     [Fact]
+    public async Task An_instance_sent_again_in_the_same_request_or_a_concurrent_one_becomes_its_latest_version_counted_once()
+    {
+        var study = "2.25." + Random.Shared.NextInt64(1, long.MaxValue);
+        var (sop, patient) = ($"{study}.1", $"P{study}");
+        // Three different images under one SOP Instance UID: twice in one request, once more in concurrent requests.
+        var versions = Brain.Select(b => Copy(b, study, sop, patient)).ToList();
+        using (var twice = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(versions[0], versions[1])))
+        {
+            Assert.Equal(HttpStatusCode.OK, twice.StatusCode);
+            var references = JsonDocument.Parse(await twice.Content.ReadAsStringAsync()).RootElement.GetProperty("00081199").GetProperty("Value");
+            Assert.Equal(2, references.GetArrayLength());
+        }
+        var again = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => node.Http.PostAsync($"{node.Origin}/dicomweb/studies", Stow(versions[2]))));
+        Assert.All(again, r => Assert.Equal(HttpStatusCode.OK, r.StatusCode));
+        foreach (var r in again) r.Dispose();
+
+        Assert.Single((await QidoAsync(node.Http, $"studies/{study}/instances")).EnumerateArray());
+        using var wado = await node.Http.GetAsync($"{node.Origin}/dicomweb/studies/{study}/series/{Text(Assert.Single((await QidoAsync(node.Http, $"studies/{study}/series")).EnumerateArray()), "0020000E")}/instances/{sop}");
+        Assert.Equal(HttpStatusCode.OK, wado.StatusCode);
+        var stored = DicomFile.Read(Assert.Single(await PartsAsync(wado))).Dataset;
+        Assert.True(DicomFile.Read(versions[2]).Dataset[DicomTag.PixelData]!.Value.Span.SequenceEqual(stored[DicomTag.PixelData]!.Value.Span));
+        var resource = Assert.Single((await node.Client().SearchAsync<Hl7.Fhir.Model.ImagingStudy>([$"identifier=urn:oid:{study}"]))!.Entry).Resource as Hl7.Fhir.Model.ImagingStudy;
+        Assert.Equal(1, resource!.NumberOfInstances);
+    }
+
+    [Fact]
     public async Task An_imaging_study_changed_through_fhir_between_two_stores_keeps_the_change_and_counts_both_instances()
     {
         var study = "2.25." + Random.Shared.NextInt64(1, long.MaxValue);

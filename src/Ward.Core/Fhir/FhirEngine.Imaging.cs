@@ -255,9 +255,18 @@ internal sealed partial class FhirEngine
         public FhirRequest? LastWriter { get; set; }
     }
 
+    /// <summary>
+    /// An instance of a batch, checked and sealed (a large one appended to a blob file) before any row of the batch is
+    /// written. Null <see cref="Sealed"/>: the batch stores the same instance earlier, so it is versioned and sealed
+    /// after that one is written.
+    /// </summary>
+    private sealed record InstanceWrite(StowJob Job, Incoming Instance, string PatientId, StudyChange Study, string Id, CurrentInfo? Existing, int Version, long Ticks, StoreSession.SealedData? Sealed);
+
     private void WriteStowJobs(StoreSession s, List<StowJob> batch)
     {
         var studies = new Dictionary<string, StudyChange>(StringComparer.Ordinal);
+        var writes = new List<InstanceWrite>();
+        var ids = new HashSet<string>(StringComparer.Ordinal);
         foreach (var job in batch)
         {
             job.Request.Trail!.Restart();
@@ -266,8 +275,31 @@ internal sealed partial class FhirEngine
             OpenGlass(s, job.Request);
             foreach (var study in job.Incoming.GroupBy(i => i.StudyUid))
             {
-                job.Stored.AddRange(StoreStudy(s, job.Request, study.Key, [.. study], studies));
+                var (patientId, change) = OpenStudy(s, job.Request, study.Key, [.. study], studies);
+                foreach (var instance in study)
+                {
+                    var id = InstanceId(instance.SopUid);
+                    if (!ids.Add(id))
+                    {
+                        writes.Add(new InstanceWrite(job, instance, patientId, change, id, null, 0, 0, null));
+                        continue;
+                    }
+                    var (existing, version, ticks) = NextVersion(s, id);
+                    writes.Add(new InstanceWrite(job, instance, patientId, change, id, existing, version, ticks, s.Seal(InstanceType, id, version, ticks, instance.Bytes, patientId)));
+                }
             }
+        }
+        // The batch's images reach the disk while its rows are written; the commit waits for whatever is left of it.
+        s.StartBlobFlush();
+        foreach (var write in writes)
+        {
+            var (existing, version, ticks) = write.Sealed is null ? NextVersion(s, write.Id) : (write.Existing, write.Version, write.Ticks);
+            var instance = write.Instance;
+            if (existing is null) AddToStudy(write.Study.Study, instance);
+            var (_, digest) = s.Put(InstanceType, write.Id, existing, version, ticks, existing is null ? "POST" : "PUT",
+                write.Sealed ?? s.Seal(InstanceType, write.Id, version, ticks, instance.Bytes, write.PatientId), InstanceIndex(instance, write.PatientId));
+            write.Job.Request.Trail!.Wrote(InstanceType, write.Id, version, digest, write.PatientId);
+            write.Job.Stored.Add(new StoredInstance(instance.SopClass, instance.SopUid, instance.StudyUid, instance.SeriesUid));
         }
         foreach (var change in studies.Values)
         {
@@ -285,7 +317,18 @@ internal sealed partial class FhirEngine
         }
     }
 
-    private List<StoredInstance> StoreStudy(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances, Dictionary<string, StudyChange> studies)
+    /// <summary>An instance's current version, if any, and the number and time of its next.</summary>
+    private (CurrentInfo? Existing, int Version, long Ticks) NextVersion(StoreSession s, string id)
+    {
+        var existing = s.GetCurrent(InstanceType, id);
+        return (existing, existing is { } e ? e.Version + 1 : 1, Math.Max(Now(), existing?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0));
+    }
+
+    /// <summary>
+    /// The patient of a request's instances of one study, and the study as the batch changes it, once the request is
+    /// allowed to write it.
+    /// </summary>
+    private (string PatientId, StudyChange Change) OpenStudy(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances, Dictionary<string, StudyChange> studies)
     {
         var first = instances[0].File.Dataset;
         var patientId = ResolvePatient(s, request, first);
@@ -313,22 +356,7 @@ internal sealed partial class FhirEngine
         // The study's version is written once for the batch, by its last writer; every writer must be allowed to write it.
         PermitWrite(s, request, "ImagingStudy", studyId, change.Current, change.Current is { Deleted: false } ? Interaction.Update : Interaction.Create, change.Index);
         change.LastWriter = request;
-
-        var ticks = Now();
-        var result = new List<StoredInstance>();
-        foreach (var instance in instances)
-        {
-            var id = InstanceId(instance.SopUid);
-            var existing = s.GetCurrent(InstanceType, id);
-            if (existing is null) AddToStudy(change.Study, instance);
-            var version = existing is { } e ? e.Version + 1 : 1;
-            var index = InstanceIndex(instance, patientId);
-            var (_, digest) = s.Put(InstanceType, id, existing, version, Math.Max(ticks, existing?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0),
-                existing is null ? "POST" : "PUT", instance.Bytes, index);
-            request.Trail?.Wrote(InstanceType, id, version, digest, patientId);
-            result.Add(new StoredInstance(instance.SopClass, instance.SopUid, instance.StudyUid, instance.SeriesUid));
-        }
-        return result;
+        return (patientId, change);
     }
 
     private IndexSet InstanceIndex(Incoming instance, string patientId)

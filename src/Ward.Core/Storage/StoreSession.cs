@@ -308,27 +308,53 @@ internal sealed partial class StoreSession : IDisposable
     /// and, unless it is a deletion, replaces the resource's search index (already blinded by the indexer).
     /// Returns the row id and the version's digest (<see cref="VersionDigest"/>), which the audit entry of the write commits.
     /// </summary>
-    public (long Rid, byte[] Digest) Put(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, byte[]? data, IndexSet? index)
+    public (long Rid, byte[] Digest) Put(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, byte[]? data, IndexSet? index) =>
+        Store(type, id, current, version, lastUpdatedTicks, method, data is null ? null : Seal(type, id, version, lastUpdatedTicks, data, index?.Owner), index);
+
+    /// <summary><see cref="Put(string, string, CurrentInfo?, int, long, string, byte[], IndexSet?)"/> of data sealed beforehand by <see cref="Seal"/>.</summary>
+    public (long Rid, byte[] Digest) Put(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, SealedData data, IndexSet index) =>
+        Store(type, id, current, version, lastUpdatedTicks, method, data, index);
+
+    /// <summary>A version's data as stored: its envelope (or, for a large one, the reference to it in a blob file) and the data key that sealed it.</summary>
+    public readonly record struct SealedData(long Kid, byte[] Stored);
+
+    /// <summary>
+    /// Seals a version's data under the data key of <paramref name="owner"/> (a patient id, or null for the shared key),
+    /// appending a large envelope to a blob file, for <see cref="Put(string, string, CurrentInfo?, int, long, string, SealedData, IndexSet)"/>
+    /// with the same type, id, version and owner. Sealing a batch's images first lets their flush (<see cref="StartBlobFlush"/>)
+    /// run while its rows are written.
+    /// </summary>
+    public SealedData Seal(string type, string id, int version, long lastUpdatedTicks, byte[] data, string? owner)
+    {
+        EnsureWriter();
+        var (kid, key, wrapped) = WriteKey(owner is null ? SharedKind : PatientKind, owner ?? "", lastUpdatedTicks);
+        var envelope = KeyRing.Seal(Keys.Cipher(kid, key, wrapped), kid, type, id, version, data);
+        if (envelope.Length >= BlobFiles.MinBytes && _store.Blobs is { } blobs)
+        {
+            envelope = blobs.Append(envelope);
+            _blobsUnflushed = true;
+        }
+        return new(kid, envelope);
+    }
+
+    /// <summary>Starts making the blobs this transaction has appended so far durable; the commit waits for it (and flushes any appended since).</summary>
+    public void StartBlobFlush()
+    {
+        if (_blobsUnflushed)
+        {
+            _blobsUnflushed = false;
+            _blobsDurable = _store.Blobs!.DurableAsync();
+        }
+    }
+
+    private (long Rid, byte[] Digest) Store(string type, string id, CurrentInfo? current, int version, long lastUpdatedTicks, string method, SealedData? data, IndexSet? index)
     {
         EnsureWriter();
         if (type is "CareTeam" or "Encounter" or "Patient" or "PractitionerRole" or "Consent")
         {
             PolicyChanged();
         }
-        long? kid = null;
-        byte[]? envelope = null;
-        if (data is not null)
-        {
-            var owner = index?.Owner;
-            var (k, key, wrapped) = WriteKey(owner is null ? SharedKind : PatientKind, owner ?? "", lastUpdatedTicks);
-            kid = k;
-            envelope = KeyRing.Seal(Keys.Cipher(k, key, wrapped), k, type, id, version, data);
-            if (envelope.Length >= BlobFiles.MinBytes && _store.Blobs is { } blobs)
-            {
-                envelope = blobs.Append(envelope);
-                _blobsWritten = true;
-            }
-        }
+        var (kid, envelope) = data is { } d ? ((long?)d.Kid, d.Stored) : (null, null);
         var deleted = index is null;
         var digest = VersionDigest.Of(type, id, version, lastUpdatedTicks, method, deleted, envelope);
         if (_pending is not null)
@@ -623,12 +649,13 @@ internal sealed partial class StoreSession : IDisposable
     {
         EnsureWriter();
         Flush();
-        if (_blobsWritten)
+        // No row may name bytes that are not on disk: the blobs this transaction wrote are flushed before it commits
+        // (one flush for all of them, begun earlier if the writer started it).
+        StartBlobFlush();
+        if (_blobsDurable is { } blobs)
         {
-            // No row may name bytes that are not on disk: the blobs this transaction wrote are flushed before it commits
-            // (one flush for all of them).
-            _blobsWritten = false;
-            _store.Blobs!.DurableAsync().GetAwaiter().GetResult();
+            _blobsDurable = null;
+            blobs.GetAwaiter().GetResult();
         }
         CommitStarted = true;
         _tx!.Commit();
@@ -640,7 +667,11 @@ internal sealed partial class StoreSession : IDisposable
 
     private Action? _committed;
 
-    private bool _blobsWritten;
+    /// <summary>Whether blobs were appended since the last flush this transaction asked for.</summary>
+    private bool _blobsUnflushed;
+
+    /// <summary>The flush of this transaction's blobs asked for last, until the commit has waited for it.</summary>
+    private Task? _blobsDurable;
 
     /// <summary>
     /// Runs once the transaction has committed (never after a rollback), still under the write lock and before the
