@@ -321,7 +321,8 @@ internal sealed partial class FhirEngine
     private (CurrentInfo? Existing, int Version, long Ticks) NextVersion(StoreSession s, string id)
     {
         var existing = s.GetCurrent(InstanceType, id);
-        return (existing, existing is { } e ? e.Version + 1 : 1, Math.Max(Now(), existing?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0));
+        var (version, ticks) = Next(existing);
+        return (existing, version, ticks);
     }
 
     /// <summary>

@@ -312,10 +312,13 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
     /// <summary>A version ready to be written: the CPU-heavy part (serialisation, indexing), done outside the write lock where possible.</summary>
     private sealed record PreparedVersion(string Type, string Id, CurrentInfo? Current, int Version, long Ticks, string Method, byte[] Bytes, IndexSet Index);
 
+    /// <summary>The number and time of the version after <paramref name="current"/> (none: the first), never earlier than it.</summary>
+    private (int Version, long Ticks) Next(CurrentInfo? current) =>
+        (current is { } c ? c.Version + 1 : 1, Math.Max(Now(), current?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0));
+
     private PreparedVersion Prepare(string type, string id, Resource resource, CurrentInfo? current, string method)
     {
-        var version = current is { } c ? c.Version + 1 : 1;
-        var now = Math.Max(Now(), current?.LastUpdatedTicks + TimeSpan.TicksPerMillisecond ?? 0);
+        var (version, now) = Next(current);
         resource.Id = id;
         resource.Meta ??= new Meta();
         resource.Meta.VersionId = version.ToString(CultureInfo.InvariantCulture);
@@ -350,8 +353,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         {
             return new FhirResponse { Status = 204, ETag = ETag(current.Value.Version) };
         }
-        var version = current.Value.Version + 1;
-        var now = Math.Max(Now(), current.Value.LastUpdatedTicks + TimeSpan.TicksPerMillisecond);
+        var (version, now) = Next(current);
         var owner = s.OwnerOf(type, id);
         var (_, digest) = s.Put(type, id, current, version, now, "DELETE", null, null);
         request.Trail?.Wrote(type, id, version, digest, owner);
