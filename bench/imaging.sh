@@ -3,7 +3,8 @@
 # request and with 50 per request (Ward with encryption, policy and audit on; Orthanc 1.10.1 + DICOMweb plugin 1.7 from
 # Debian, default storage: files in clear), QIDO-RS by PatientID, WADO-RS of one instance, and de-identification per
 # instance (Ward in process, basic profile; Orthanc's /instances/{id}/anonymize over HTTP). Rounds alternate between the
-# two servers; the figure is the median of the rounds.
+# two servers; the figure is the median of the rounds. For STOW one per request it also prints each server's CPU time
+# per instance (from /proc, over the same runs).
 # Usage: bench/imaging.sh [ROUNDS] [INSTANCES]   (needs orthanc, orthanc-dicomweb, curl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ node="$work/node"
 $ward init --data "$node" >/dev/null
 token=$(bench_token "$ward" "$node")
 $ward serve --data "$node" --urls "http://127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+declare -A pid
+pid[ward]=$!
 mkdir -p "$work/orthanc"
 cat >"$work/orthanc.json" <<JSON
 { "Name": "bench", "StorageDirectory": "$work/orthanc", "IndexDirectory": "$work/orthanc", "HttpPort": 8042,
@@ -27,6 +30,7 @@ cat >"$work/orthanc.json" <<JSON
   "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"], "DicomWeb": { "Enable": true, "Root": "/dicom-web/" } }
 JSON
 Orthanc "$work/orthanc.json" >"$work/orthanc.log" 2>&1 &
+pid[orthanc]=$!
 wait_ready "http://127.0.0.1:$port/health" http://127.0.0.1:8042/system
 ward_web="http://127.0.0.1:$port/dicomweb"
 orthanc_web="http://127.0.0.1:8042/dicom-web"
@@ -38,6 +42,7 @@ run() { # label, then the load generator's arguments; prints the figure
     echo "$out"
 }
 figure() { grep -oE '[0-9.]+ instances/s|median [0-9.]+ ms' | grep -oE '[0-9.]+' | head -1; }
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) * 1000 / hz }' "/proc/$1/stat"; } # a process's CPU so far
 
 # Warm-up on both servers, not counted, of another patient's instances (so the queries below see the same archive):
 # long enough for .NET's tiered compilation to settle (with 200 instances, a quarter of Ward's CPU in the first round
@@ -51,7 +56,9 @@ for round in $(seq "$rounds"); do
     echo "== round $round" >&2
     for server in ward orthanc; do
         web=$([ $server = ward ] && echo "$ward_web" || echo "$orthanc_web")
+        before=$(cpu_ms "${pid[$server]}")
         results[$server-stow1]+=" $(run stow "$web" "$sample" "$count" 4 1 | figure)"
+        results[$server-cpu1]+=" $(python3 -c "print(f'{($(cpu_ms "${pid[$server]}") - $before) / $count:.3f}')")"
         results[$server-stow50]+=" $(run stow "$web" "$sample" "$count" 2 50 | figure)"
     done
 done
@@ -86,3 +93,4 @@ for key in stow1 stow50 qido wado deid; do
     ratio=$(python3 -c "w,o=$w,$o; print(f'{(w/o if \"$key\".startswith(\"stow\") else o/w):.2f}')")
     echo "$key: ward $w $unit, orthanc $o $unit, ward/orthanc speed ratio $ratio"
 done
+echo "stow1 server CPU: ward $(echo "${results[ward-cpu1]}" | median) ms, orthanc $(echo "${results[orthanc-cpu1]}" | median) ms per instance"
