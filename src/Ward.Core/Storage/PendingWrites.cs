@@ -91,6 +91,7 @@ internal sealed class PendingWrites(PostgresStore store)
                 _auditNodes.Select(n => n.Level).ToArray(), _auditNodes.Select(n => n.Index).ToArray(), _auditNodes.Select(n => n.Hash).ToArray());
         }
         batch.ExecuteNonQuery();
+        store.Wrote(_versions.Count);
         _auditRows.Clear();
         _auditNodes.Clear();
         _versions.Clear();
