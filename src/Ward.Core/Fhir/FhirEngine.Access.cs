@@ -112,6 +112,10 @@ internal sealed partial class FhirEngine
         {
             throw Decision.Deny("view.pseudonymised", "The management view shows patients only as pseudonyms: a search within one patient's compartment is not available.").Refusal();
         }
+        if (asked is not null && AccessOf(request).CountsOnly)
+        {
+            throw Decision.Deny("view.counts-dimensions", "Counts for public health are not asked of one patient's compartment: that would single the patient out.").Refusal();
+        }
         if (Permit(request, type, Interaction.Search, countOnly) == Reach.Any || !AccessPolicy.PatientData(type))
         {
             return asked;
@@ -161,26 +165,37 @@ internal sealed partial class FhirEngine
     }
 
     /// <summary>
-    /// A write: the scope and the policy for its interaction, and both the stored version it replaces and the new
-    /// version must be permitted (for patient/ scopes: in the compartment of the patient in context).
+    /// A write: the scope and the policy for its interaction; both the stored version it replaces and the new version
+    /// must be permitted (for patient/ scopes: in the compartment of the patient in context, and in no other); and a
+    /// write that changes what permits access (<see cref="GrantingFacts"/>) only by the roles the policy names for it.
     /// </summary>
     private static void PermitWrite(StoreSession s, FhirRequest request, string type, string id, CurrentInfo? current, Interaction interaction, IndexSet? next)
     {
         var caller = request.Caller;
-        var reach = Permit(request, type, interaction);
-        if (current is { Deleted: false } c)
+        var access = AccessOf(request);
+        var scoped = Permit(request, type, interaction) == Reach.Patient && AccessPolicy.PatientData(type);
+        GrantingFacts.Stored? before = null;
+        if (current is { Deleted: false } c && !(access.Unrestricted && !scoped))
         {
-            Decide(s, request, type, id, c.Rid, interaction, reach == Reach.Patient && AccessPolicy.PatientData(type));
+            var facts = s.PolicyFacts(c.Rid);
+            if (scoped && !facts.Patients.All(p => p == caller.Patient))
+            {
+                throw OutsideContext(caller, $"{type}/{id}");
+            }
+            access.Decide(s, interaction, type, facts.Patients, facts.Labels).Require();
+            var stored = GrantingFacts.Bears(type) && s.Read(type, id) is { Data: { } data } ? Indexer.Index(FhirJson.Parse(data), access.Blind) : null;
+            before = new GrantingFacts.Stored(facts.Patients, facts.Labels, stored);
         }
         if (next is not null)
         {
-            if (reach == Reach.Patient && AccessPolicy.PatientData(type) && !next.Patients.Contains(caller.Patient!))
+            if (scoped && (next.Patients.Count == 0 || !next.Patients.All(p => p == caller.Patient)))
             {
                 throw OutsideContext(caller, $"the {type} written (it names no patient, or another one)");
             }
             var labels = next.Tokens.Where(t => t.Param == "_security").Select(t => (t.System, t.Code)).ToList();
-            AccessOf(request).Decide(s, interaction, type, next.Patients, labels).Require();
+            access.Decide(s, interaction, type, next.Patients, labels).Require();
         }
+        access.DecideFacts(s, type, before, next).Require();
     }
 
     /// <summary>

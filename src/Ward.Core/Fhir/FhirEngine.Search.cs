@@ -12,10 +12,7 @@ internal sealed partial class FhirEngine
     private FhirResponse Search(StoreSession session, FhirRequest request, SearchQuery query)
     {
         var access = AccessOf(request);
-        if (access.Masked)
-        {
-            ManagementView.CheckSearch(query);
-        }
+        AggregateViews.CheckSearch(query, access);
         var sql = new SqlSearch(request.BaseUrl, store.Keys.Blind, store.Engine, access, session);
         var where = sql.Where(query);
         var matches = new List<StoredVersion>();

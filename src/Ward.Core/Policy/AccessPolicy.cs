@@ -55,6 +55,10 @@ internal sealed class AccessPolicy
         GlassLifetime = TimeSpan.FromHours(doc.BreakGlass.Hours);
         GlassOpens = doc.BreakGlass.Opens.ToHashSet(StringComparer.Ordinal);
         SmallCell = doc.Counts.SmallCell;
+        // A policy file without a facts section leaves them to its service and admin roles, as the default does.
+        var facts = doc.Facts ?? GrantingFacts.Kinds.ToDictionary(k => k, k => (List<string>?)[.. new[] { "service", "admin" }
+            .Where(r => roles.ContainsKey(r) && (r == "service" || k is GrantingFacts.PractitionerRole or GrantingFacts.Group))]);
+        FactWriters = GrantingFacts.Kinds.ToDictionary(k => k, k => (IReadOnlySet<string>)(facts.GetValueOrDefault(k) ?? []).ToHashSet(StringComparer.Ordinal), StringComparer.Ordinal);
     }
 
     /// <summary>Where the policy came from (a file path, or "default").</summary>
@@ -66,6 +70,8 @@ internal sealed class AccessPolicy
     public TimeSpan GlassLifetime { get; }
     public IReadOnlySet<string> GlassOpens { get; }
     public int SmallCell { get; }
+    /// <summary>For each kind of fact that permits access (<see cref="GrantingFacts"/>), the roles that may create or change it.</summary>
+    public IReadOnlyDictionary<string, IReadOnlySet<string>> FactWriters { get; }
     /// <summary>Sensitivity code to the confidentiality it counts as.</summary>
     public IReadOnlyDictionary<string, int> Sensitivity { get; }
 
@@ -183,7 +189,7 @@ internal sealed class AccessPolicy
     /// <paramref name="confidentiality"/> and security label codes <paramref name="labels"/>, for a caller whose facts
     /// about each patient <paramref name="facts"/> gives. The type-level decision must have permitted first.
     /// </summary>
-    public Decision Decide(RolePolicy role, IReadOnlyCollection<string> patients, int confidentiality, IReadOnlyCollection<string> labels, Func<string, PatientFacts> facts, string? self)
+    public Decision Decide(RolePolicy role, IReadOnlyCollection<string> patients, int confidentiality, IReadOnlyCollection<string> labels, Func<string, PatientFacts> facts, string? self, bool write = false)
     {
         if (role.Access == AccessKind.Operator || patients.Count == 0)
         {
@@ -191,9 +197,12 @@ internal sealed class AccessPolicy
         }
         if (role.Access == AccessKind.Own)
         {
-            return self is not null && patients.Contains(self)
+            // A read needs the patient's compartment among the resource's; a write must land in no other patient's.
+            return self is not null && (write ? patients.All(p => p == self) : patients.Contains(self))
                 ? Decision.Permit
-                : Decision.Deny("patient.own-compartment", "A patient reads and writes only their own record.");
+                : Decision.Deny("patient.own-compartment", write
+                    ? "A patient writes only into their own record: what is written may name no other patient in its subject, performer, author or any other reference that places it in a record."
+                    : "A patient reads and writes only their own record.");
         }
         var glass = false;
         foreach (var p in patients)
@@ -332,6 +341,17 @@ internal sealed class AccessPolicy
         {
             errors.Add("break-glass.hours must be more than 0 and at most 72.");
         }
+        foreach (var (kind, writers) in doc.Facts ?? [])
+        {
+            if (!GrantingFacts.Kinds.Contains(kind))
+            {
+                errors.Add($"facts.{kind}: not a kind of fact the policy trusts ({string.Join(", ", GrantingFacts.Kinds)}).");
+                continue;
+            }
+            errors.AddRange((writers ?? []).Where(w => !roles.ContainsKey(w) && !doc.Roles.ContainsKey(w)).Select(w => $"facts.{kind}: '{w}' is not a role of this policy."));
+            errors.AddRange((writers ?? []).Where(w => roles.TryGetValue(w, out var r) && r.Access is AccessKind.Management or AccessKind.Counts or AccessKind.Research)
+                .Select(w => $"facts.{kind}: the {w} role reads only; it cannot write {GrantingFacts.Describe(kind)}."));
+        }
         if (doc.Counts.SmallCell is < 1 or > 1000)
         {
             errors.Add("counts.small-cell must be between 1 and 1000.");
@@ -361,6 +381,7 @@ internal sealed class AccessPolicy
         public LabelSection Labels { get; set; } = new();
         public GlassSection BreakGlass { get; set; } = new();
         public CountSection Counts { get; set; } = new();
+        public Dictionary<string, List<string>?>? Facts { get; set; }
         public Dictionary<string, RoleSection> Roles { get; set; } = [];
     }
 

@@ -100,12 +100,46 @@ internal sealed class CallerAccess
             return d;
         }
         var facts = patients.Count == 0 || Role.Access == AccessKind.Own ? Facts.Empty : FactsFor(s);
-        d = Policy.Decide(Role, patients, Policy.Confidentiality(labels), labels.Select(l => l.Code ?? "").ToList(), facts.Of, Self);
+        d = Policy.Decide(Role, patients, Policy.Confidentiality(labels), labels.Select(l => l.Code ?? "").ToList(), facts.Of, Self, write: interaction is not (Interaction.Read or Interaction.Search));
         if (d.BreakGlass)
         {
             GlassUsed ??= patients.Select(p => facts.Glass.GetValueOrDefault(p)).FirstOrDefault(j => j is not null);
         }
         return d;
+    }
+
+    /// <summary>
+    /// A write that creates, changes or deletes facts the policy trusts to permit (<see cref="GrantingFacts"/>): only
+    /// the roles the policy file names for each kind may make it, a patient their own Consent, and a care role never
+    /// through a fact that names it or one of its roles or organizations (it would grant itself access).
+    /// </summary>
+    public Decision DecideFacts(StoreSession s, string type, GrantingFacts.Stored? before, Search.IndexSet? after)
+    {
+        if (Unrestricted)
+        {
+            return Decision.Permit;
+        }
+        foreach (var kind in GrantingFacts.Changed(type, before, after))
+        {
+            var own = Role.Access == AccessKind.Own && kind == GrantingFacts.Consent;
+            if (!own && !Policy.FactWriters[kind].Contains(Role.Name))
+            {
+                var writers = Policy.FactWriters[kind];
+                return Decision.Deny("facts.writer",
+                    $"The {Role.Name} role may not create, change or delete {GrantingFacts.Describe(kind)}: the policy trusts it to permit access, and lets "
+                    + (writers.Count == 0 ? "no role" : "only " + string.Join(", ", writers.Order(StringComparer.Ordinal))) + $" write it (facts.{kind} in the policy file).");
+            }
+        }
+        if (Role.Access == AccessKind.Care && GrantingFacts.Named(type, after) is { Count: > 0 } named)
+        {
+            named.ExceptWith(GrantingFacts.Named(type, before?.Index));
+            if (named.Overlaps(Actors(s)))
+            {
+                return Decision.Deny("facts.self-grant",
+                    $"This {type} would name you (or one of your roles or organizations) where it did not before: a care relationship, role or Consent that names you is written by someone else, never by you.");
+            }
+        }
+        return Decision.Permit;
     }
 
     /// <summary>The resources of a list the caller may read, each decided on its own, in the order given.</summary>
@@ -352,15 +386,21 @@ internal sealed class CallerAccess
             return;
         }
         var ways = new List<string>();
+        args.Add(("@now", Now));
+        // A period (the team's, the encounter's) that has not begun, or ended before @end, explains nothing.
+        static string Within(string end) => $"NOT EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND (d.lo > @now OR d.hi < {end}))";
+        static string Status(string codes) => $"EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code IN ({codes}))";
         if (Policy.Explanations.Contains("care-team"))
         {
-            ways.Add("(r.type = 'CareTeam' AND x.param = 'participant' AND NOT EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code IN ('inactive', 'suspended', 'entered-in-error')))");
+            ways.Add($"(r.type = 'CareTeam' AND x.param = 'participant' AND {Status("'active'")} AND {Within("@now")})");
         }
         if (Policy.Explanations.Contains("encounter"))
         {
+            // In progress, or finished within the window: a finished encounter counts from the end of its period (it must have one).
             args.Add(("@cutoff", Now - Policy.EncounterWindow.Ticks));
-            ways.Add("(r.type = 'Encounter' AND x.param = 'participant' AND (EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code IN ('arrived', 'triaged', 'in-progress', 'onleave'))"
-                + " OR (EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code = 'finished') AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND d.hi >= @cutoff))))");
+            args.Add(("@open", DateTime.MaxValue.Ticks));
+            ways.Add($"(r.type = 'Encounter' AND x.param = 'participant' AND {Within("@cutoff")} AND ({Status("'arrived', 'triaged', 'in-progress', 'onleave'")}"
+                + $" OR ({Status("'finished'")} AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND d.hi < @open))))");
         }
         if (Policy.Explanations.Contains("general-practitioner"))
         {

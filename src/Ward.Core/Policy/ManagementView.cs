@@ -1,13 +1,12 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Ward.Core.Crypto;
-using Ward.Core.Search;
 
 namespace Ward.Core.Policy;
 
 /// <summary>
 /// The management view (purpose HOPERAT): administrative resources with the patient replaced by a pseudonym and the
-/// elements that identify people removed, and searches that cannot single a patient out.
+/// elements that identify people removed (its searches: <see cref="AggregateViews"/>).
 /// </summary>
 internal static class ManagementView
 {
@@ -78,29 +77,4 @@ internal static class ManagementView
         var id = reference[(i + 8)..];
         var end = id.IndexOf('/');
         return end < 0 ? id : id[..end];
-    }
-
-    /// <summary>Refuses the searches that would find a patient by who they are: by reference to a patient, by identifying values, through chains, _has or includes.</summary>
-    public static void CheckSearch(SearchQuery query)
-    {
-        if (query.Includes.Count + query.RevIncludes.Count > 0)
-        {
-            throw Refused("_include and _revinclude are not available in the management view.");
-        }
-        foreach (var c in query.Criteria)
-        {
-            var code = c.Name.Split(':')[0];
-            if (c.Name.StartsWith("_has", StringComparison.Ordinal) || c.Name.Contains('.'))
-            {
-                throw Refused($"'{c.Name}': chained and reverse-chained (_has) searches are not available in the management view.");
-            }
-            if (SearchParameters.Find(query.Type, code) is { } sp && (sp.Blind || sp.Type == ParamType.Reference && (sp.Targets.Contains("Patient") || sp.Targets.Count == 0)
-                || query.Type == "Patient" && sp.Code == "_id"))
-            {
-                throw Refused($"'{code}' finds resources by patient or by identifying values, which the management view does not show.");
-            }
-        }
-    }
-
-    private static Fhir.FhirException Refused(string what) => Decision.Deny("view.pseudonymised", what).Refusal();
-}
+    }}
