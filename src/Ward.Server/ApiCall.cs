@@ -30,7 +30,7 @@ internal static class ApiCall
             }
             result = await work(caller, http.RequestAborted);
         }
-        catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException or AuditIntegrityException)
+        catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException or AuditIntegrityException or Ward.Core.Crypto.RecordIntegrityException)
         {
             var (status, outcome) = Outcomes.FromException(e);
             http.Response.StatusCode = (int)status;

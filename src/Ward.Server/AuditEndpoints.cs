@@ -34,8 +34,8 @@ internal static class AuditEndpoints
                 {
                     throw FhirException.BadRequest($"index must be at least 0 and below size ({size}).");
                 }
-                var (data, patient) = Entry(s, index);
-                CheckOwn(caller, patient, index);
+                var data = Entry(s, index);
+                CheckOwn(caller, AuditRecord.PatientOf(data), index);
                 return new InclusionProof(index, size, Convert.ToBase64String(Merkle.LeafHash(data)),
                     [.. Merkle.InclusionProof(index, size, AuditLog.Subtrees(s)).Select(Convert.ToBase64String)]);
             }, ct);
@@ -62,7 +62,8 @@ internal static class AuditEndpoints
             {
                 throw FhirException.BadRequest("The entry index is a whole number.");
             }
-            var (data, patient) = await store.ReadAsync(s => Entry(s, index), ct);
+            var data = await store.ReadAsync(s => Entry(s, index), ct);
+            var patient = AuditRecord.PatientOf(data);
             CheckOwn(caller, patient, index);
             await audit.RecordAsync([AuditRecord.Of(AuditKind.Admin, caller, http.Connection.RemoteIpAddress?.ToString(), "audit-entry-read", 'R', 200, audit.NowTicks,
                 [new AuditEntity($"AuditEvent/{index.ToString(CultureInfo.InvariantCulture)}")], patient: patient)]);
@@ -99,7 +100,7 @@ internal static class AuditEndpoints
         }
     }
 
-    private static (byte[] Data, string? Patient) Entry(StoreSession s, long index) =>
+    private static byte[] Entry(StoreSession s, long index) =>
         s.AuditEntry(index) ?? throw FhirException.NotFound($"The audit log has no entry {index}.");
 
     private static void CheckOwn(AccessGrant caller, string? patient, long index)

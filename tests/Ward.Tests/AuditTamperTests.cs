@@ -49,8 +49,12 @@ public sealed class AuditTamperTests(TamperedNodeTemplate template) : IClassFixt
     [InlineData("two swapped versions", "CREATE TEMP TABLE t AS SELECT seq, data FROM version WHERE seq IN (50, 51); UPDATE version SET data = (SELECT data FROM t WHERE t.seq = 101 - version.seq) WHERE seq IN (50, 51)",
         "swapped: ", "holds what audit entry")]
     [InlineData("a current pointer moved back", "UPDATE resource SET version = 0 WHERE rid = 60", "modified: ", "points to version 0 as current")]
-    [InlineData("an altered audit entry", "DROP TRIGGER audit_entry_no_update; UPDATE audit_entry SET data = CAST(replace(CAST(data AS TEXT), '\"create\"', '\"delete\"') AS BLOB) WHERE idx = 3",
-        "audit entry 3 does not match its stored leaf hash", "the signed root at size")]
+    [InlineData("an altered audit entry", "DROP TRIGGER audit_entry_no_update; UPDATE audit_entry SET data = CAST(substr(data, 1, 40) || CASE WHEN substr(data, 41, 1) = X'00' THEN X'01' ELSE X'00' END || substr(data, 42) AS BLOB) WHERE idx = 3",
+        "audit entry 3 does not open under the node's audit key", "its sealed bytes were altered or moved from another index")]
+    [InlineData("two swapped audit entries", "DROP TRIGGER audit_entry_no_update; CREATE TEMP TABLE t AS SELECT idx, data FROM audit_entry WHERE idx IN (5, 6); UPDATE audit_entry SET data = (SELECT data FROM t WHERE t.idx = 11 - audit_entry.idx) WHERE idx IN (5, 6)",
+        "audit entry 5 does not open under the node's audit key", "audit entry 6 does not open")]
+    [InlineData("an altered leaf hash", "DROP TRIGGER audit_entry_no_update; UPDATE audit_entry SET leaf = zeroblob(32) WHERE idx = 3",
+        "audit entry 3 does not match its stored leaf hash", "integrity problem(s) found")]
     [InlineData("a deleted audit entry", "DROP TRIGGER audit_entry_no_delete; DELETE FROM audit_entry WHERE idx = 20", "audit entry 20 is missing", "inserted: ")]
     [InlineData("a truncated log", "DROP TRIGGER audit_entry_no_delete; DELETE FROM audit_entry WHERE idx >= (SELECT size - 5 FROM audit_head); UPDATE audit_head SET size = size - 5",
         "covers more entries than the log holds", "the log was truncated")]

@@ -208,6 +208,29 @@ internal sealed record AuditRecord
         return [.. entry.AsSpan(0, Head.Length), .. id, .. entry.AsSpan(Head.Length)];
     }
 
+    /// <summary>
+    /// The patient a logged entry is about (its entity in the role of patient, as <see cref="ToJson"/> writes it), or null:
+    /// read from the entry itself, which the audit key authenticates, rather than from an index column.
+    /// </summary>
+    public static string? PatientOf(byte[] entry)
+    {
+        using var json = JsonDocument.Parse(entry);
+        if (!json.RootElement.TryGetProperty("entity", out var entities) || entities.ValueKind != JsonValueKind.Array)
+        {
+            return null;
+        }
+        foreach (var e in entities.EnumerateArray())
+        {
+            if (e.TryGetProperty("role", out var role) && role.TryGetProperty("code", out var code) && code.ValueEquals("1")
+                && e.TryGetProperty("what", out var what) && what.TryGetProperty("reference", out var reference)
+                && reference.GetString() is { } r && r.StartsWith("Patient/", StringComparison.Ordinal))
+            {
+                return r["Patient/".Length..];
+            }
+        }
+        return null;
+    }
+
     private void WriteUser(Utf8JsonWriter w)
     {
         w.WriteStartObject();

@@ -35,7 +35,7 @@ internal static class Verification
     });
 
     /// <summary>Every row of a paged audit table, in index order.</summary>
-    private static IEnumerable<(long Index, byte[] Value)> All(Func<long, int, IEnumerable<(long Index, byte[] Value)>> page)
+    private static IEnumerable<(long Index, T Value)> All<T>(Func<long, int, IEnumerable<(long Index, T Value)>> page)
     {
         for (long from = 0; ;)
         {
@@ -71,8 +71,16 @@ internal static class Verification
                 report.Problems.Add($"audit entry {expected} is missing (deleted from the log).");
                 leaves.Add(new byte[Merkle.HashSize]);
             }
-            leaves.Add(Merkle.LeafHash(data));
             expected = index + 1;
+            if (data is null)
+            {
+                // Sealed entries are bound to their index: altered or moved ciphertext does not open. The stored leaf stands in
+                // for it so that the damage is reported here, once, and the tree above is still checked.
+                report.Problems.Add($"audit entry {index} does not open under the node's audit key: its sealed bytes were altered or moved from another index.");
+                leaves.Add(s.AuditHash(0, index) ?? new byte[Merkle.HashSize]);
+                continue;
+            }
+            leaves.Add(Merkle.LeafHash(data));
             if (logged is not null)
             {
                 foreach (var (reference, digest) in WrittenVersions(data))

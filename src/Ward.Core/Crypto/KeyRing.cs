@@ -195,6 +195,12 @@ internal sealed partial class KeyRing
     /// <summary>Installs the index key (unwrapped from the store at start).</summary>
     public void UseIndexKey(byte[] key) => Blind = new Blinder(key);
 
+    /// <summary>Installs the audit key (unwrapped from the store at start): it seals the audit log's entries.</summary>
+    public void UseAuditKey(long kid, byte[] key) => Audit = new AuditSeal(kid, key);
+
+    /// <summary>Seals and opens the audit log's entries (set at start with the other keys).</summary>
+    public AuditSeal Audit { get; private set; } = null!;
+
     // ------------------------------------------------------------------ record envelopes
 
     /// <summary>Encrypts one stored version: <c>[1][nonce 12][ciphertext][tag 16]</c>, bound to type, id, version and key id.</summary>
@@ -273,6 +279,12 @@ internal sealed class Blinder(byte[] key)
     public const char Exact = 'x';
     public const char Token = 't';
 
+    /// <summary>A reference that names no resource of this node (a URL, or a conditional reference's search).</summary>
+    public const char Url = 'u';
+
+    /// <summary>The audit log's index columns that name a patient or a person.</summary>
+    public const char Audit = 'a';
+
     public string Hash(char kind, string param, ReadOnlySpan<char> value)
     {
         var max = 2 + Encoding.UTF8.GetMaxByteCount(param.Length + value.Length);
@@ -290,6 +302,57 @@ internal sealed class Blinder(byte[] key)
         }
         return Base64Url.EncodeToString(mac[..16]);
     }
+}
+
+/// <summary>
+/// The audit log's entries at rest: each entry's AuditEvent sealed with AES-256-GCM under the audit key (a data key
+/// wrapped by the master key, like every other), <c>[1][nonce 12][ciphertext][tag 16]</c>, bound to the entry's index
+/// and the key id so that an entry moved to another index, or sealed under another key, does not open. The Merkle
+/// leaf stays the hash of the plaintext, kept beside it: the tree and its checkpoints verify without this key.
+/// </summary>
+internal sealed class AuditSeal(long kid, byte[] key)
+{
+    private const int NonceSize = 12;
+    private const int TagSize = 16;
+    private const byte Version = 1;
+
+    // AesGcm is not thread-safe; creating one costs about a microsecond: each thread keeps its own.
+    private readonly ThreadLocal<AesGcm> _cipher = new(() => new AesGcm(key, TagSize));
+
+    /// <summary>The key id the entries are sealed under.</summary>
+    public long Kid { get; } = kid;
+
+    /// <summary>Seals the entry at <paramref name="index"/>.</summary>
+    public byte[] Seal(long index, ReadOnlySpan<byte> plaintext)
+    {
+        var envelope = new byte[1 + NonceSize + plaintext.Length + TagSize];
+        envelope[0] = Version;
+        var nonce = envelope.AsSpan(1, NonceSize);
+        RandomNumberGenerator.Fill(nonce);
+        _cipher.Value!.Encrypt(nonce, plaintext, envelope.AsSpan(1 + NonceSize, plaintext.Length), envelope.AsSpan(envelope.Length - TagSize), Aad(index));
+        return envelope;
+    }
+
+    /// <summary>Opens the entry stored at <paramref name="index"/>; null when it does not verify (altered, moved, or not sealed by this node).</summary>
+    public byte[]? Open(long index, ReadOnlySpan<byte> envelope)
+    {
+        if (envelope.Length < 1 + NonceSize + TagSize || envelope[0] != Version)
+        {
+            return null;
+        }
+        var plaintext = new byte[envelope.Length - 1 - NonceSize - TagSize];
+        try
+        {
+            _cipher.Value!.Decrypt(envelope.Slice(1, NonceSize), envelope.Slice(1 + NonceSize, plaintext.Length), envelope[^TagSize..], plaintext, Aad(index));
+        }
+        catch (AuthenticationTagMismatchException)
+        {
+            return null;
+        }
+        return plaintext;
+    }
+
+    private byte[] Aad(long index) => Encoding.UTF8.GetBytes(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"ward/audit/v1\0{index}\0{Kid}"));
 }
 
 /// <summary>A stored version whose authentication tag does not verify: altered, swapped or bound to another key.</summary>

@@ -55,7 +55,7 @@ internal sealed partial class FhirEngine
             case [_] or [_, "_search"]:
                 return SearchAuditEvents(s, request, reach);
             case [_, var id] when long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var index):
-                if (s.AuditEntry(index) is not (var data, var patient) || (reach is not null && patient != reach))
+                if (s.AuditEntry(index) is not { } data || (reach is not null && AuditRecord.PatientOf(data) != reach))
                 {
                     throw FhirException.NotFound($"AuditEvent/{id} does not exist{(reach is null ? "" : " among your entries")}.");
                 }
@@ -74,7 +74,7 @@ internal sealed partial class FhirEngine
         if (reach is not null)
         {
             where.Add("patient = @reach");
-            args.Add(("@reach", reach));
+            args.Add(("@reach", s.AuditPatientKey(reach)));
         }
         foreach (var (key, value) in request.Query)
         {
@@ -83,11 +83,11 @@ internal sealed partial class FhirEngine
             {
                 case "patient":
                     where.Add($"patient = {p}");
-                    args.Add((p, value.StartsWith("Patient/", StringComparison.Ordinal) ? value[8..] : value));
+                    args.Add((p, s.AuditPatientKey(value.StartsWith("Patient/", StringComparison.Ordinal) ? value[8..] : value)));
                     break;
                 case "agent":
                     where.Add($"(agent = {p} OR agent_ref = {p})");
-                    args.Add((p, value));
+                    args.Add((p, s.AuditAgentKey(value)));
                     break;
                 case "subtype":
                     where.Add($"subtype = {p}");
@@ -143,7 +143,8 @@ internal sealed partial class FhirEngine
             links.Add(("next", self + "?" + SearchQuery.Link(request.Query, offset + count, count)));
         }
         bundle.Links(links);
-        foreach (var (index, data) in rows)
+        // A patient's entries are found by the blinded column, and served only if the sealed entry itself names them.
+        foreach (var (index, data) in rows.Where(r => reach is null || AuditRecord.PatientOf(r.Data) == reach))
         {
             bundle.SearchEntry($"{self}/{index.ToString(CultureInfo.InvariantCulture)}", AuditRecord.WithId(data, index), "match");
         }
@@ -168,7 +169,7 @@ internal sealed partial class FhirEngine
         var count = request.Query.FirstOrDefault(q => q.Key == "_count").Value is { } c && int.TryParse(c, CultureInfo.InvariantCulture, out var n)
             ? Math.Clamp(n, 1, SearchQuery.MaxCount) : 100;
         var rows = s.AuditQuery("patient = @p AND idx < @size AND (agent_ref IS NULL OR agent_ref <> @self)",
-            [("@p", patientId), ("@size", size), ("@self", $"Patient/{patientId}")], count, 0);
+            [("@p", s.AuditPatientKey(patientId)), ("@size", size), ("@self", s.AuditAgentKey($"Patient/{patientId}"))], count, 0);
         var result = new Parameters();
         result.Add("checkpoint", new FhirString(note));
         var names = new Dictionary<string, string?>(StringComparer.Ordinal);

@@ -85,6 +85,15 @@ internal static class Indexer
                 }
             }
         }
+        // A reference that names no resource here (an absolute URL, a canonical, an unresolved conditional reference such
+        // as Patient?identifier=...|SSN) is matched only whole: its blind hash is stored, never the text.
+        for (var i = 0; i < set.References.Count; i++)
+        {
+            if (set.References[i] is { Url: { } url } r)
+            {
+                set.References[i] = r with { Url = BlindUrl(blind, r.Param, url) };
+            }
+        }
         foreach (var param in PatientCompartment.ParamsFor(type))
         {
             foreach (var r in set.References)
@@ -385,6 +394,9 @@ internal static class Indexer
                 break;
         }
     }
+
+    /// <summary>The stored (and searched) form of a reference parameter's URL value.</summary>
+    internal static string BlindUrl(Blinder blind, string param, string url) => blind.Hash(Blinder.Url, param, url);
 
     internal static ReferenceEntry? Reference(Base node)
     {

@@ -405,8 +405,9 @@ internal sealed class SqlSearch
                 ? $"target_id = {Arg(local)} AND target_type = {Arg(modifier)}"
                 : $"target_id = {Arg(local)}";
         }
-        var bar = value.IndexOf('|');
-        return $"url = {Arg(bar > 0 ? value[..bar] : value)}";
+        // A canonical's version (url|version) is not indexed; a conditional reference's search (Patient?identifier=system|value) is, whole.
+        var bar = value.Contains('?', StringComparison.Ordinal) ? -1 : value.IndexOf('|');
+        return $"url = {Arg(Indexer.BlindUrl(_blind, sp.Code, bar > 0 ? value[..bar] : value))}";
     }
 
     private string CompositeCondition(SearchParam sp, string raw)

@@ -41,6 +41,21 @@ internal static class Migrations
             DROP INDEX ix_token_rid;
             """;
 
+    /// <summary>
+    /// Migration 10: audit entries sealed under the audit key, the audit columns that name patients and people blinded,
+    /// and reference URLs (unresolved conditional references among them) blinded. The SQL only lifts the audit log's
+    /// ban on updates; the node then converts what is stored with its keys and restores the ban
+    /// (<see cref="StoreSession.SealAuditLog"/>), in the same transaction.
+    /// </summary>
+    public const int SealedAudit = 10;
+
+    private const string SealedAuditName = "audit: entries sealed, patient and people columns blinded; reference URLs blinded";
+
+    /// <summary>The audit log's ban on updates that migration 10 lifts, as <see cref="StoreSession.SealAuditLog"/> restores it.</summary>
+    public static string AuditNoUpdate(StoreEngine engine) => engine == StoreEngine.Sqlite
+        ? "CREATE TRIGGER audit_entry_no_update BEFORE UPDATE ON audit_entry BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+        : "CREATE TRIGGER audit_entry_append_only BEFORE UPDATE OR DELETE ON audit_entry FOR EACH ROW EXECUTE FUNCTION ward_append_only();";
+
     public static readonly IReadOnlyList<(int Version, string Name, string Sql)> Sqlite =
     [
         (1, "resources, versions and search index", """
@@ -374,6 +389,7 @@ internal static class Migrations
             """),
         (8, "access policy: each row's compartments and labels summarised on the row", PolicySummary),
         (9, "search: a resource's tokens of one parameter found in the index", TokenByResource),
+        (SealedAudit, SealedAuditName, "DROP TRIGGER audit_entry_no_update;"),
     ];
 
     // PostgreSQL: the same tables and columns. Text compares byte-wise (COLLATE "C"), as in SQLite, so that prefix ranges
@@ -718,5 +734,6 @@ internal static class Migrations
             """),
         (8, "access policy: each row's compartments and labels summarised on the row", PolicySummary),
         (9, "search: a resource's tokens of one parameter found in the index", TokenByResource),
+        (SealedAudit, SealedAuditName, "DROP TRIGGER audit_entry_append_only ON audit_entry;"),
     ];
 }

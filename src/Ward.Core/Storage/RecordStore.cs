@@ -117,6 +117,10 @@ internal abstract partial class RecordStore : IDisposable
                 ("@v", version), ("@n", name), ("@a", DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)));
         }
         session.AttachKeys();
+        if (current < Migrations.SealedAudit)
+        {
+            session.SealAuditLog(Migrations.AuditNoUpdate(Engine));
+        }
         session.Commit();
     }
 

@@ -23,6 +23,7 @@ internal sealed partial class StoreSession : IDisposable
     private const string PatientKind = "patient";
     private const string SharedKind = "shared";
     private const string IndexKind = "index";
+    private const string AuditKind = "audit";
     private readonly RecordStore _store;
     private DbTransaction? _tx;
 
@@ -562,12 +563,17 @@ internal sealed partial class StoreSession : IDisposable
             throw new NodeException($"The master key in {Keys.MasterKeyPath} (id {Keys.FileKeyId}) is not the key of this database (id {dbKid}). "
                 + "Restore the node's own master key file; Ward will not start with another key.");
         }
-        using var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = @k AND owner = '' AND wrapped IS NOT NULL", ("@k", IndexKind)).ExecuteReader();
-        if (!reader.Read())
+        using (var reader = Cmd("SELECT kid, master_kid, wrapped FROM data_key WHERE kind = @k AND owner = '' AND wrapped IS NOT NULL", ("@k", IndexKind)).ExecuteReader())
         {
-            throw new NodeException("The database has no index key: its keyring is damaged.");
+            if (!reader.Read())
+            {
+                throw new NodeException("The database has no index key: its keyring is damaged.");
+            }
+            Keys.UseIndexKey(Keys.Unwrap(reader.GetString(1), reader.GetInt64(0), IndexKind, "", (byte[])reader.GetValue(2)));
         }
-        Keys.UseIndexKey(Keys.Unwrap(reader.GetString(1), reader.GetInt64(0), IndexKind, "", (byte[])reader.GetValue(2)));
+        // The audit key: created on first open (a new node, or one from before sealed audit entries, migration 10).
+        var (auditKid, auditKey, _) = LoadOrCreateKey(AuditKind, "", DateTime.UtcNow.Ticks);
+        Keys.UseAuditKey(auditKid, auditKey);
     }
 
     /// <summary>Re-wraps every live data key under master key <paramref name="toKid"/> and makes it the database's key.</summary>
