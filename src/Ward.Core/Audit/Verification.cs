@@ -16,13 +16,16 @@ internal sealed class VerificationReport
 /// Offline verification of a node's data folder, reading the database directly (no server, no trust in its code paths):
 /// the Merkle tree is recomputed from the stored entries and checked against the stored subtree hashes, every
 /// checkpoint's signature, root and the consistency between consecutive checkpoints; with <c>records</c>, every stored
-/// version is also checked against the digest its audit entry committed. The entries are read once for both.
+/// version is also checked against the digest its audit entry committed, and with <c>indexes</c> every index row and row
+/// summary against the current version it was derived from. The entries are read once for all.
 /// </summary>
 internal static class Verification
 {
     private const int Chunk = 10_000;
 
-    public static void Verify(RecordStore store, SignedNote.Verifier verifier, VerificationReport report, bool records) => store.Read(s =>
+    /// <param name="indexes">With <paramref name="records"/>: also derive every index row and row summary again from the
+    /// sealed current versions and compare (<see cref="IndexVerification"/>).</param>
+    public static void Verify(RecordStore store, SignedNote.Verifier verifier, VerificationReport report, bool records, bool indexes = false) => store.Read(s =>
     {
         // What the log says was written: the digest of each version, and the entry that committed it.
         var logged = records ? new Dictionary<string, (string Digest, long Entry)>(StringComparer.Ordinal) : null;
@@ -30,6 +33,10 @@ internal static class Verification
         if (logged is not null)
         {
             VerifyRecords(s, store.Blobs, logged, report);
+            if (indexes)
+            {
+                IndexVerification.Verify(s, store.Keys, report);
+            }
         }
         return 0;
     });

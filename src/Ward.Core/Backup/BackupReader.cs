@@ -267,7 +267,7 @@ internal static class BackupReader
             var restored = await RestoreAsync(target, snapshot, scratch, recoveryKey, pinnedNodeKey, TimeProvider.System, null, ct);
             using var store = RecordStore.Open(restored.Config);
             var report = new VerificationReport();
-            Verification.Verify(store, target.Verifier(pinnedNodeKey), report, records: true);
+            Verification.Verify(store, target.Verifier(pinnedNodeKey), report, records: true, indexes: true);
             return report;
         }
         finally

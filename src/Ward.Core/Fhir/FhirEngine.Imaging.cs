@@ -67,18 +67,15 @@ internal sealed partial class FhirEngine
 
     private string InstanceId(string sopUid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-sop", sopUid);
 
-    private string BlindUid(string param, string uid) => store.Keys.Blind.Hash(Crypto.Blinder.Token, "dicom-" + param, uid);
+    private string BlindUid(string param, string uid) => Instances.BlindUid(param, uid);
 
-    private DicomDeidentifier? _researchImages;
+    private InstanceIndexer? _instances;
 
-    /// <summary>
-    /// What researchers are served: PS3.15's Basic Profile with dates moved by a per-patient offset (the Retain
-    /// Longitudinal Temporal Information Modified Dates option), burned-in images withheld. UIDs are remapped under a key
-    /// derived from the node's index key: the same at every retrieval (so they are indexed at STOW and a researcher can
-    /// come back to a study), the same for every researcher of the node, and not mappable back without the node's keys.
-    /// </summary>
-    private DicomDeidentifier ResearchImages => _researchImages ??=
-        new DicomDeidentifier(DeidOptions.ModifyDates, System.Buffers.Text.Base64Url.DecodeFromChars(store.Keys.Blind.Hash('k', "dicom-research-key", "")));
+    /// <summary>What an instance contributes to the index (the same code derives it again in <c>ward verify</c>).</summary>
+    private InstanceIndexer Instances => _instances ??= new InstanceIndexer(store.Keys.Blind);
+
+    /// <summary>What researchers are served (<see cref="InstanceIndexer.Research"/>).</summary>
+    private DicomDeidentifier ResearchImages => Instances.Research;
 
     private sealed record Incoming(DicomFile File, byte[] Bytes, string StudyUid, string SeriesUid, string SopUid, string SopClass, string PatientId);
 
@@ -360,34 +357,9 @@ internal sealed partial class FhirEngine
         return (patientId, change);
     }
 
-    private IndexSet InstanceIndex(Incoming instance, string patientId)
-    {
-        var ds = instance.File.Dataset;
-        var index = new IndexSet { Owner = patientId };
-        index.Patients.Add(patientId);
-        index.Tokens.Add(new TokenEntry("study", null, BlindUid("study", instance.StudyUid), null));
-        index.Tokens.Add(new TokenEntry("series", null, BlindUid("series", instance.SeriesUid), null));
-        index.Tokens.Add(new TokenEntry("sop", null, BlindUid("sop", instance.SopUid), null));
-        index.Tokens.Add(new TokenEntry("patient-id", null, BlindUid("patient-id", instance.PatientId), null));
-        if (ds.GetString(DicomTag.AccessionNumber) is { Length: > 0 } accession)
-            index.Tokens.Add(new TokenEntry("accession", null, BlindUid("accession", accession), null));
-        if (ds.GetString(DicomTag.Modality) is { Length: > 0 } modality)
-            index.Tokens.Add(new TokenEntry("modality", null, modality, null));
-        if (Day(ds.GetString(DicomTag.StudyDate)) is { } day)
-            index.Dates.Add(new DateEntry("study-date", day.Ticks, day.AddDays(1).Ticks - 1));
-        // What researchers find the instance by: its UIDs as their de-identified copy has them, and whether it is withheld.
-        var research = ResearchImages;
-        index.Tokens.Add(new TokenEntry("research-study", null, BlindUid("research-study", research.Uid(instance.StudyUid)), null));
-        index.Tokens.Add(new TokenEntry("research-series", null, BlindUid("research-series", research.Uid(instance.SeriesUid)), null));
-        index.Tokens.Add(new TokenEntry("research-sop", null, BlindUid("research-sop", research.Uid(instance.SopUid)), null));
-        if (research.WithheldBecause(ds) is not null)
-            index.Tokens.Add(new TokenEntry("research-withheld", null, "1", null));
-        return index;
-    }
+    private IndexSet InstanceIndex(Incoming instance, string patientId) => Instances.Index(instance.File.Dataset, patientId);
 
-    private static DateTime? Day(string? dicomDate) =>
-        dicomDate is { Length: >= 8 } && DateTime.TryParseExact(dicomDate.AsSpan(0, 8), "yyyyMMdd", CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out var d)
-            ? DateTime.SpecifyKind(d, DateTimeKind.Utc) : null;
+    private static DateTime? Day(string? dicomDate) => InstanceIndexer.Day(dicomDate);
 
     /// <summary>
     /// The patient an instance belongs to: the one Patient whose identifier has the instance's Patient ID (looked up
