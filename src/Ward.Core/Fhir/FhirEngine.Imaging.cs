@@ -60,7 +60,7 @@ internal sealed partial class FhirEngine
     private const string DcmSystem = "http://dicom.nema.org/resources/ontology/DCM";
 
     /// <summary>The ImagingStudy id of a study: a blind of its UID (UIDs can say when and where, so none appears in clear).</summary>
-    private string StudyResourceId(string studyUid) => StudyIdOfToken(BlindUid("study", studyUid));
+    internal string StudyResourceId(string studyUid) => StudyIdOfToken(BlindUid("study", studyUid));
 
     /// <summary>The ImagingStudy id of the study an instance's <c>study</c> token names (the token is the same blind of the UID).</summary>
     private static string StudyIdOfToken(string studyToken) => studyToken.Replace('_', '.');
