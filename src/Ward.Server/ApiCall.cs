@@ -30,12 +30,22 @@ internal static class ApiCall
             }
             result = await work(caller, http.RequestAborted);
         }
-        catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException or AuditIntegrityException or Ward.Core.Crypto.RecordIntegrityException)
+        catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException or AuditIntegrityException or BadHttpRequestException or Ward.Core.Crypto.RecordIntegrityException)
         {
-            var (status, outcome) = Outcomes.FromException(e);
+            var (status, outcome) = Outcome(e);
             http.Response.StatusCode = (int)status;
             result = Results.Bytes(FhirJson.Serialize(outcome), "application/fhir+json; charset=utf-8");
         }
         await result.ExecuteAsync(http);
     }
+
+    /// <summary>
+    /// The status and OperationOutcome of a failure of the HTTP APIs: <see cref="Outcomes"/> for what is thrown below the
+    /// HTTP layer, and the HTTP layer's own (a body over the size limit, a malformed request).
+    /// </summary>
+    public static (System.Net.HttpStatusCode Status, Hl7.Fhir.Model.OperationOutcome Outcome) Outcome(Exception e) => e is BadHttpRequestException bad
+        ? ((System.Net.HttpStatusCode)bad.StatusCode, bad.StatusCode == StatusCodes.Status413PayloadTooLarge
+            ? Outcomes.Error(Hl7.Fhir.Model.OperationOutcome.IssueType.TooCostly, "The request body is larger than this node accepts (max-request-body-bytes in ward.yaml).")
+            : Outcomes.Error(Hl7.Fhir.Model.OperationOutcome.IssueType.Invalid, "The HTTP request is malformed."))
+        : Outcomes.FromException(e);
 }

@@ -49,7 +49,12 @@ internal static class DicomWebEndpoints
     /// <summary>Maps a route whose calls are authenticated, described as requests on ImagingStudy (for the policy and the audit trail), then run.</summary>
     private static void Handle(WebApplication app, FhirEndpoint fhir, string method, string pattern, Func<HttpContext, FhirRequest, CancellationToken, Task<IResult>> work)
     {
-        RequestDelegate run = http => ApiCall.RunAsync(http, fhir, _ => true, "", async (caller, ct) => await work(http, FhirEndpoint.Describe(http, caller, "ImagingStudy"), ct));
+        RequestDelegate run = http => ApiCall.RunAsync(http, fhir, _ => true, "", async (caller, ct) =>
+        {
+            var request = FhirEndpoint.Describe(http, caller, "ImagingStudy");
+            FailureAudit.Request(http, request);
+            return await work(http, request, ct);
+        });
         app.MapMethods(pattern, [method], run);
     }
 
@@ -118,7 +123,7 @@ internal static class DicomWebEndpoints
             catch (Exception e)
             {
                 parts.Dispose();
-                if (e is IOException or InvalidDataException)
+                if (e is IOException and not BadHttpRequestException or InvalidDataException)
                     throw FhirException.BadRequest($"The multipart/related body is malformed: {e.Message}");
                 throw;
             }

@@ -55,6 +55,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
                 return;
             }
             var request = await ReadAsync(http, caller);
+            FailureAudit.Request(http, request);
             var response = await engine.HandleAsync(request, http.RequestAborted);
             await WriteAsync(http, response, request, xml);
         }
@@ -64,10 +65,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             {
                 LogUnexpected(log, e.GetType().Name, http.Request.Method, e);
             }
-            var (status, outcome) = e is BadHttpRequestException bad
-                ? ((System.Net.HttpStatusCode)bad.StatusCode, Outcomes.Error(bad.StatusCode == 413 ? OperationOutcome.IssueType.TooCostly : OperationOutcome.IssueType.Invalid,
-                    bad.StatusCode == 413 ? "The request body is larger than this node accepts (max-request-body-bytes in ward.yaml)." : "The HTTP request is malformed."))
-                : Outcomes.FromException(e);
+            var (status, outcome) = ApiCall.Outcome(e);
             if (http.Response.HasStarted)
             {
                 return;
@@ -99,6 +97,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             var (grant, refused) = await tokens.ValidateAsync(header.AsSpan(7).Trim(), http.RequestAborted);
             if (grant is not null)
             {
+                FailureAudit.Caller(http, grant);
                 return grant;
             }
             error = refused;
@@ -116,6 +115,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             RecordedTicks = audit.NowTicks,
             Address = http.Connection.RemoteIpAddress?.ToString(),
         }]);
+        FailureAudit.Audited(http);
         http.Response.StatusCode = StatusCodes.Status401Unauthorized;
         http.Response.Headers.WWWAuthenticate = error is null
             ? "Bearer realm=\"ward\""

@@ -94,6 +94,7 @@ internal static class ResearchEndpoints
             catch (Exception e) when (e is PrivacyException or BudgetException)
             {
                 await RecordAsync(audit, http, caller, e is BudgetException ? 403 : 400, e.Message);
+                FailureAudit.Audited(http);
                 throw e is BudgetException ? FhirException.Forbidden(e.Message) : FhirException.BadRequest(e.Message);
             }
         });

@@ -105,6 +105,8 @@ internal static class WardServer
             var authorizations = scope.ServiceProvider.GetRequiredService<OpenIddict.Abstractions.IOpenIddictAuthorizationManager>();
             return await authorizations.FindByIdAsync(id, ct) is { } found && await authorizations.HasStatusAsync(found, OpenIddict.Abstractions.OpenIddictConstants.Statuses.Valid, ct);
         };
+        // Outermost, so that every refusal and failure of the APIs is audited, whatever produces it.
+        app.UseMiddleware<FailureAudit>();
         app.Use((http, next) =>
         {
             // The sign-in and approval pages: never framed (clickjacking of "Allow"), never cached, no referrer.

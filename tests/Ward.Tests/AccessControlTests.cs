@@ -115,11 +115,12 @@ public abstract class AccessControlTests(TestNode node)
         using var http = With("patient/*.rs", patient: a, role: "patient");
 
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"{node.BaseUrl}/Observation/{mine}")).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync($"{node.BaseUrl}/Observation/{theirs}")).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync($"{node.BaseUrl}/Patient/{b}")).StatusCode);
+        // Another patient's record answers as one that does not exist (issue 29, point 6); a compartment search is refused whatever exists.
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"{node.BaseUrl}/Observation/{theirs}")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"{node.BaseUrl}/Patient/{b}")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync($"{node.BaseUrl}/Patient/{b}/Observation")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync($"{node.BaseUrl}/Patient/{b}/$everything")).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync($"{node.BaseUrl}/Observation/{theirs}/_history")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"{node.BaseUrl}/Observation/{theirs}/_history")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync($"{node.BaseUrl}/Observation/_history")).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync($"{node.BaseUrl}/_history")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"{node.BaseUrl}/Practitioner/{practitioner}")).StatusCode);
@@ -152,8 +153,9 @@ public abstract class AccessControlTests(TestNode node)
         // Taking another patient's record into one's own compartment is a write outside it too.
         var moved = (await node.Http.GetFromJsonAsync<System.Text.Json.Nodes.JsonObject>($"{node.BaseUrl}/Observation/{theirs}"))!;
         moved["subject"] = new System.Text.Json.Nodes.JsonObject { ["reference"] = "Patient/" + a };
-        Assert.Equal(HttpStatusCode.Forbidden, (await http.PutAsync($"{node.BaseUrl}/Observation/{theirs}", JsonContent.Create(moved))).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await http.DeleteAsync($"{node.BaseUrl}/Observation/{theirs}")).StatusCode);
+        // Another patient's record is not said to exist (issue 29, point 6).
+        Assert.Equal(HttpStatusCode.NotFound, (await http.PutAsync($"{node.BaseUrl}/Observation/{theirs}", JsonContent.Create(moved))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.DeleteAsync($"{node.BaseUrl}/Observation/{theirs}")).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await node.Http.GetAsync($"{node.BaseUrl}/Observation/{theirs}")).StatusCode);
     }
 

@@ -103,10 +103,11 @@ public abstract class AuditLogTests(TestNode node)
         var other = await PatientAsync();
         var obs = await CreateAsync(new { resourceType = "Observation", status = "final", code = new { text = "x" }, subject = new { reference = "Patient/" + other } });
         using var own = As("patient", "patient/*.rs", patient: patient, fhirUser: "Patient/" + patient);
-        Assert.Equal(HttpStatusCode.Forbidden, (await own.GetAsync($"{node.BaseUrl}/Observation/{obs}")).StatusCode);
+        // Answered as a missing record (issue 29, point 6), recorded against the record and its patient all the same.
+        Assert.Equal(HttpStatusCode.NotFound, (await own.GetAsync($"{node.BaseUrl}/Observation/{obs}")).StatusCode);
         var refused = (await EventsAsync($"patient={other}&outcome=4")).Single();
         Assert.Equal("read", Subtype(refused));
-        Assert.Equal("403", refused.GetProperty("outcomeDesc").GetString());
+        Assert.Equal("404", refused.GetProperty("outcomeDesc").GetString());
         Assert.Contains($"Observation/{obs}", Entities(refused));
 
         var before = (await EventsAsync("subtype=token-refused")).Count;

@@ -160,8 +160,9 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
 
         Assert.Empty((await QidoAsync(doctor, "studies?PatientID=4MR1")).EnumerateArray());
         using var refused = await doctor.GetAsync($"{node.Origin}/dicomweb/studies/{mrStudy}");
-        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
-        Assert.Contains("Denied by the access policy (rule", await refused.Content.ReadAsStringAsync());
+        // Images the clinician may not read answer as images that do not exist (issue 29, point 6).
+        Assert.Equal(HttpStatusCode.NotFound, refused.StatusCode);
+        Assert.Contains("No such study among the images open to you.", await refused.Content.ReadAsStringAsync());
 
         var patient = Assert.Single((await node.Client().SearchAsync<Hl7.Fhir.Model.Patient>(["identifier=4MR1"]))!.Entry).Resource.Id;
         await node.CareTeamAsync(patient, $"Practitioner/{practitioner}");
@@ -339,8 +340,9 @@ public sealed class DicomWebTests(TestNode node) : IClassFixture<TestNode>
         var hidden = before.Select(b => Text(b, "0020000D")!).Single(u => u != remapped);
         using (var refused = await researcher.GetAsync($"{node.Origin}/dicomweb/studies/{hidden}"))
         {
-            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
-            Assert.Contains("rule consent.deny", await refused.Content.ReadAsStringAsync());
+            // As a study that does not exist: the patient's Consent is not given away (issue 29, point 6).
+            Assert.Equal(HttpStatusCode.NotFound, refused.StatusCode);
+            Assert.DoesNotContain("Consent", await refused.Content.ReadAsStringAsync());
         }
 
         // WADO-RS by the remapped UID: de-identified Part 10 copies that dcmdump reads, pixels as stored, the burned-in one withheld with why.

@@ -66,8 +66,9 @@ public abstract class SmartAppLaunchTests(TestNode node)
         Assert.True(own.StatusCode == HttpStatusCode.OK, await own.Content.ReadAsStringAsync());
         var (other, _) = await PatientAsync();
         var denied = await http.GetAsync($"{node.BaseUrl}/Patient/{other}");
-        Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
-        Assert.Contains($"only the compartment of Patient/{patient}", await denied.Content.ReadAsStringAsync());
+        // Another patient's record answers as one that does not exist (issue 29, point 6).
+        Assert.Equal(HttpStatusCode.NotFound, denied.StatusCode);
+        Assert.Contains($"Patient/{other} does not exist, or is not open to you", await denied.Content.ReadAsStringAsync());
         var search = await http.GetFromJsonAsync<JsonElement>($"{node.BaseUrl}/Patient");
         Assert.Equal([patient], search.GetProperty("entry").EnumerateArray().Select(e => e.GetProperty("resource").GetProperty("id").GetString()!).ToArray());
         var write = await http.PostAsJsonAsync($"{node.BaseUrl}/Observation", new { resourceType = "Observation", status = "final", code = new { text = "x" }, subject = new { reference = "Patient/" + patient } });

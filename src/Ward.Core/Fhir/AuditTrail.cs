@@ -33,6 +33,9 @@ internal sealed class AuditTrail
     /// <summary>The resource the request named (Type/id), so that a refusal is recorded against it and its patient.</summary>
     public (string Type, string Id)? Target { get; set; }
 
+    /// <summary>Whether the records of the interaction's outcome were made (for the audit log), so that nothing records it a second time.</summary>
+    public bool Recorded { get; private set; }
+
     /// <summary>Whether the interaction reaches no data at all (the CapabilityStatement): nothing to record.</summary>
     public bool Silent => Subtype == "capabilities";
 
@@ -84,6 +87,7 @@ internal sealed class AuditTrail
         {
             return records;
         }
+        Recorded = true;
         var query = IsSearch ? BlindQuery() : null;
         var failed = status >= 400;
         if (failed)

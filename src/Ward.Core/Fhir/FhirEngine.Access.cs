@@ -57,38 +57,93 @@ internal sealed partial class FhirEngine
     private static FhirException OutsideContext(AccessGrant caller, string what) =>
         FhirException.Forbidden($"This token reaches only the compartment of Patient/{caller.Patient}; {what} is outside it.");
 
-    /// <summary>A read of one resource: scope, then (for patient/ scopes) compartment membership, then the policy on the resource itself.</summary>
-    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id) => PermitRead(s, request, type, id, s.GetCurrent(type, id)?.Rid);
+    /// <summary>
+    /// The answer to an interaction on one resource (by id) that does not exist, or that the caller may not reach: the
+    /// same 404 in both cases, so that it tells nobody whether a resource they may not read exists, whose it is, how it is
+    /// labelled or that a Consent keeps it from them (issue 29, point 6).
+    /// </summary>
+    private static FhirException NotOpen(FhirRequest request, string type, string id)
+    {
+        var access = AccessOf(request);
+        return FhirException.NotFound($"{type}/{id} does not exist, or is not open to you.{(AccessPolicy.PatientData(type) ? access.Policy.GlassHintFor(access.Role) : "")}");
+    }
 
-    /// <summary>A read of one resource whose row (<paramref name="rid"/>, null when there is none) the caller already has.</summary>
-    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id, long? rid)
+    /// <summary>A read of one resource: scope, then (for patient/ scopes) compartment membership, then the policy on the resource itself.</summary>
+    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id)
+    {
+        var current = s.GetCurrent(type, id);
+        PermitRead(s, request, type, id, current?.Rid, current?.Deleted == true);
+    }
+
+    /// <summary>
+    /// A change to a stored resource (<paramref name="current"/>, deleted or not) is allowed to look at it: 404
+    /// (<see cref="NotOpen"/>) when the caller may not read it, before anything that depends on what it holds (its
+    /// version for If-Match, its content for a patch, whether it was deleted) can answer.
+    /// </summary>
+    private static void PermitStored(StoreSession s, FhirRequest request, string type, string id, CurrentInfo current, Interaction interaction) =>
+        Decide(s, request, type, id, current.Rid, interaction, PermitScope(request.Caller, type, interaction) == Reach.Patient && AccessPolicy.PatientData(type), current.Deleted);
+
+    /// <summary>
+    /// A read of one resource whose current row (<paramref name="rid"/>, null when there is none) the caller already has:
+    /// 404 (<see cref="NotOpen"/>) unless it exists and may be read.
+    /// </summary>
+    private static void PermitRead(StoreSession s, FhirRequest request, string type, string id, long? rid, bool deleted)
     {
         var scoped = Permit(request, type, Interaction.Read) == Reach.Patient && AccessPolicy.PatientData(type);
         if (rid is not { } current)
         {
-            if (scoped)
-            {
-                throw FhirException.NotFound($"{type}/{id} does not exist.");
-            }
-            return;
+            throw NotOpen(request, type, id);
         }
-        Decide(s, request, type, id, current, Interaction.Read, scoped);
+        Decide(s, request, type, id, current, Interaction.Read, scoped, deleted);
     }
 
-    /// <summary>A stored resource: in the compartment of the patient in context (patient/ scopes), then the policy, from one read of its compartments and labels.</summary>
-    private static void Decide(StoreSession s, FhirRequest request, string type, string id, long rid, Interaction interaction, bool scoped)
+    /// <summary>
+    /// A stored resource: in the compartment of the patient in context (patient/ scopes), then the policy, from one read of
+    /// its compartments and labels (for a deleted one, those of its last version that was not a deletion). A resource the
+    /// caller may not read answers as one that does not exist (<see cref="NotOpen"/>); one they may read but not change
+    /// gets the policy's refusal.
+    /// </summary>
+    private static void Decide(StoreSession s, FhirRequest request, string type, string id, long rid, Interaction interaction, bool scoped, bool deleted = false)
     {
         var access = AccessOf(request);
         if (!scoped && access.Unrestricted)
         {
             return;
         }
-        var facts = s.PolicyFacts(rid);
-        if (scoped && !facts.Patients.Contains(request.Caller.Patient!))
+        var (patients, labels) = deleted ? LastLiveFacts(s, access, type, id) : Facts(s.PolicyFacts(rid));
+        if (scoped && !patients.Contains(request.Caller.Patient!))
         {
-            throw OutsideContext(request.Caller, $"{type}/{id}");
+            throw NotOpen(request, type, id);
         }
-        access.Decide(s, interaction, type, facts.Patients, facts.Labels).Require();
+        var d = access.Decide(s, interaction, type, patients, labels);
+        if (d.Permitted)
+        {
+            return;
+        }
+        if (interaction != Interaction.Read && access.Decide(s, Interaction.Read, type, patients, labels).Permitted)
+        {
+            throw d.Refusal();
+        }
+        throw NotOpen(request, type, id);
+    }
+
+    private static (List<string> Patients, List<(string? System, string? Code)> Labels) Facts(RowFacts facts) => (facts.Patients, facts.Labels);
+
+    /// <summary>
+    /// The patients and labels of a deleted resource, for deciding who may learn of it: those of its last version that
+    /// was not a deletion (a deletion drops its index rows), re-derived from that sealed version.
+    /// </summary>
+    private static (List<string> Patients, List<(string? System, string? Code)> Labels) LastLiveFacts(StoreSession s, CallerAccess access, string type, string id)
+    {
+        for (var version = (s.GetCurrent(type, id)?.Version ?? 1) - 1; version >= 1; version--)
+        {
+            if (s.ReadVersion(type, id, version) is { Deleted: false, Data: { } data })
+            {
+                var index = Indexer.Index(FhirJson.Parse(data), access.Blind);
+                return ([.. index.Patients], [.. index.Tokens.Where(t => t.Param == "_security").Select(t => (t.System, t.Code))]);
+            }
+        }
+        return ([], []);
     }
 
     /// <summary>What of a list of loaded resources (included, referenced, conditionally matched) the caller may see, each decided on its own.</summary>

@@ -60,7 +60,7 @@ internal sealed partial class FhirEngine
     private const string DcmSystem = "http://dicom.nema.org/resources/ontology/DCM";
 
     /// <summary>The ImagingStudy id of a study: a blind of its UID (UIDs can say when and where, so none appears in clear).</summary>
-    private string StudyResourceId(string studyUid) => StudyIdOfToken(BlindUid("study", studyUid));
+    internal string StudyResourceId(string studyUid) => StudyIdOfToken(BlindUid("study", studyUid));
 
     /// <summary>The ImagingStudy id of the study an instance's <c>study</c> token names (the token is the same blind of the UID).</summary>
     private static string StudyIdOfToken(string studyToken) => studyToken.Replace('_', '.');
@@ -328,10 +328,25 @@ internal sealed partial class FhirEngine
     /// </summary>
     private (string PatientId, StudyChange Change) OpenStudy(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances, Dictionary<string, StudyChange> studies)
     {
-        var first = instances[0].File.Dataset;
-        var patientId = ResolvePatient(s, request, first);
         if (instances.Any(i => i.PatientId != instances[0].PatientId))
             throw FhirException.BadRequest($"The instances of one study name different Patient IDs; Ward keeps a study in one patient's compartment.");
+        try
+        {
+            return OpenStudyOf(s, request, studyUid, instances, studies);
+        }
+        catch (FhirException refused) when (refused.Status is System.Net.HttpStatusCode.Forbidden or System.Net.HttpStatusCode.NotFound)
+        {
+            // Whether the Patient ID or the study is someone's the caller may not reach, or is new and the caller may not
+            // create its patient: one refusal, naming no patient, saying nothing of their Consent (issue 29, point 6).
+            var access = AccessOf(request);
+            throw access.Policy.Hidden(access.Role, Decision.Deny("stow.patient", "")).Refusal();
+        }
+    }
+
+    private (string PatientId, StudyChange Change) OpenStudyOf(StoreSession s, FhirRequest request, string studyUid, List<Incoming> instances, Dictionary<string, StudyChange> studies)
+    {
+        var first = instances[0].File.Dataset;
+        var patientId = ResolvePatient(s, request, first);
 
         var studyId = StudyResourceId(studyUid);
         if (!studies.TryGetValue(studyId, out var change))
@@ -348,6 +363,8 @@ internal sealed partial class FhirEngine
             }
             studies[studyId] = change;
         }
+        if (change.Current is { } stored && change.Subject != $"Patient/{patientId}")
+            PermitStored(s, request, "ImagingStudy", studyId, stored, Interaction.Read);
         if (change.Subject != $"Patient/{patientId}")
             throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.Conflict,
                 "This study is already stored in another patient's compartment; an instance cannot move it.");
@@ -373,8 +390,12 @@ internal sealed partial class FhirEngine
         var where = sql.Where(query);
         var matches = s.QueryStrings($"SELECT r.id FROM resource r WHERE {where} LIMIT 2", sql.Args);
         if (matches.Count > 1)
+        {
+            // Several patients with this Patient ID is said only to a caller who may read them all.
+            foreach (var match in matches) PermitRead(s, request, "Patient", match);
             throw new FhirException(System.Net.HttpStatusCode.Conflict, OperationOutcome.IssueType.MultipleMatches,
                 "The instance's Patient ID matches several patients; Ward cannot tell which compartment the images belong to.");
+        }
         if (matches.Count == 1) return matches[0];
 
         var patient = new Hl7.Fhir.Model.Patient
@@ -463,11 +484,19 @@ internal sealed partial class FhirEngine
                 using var reader = cmd.ExecuteReader();
                 while (reader.Read()) rows.Add((reader.GetInt64(0), reader.GetString(1)));
             }
-            if (rows.Count == 0)
-                throw FhirException.NotFound(sopUid is not null ? "No such instance." : seriesUid is not null ? "No such series." : "No such study.");
+            // Images the caller may not read answer as images that do not exist: the same 404, naming nothing.
+            var missing = FhirException.NotFound((sopUid is not null ? "No such instance" : seriesUid is not null ? "No such series" : "No such study") + " among the images open to you.");
+            if (rows.Count == 0) throw missing;
             var studyId = StudyIdOfToken(rows[0].Study);
             trail.Target = ("ImagingStudy", studyId);
-            foreach (var (rid, _) in rows) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
+            try
+            {
+                foreach (var (rid, _) in rows) Decide(s, request, "ImagingStudy", studyId, rid, Interaction.Read, scoped);
+            }
+            catch (FhirException hidden) when (hidden.Status == System.Net.HttpStatusCode.NotFound)
+            {
+                throw missing;
+            }
             var versions = s.LoadCurrent([.. rows.Select(r => r.Rid)]);
             foreach (var v in versions) trail.Patient(v.Owner);
             if (s.Read("ImagingStudy", studyId) is { } studyVersion) trail.Saw(studyVersion);

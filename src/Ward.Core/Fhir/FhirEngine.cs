@@ -199,8 +199,8 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
     private static FhirResponse Read(StoreSession session, FhirRequest request, string type, string id)
     {
         var v = session.Read(type, id);
-        PermitRead(session, request, type, id, v?.Rid);
-        v = v ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
+        PermitRead(session, request, type, id, v?.Rid, v?.Deleted == true);
+        v = v ?? throw NotOpen(request, type, id);
         request.Trail?.Saw(v);
         if (v.Deleted)
         {
@@ -224,7 +224,7 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             throw FhirException.BadRequest($"'{vid}' is not a version id of this server (versions are whole numbers).");
         }
         var v = session.ReadVersion(type, id, version)
-            ?? throw FhirException.NotFound(session.GetCurrent(type, id) is null ? $"{type}/{id} does not exist." : $"{type}/{id} has no version {version}.");
+            ?? throw FhirException.NotFound(session.GetCurrent(type, id) is null ? NotOpen(request, type, id).Message : $"{type}/{id} has no version {version}.");
         request.Trail?.Saw(v);
         if (v.Deleted)
         {
@@ -284,6 +284,18 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             throw FhirException.BadRequest($"The id in the body ({resource.Id}) differs from the id in the URL ({id}).");
         }
         var current = s.GetCurrent(type, id);
+        if (current is { } stored)
+        {
+            try
+            {
+                PermitStored(s, request, type, id, stored, Interaction.Update);
+            }
+            catch (FhirException hidden) when (hidden.Status == HttpStatusCode.NotFound && ifMatch is not null)
+            {
+                // With If-Match, a resource that does not exist answers 412: so does one the caller may not read.
+                CheckIfMatch(type, id, ifMatch, null);
+            }
+        }
         CheckIfMatch(type, id, ifMatch, current);
         return Store(s, type, id, resource, current, "PUT", request);
     }
@@ -347,10 +359,12 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         PermitWrite(s, request, type, id, current, Interaction.Delete, null);
         if (current is null)
         {
-            throw FhirException.NotFound($"{type}/{id} does not exist.");
+            throw NotOpen(request, type, id);
         }
         if (current.Value.Deleted)
         {
+            // Already deleted: said only to a caller who could read it before.
+            PermitStored(s, request, type, id, current.Value, Interaction.Delete);
             return new FhirResponse { Status = 204, ETag = ETag(current.Value.Version) };
         }
         var (version, now) = Next(current);
@@ -371,8 +385,10 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
         switch (matches.Count)
         {
             case 0:
-                if (resource.Id is not null && s.GetCurrent(type, resource.Id) is not null)
+                if (resource.Id is not null && s.GetCurrent(type, resource.Id) is { } taken)
                 {
+                    // As PUT [type]/[id]: a resource the caller may not read is not said to exist.
+                    PermitStored(s, request, type, resource.Id, taken, Interaction.Update);
                     throw FhirException.Conflict($"No {type} matches the criteria, but {type}/{resource.Id} named in the body exists.");
                 }
                 return Store(s, type, resource.Id ?? NewId(), resource, null, "PUT", request);
@@ -412,12 +428,14 @@ internal sealed partial class FhirEngine(RecordStore store, AuditLog audit, Time
             throw new FhirException(HttpStatusCode.UnsupportedMediaType, OperationOutcome.IssueType.NotSupported,
                 "PATCH takes a JSON Patch document (Content-Type: application/json-patch+json).");
         }
-        var current = s.Read(type, id) ?? throw FhirException.NotFound($"{type}/{id} does not exist.");
+        var info = s.GetCurrent(type, id) ?? throw NotOpen(request, type, id);
+        // Decided before the patch is applied: its test operations and errors must not read what the caller may not.
+        PermitStored(s, request, type, id, info, Interaction.Update);
+        var current = s.Read(type, id) ?? throw NotOpen(request, type, id);
         if (current.Deleted)
         {
             throw FhirException.Gone($"{type}/{id} was deleted.");
         }
-        var info = s.GetCurrent(type, id);
         CheckIfMatch(type, id, request.IfMatch, info);
         var node = JsonNode.Parse(current.Data)!;
         var patched = JsonPatch.Apply(node, request.Body ?? []);

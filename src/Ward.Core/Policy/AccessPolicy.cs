@@ -200,9 +200,7 @@ internal sealed class AccessPolicy
             // A read needs the patient's compartment among the resource's; a write must land in no other patient's.
             return self is not null && (write ? patients.All(p => p == self) : patients.Contains(self))
                 ? Decision.Permit
-                : Decision.Deny("patient.own-compartment", write
-                    ? "A patient writes only into their own record: what is written may name no other patient in its subject, performer, author or any other reference that places it in a record."
-                    : "A patient reads and writes only their own record.");
+                : Hidden(role, Decision.Deny("patient.own-compartment", "A patient reads and writes only their own record."));
         }
         var glass = false;
         foreach (var p in patients)
@@ -210,7 +208,7 @@ internal sealed class AccessPolicy
             var d = DecideOne(role, p, confidentiality, labels, facts(p));
             if (!d.Permitted)
             {
-                return d;
+                return Hidden(role, d);
             }
             glass |= d.BreakGlass;
         }
@@ -257,6 +255,20 @@ internal sealed class AccessPolicy
         }
         return Decision.Permit;
     }
+
+    /// <summary>
+    /// A denial for whom a resource belongs to, its labels or its patient's Consent, as the caller is told it: one message
+    /// whatever the rule, naming no patient, so that a refusal does not say whose the resource is, how it is labelled or
+    /// that a Consent exists (issue 29, point 6). The rule that denied stays in <see cref="Decision.Rule"/>.
+    /// </summary>
+    public Decision Hidden(RolePolicy role, Decision denial) => denial with
+    {
+        Message = "What this request names does not exist or is not open to you; which, and why, is not disclosed." + GlassHintFor(role),
+        Record = true,
+    };
+
+    /// <summary>The break-the-glass hint a role's refusals of patient data end with (empty for roles that cannot break the glass).</summary>
+    public string GlassHintFor(RolePolicy role) => role.BreakGlass && GlassOpens.Count > 0 ? GlassHint : "";
 
     private const string GlassHint = " In an emergency, break the glass: repeat the request with the header Ward-Break-Glass: <justification> (purpose ETREAT); it is recorded and reviewed.";
 
@@ -433,6 +445,12 @@ internal readonly record struct Decision(bool Permitted, string Rule, string Mes
 
     public static Decision Deny(string rule, string message) => new(false, rule, message, false);
 
+    /// <summary>The rule every denial of one record is reported under: the rule that denied is not disclosed (<see cref="AccessPolicy.Hidden"/>).</summary>
+    public const string RecordRule = "record.not-open";
+
+    /// <summary>A denial for the record itself (its patient, labels, Consent), reported without its rule or patient.</summary>
+    public bool Record { get; init; }
+
     /// <summary>Throws the refusal of a denial.</summary>
     public void Require()
     {
@@ -443,5 +461,5 @@ internal readonly record struct Decision(bool Permitted, string Rule, string Mes
     }
 
     /// <summary>The 403 for a denial: names the rule and says what would permit.</summary>
-    public Fhir.FhirException Refusal() => Fhir.FhirException.Forbidden($"Denied by the access policy (rule {Rule}): {Message}");
+    public Fhir.FhirException Refusal() => Fhir.FhirException.Forbidden($"Denied by the access policy (rule {(Record ? RecordRule : Rule)}): {Message}");
 }
