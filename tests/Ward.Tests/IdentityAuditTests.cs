@@ -219,6 +219,48 @@ public abstract partial class IdentityAuditTests(TestNode node)
     }
 
     [Fact]
+    public async Task Unknown_user_names_and_requests_beyond_the_rate_limit_are_audited_without_a_subject()
+    {
+        var limited = new TestNode(node.IsPostgres) { Limits = new() { LoginPerMinute = 3, TokenPerMinute = 2 } };
+        await limited.InitializeAsync();
+        try
+        {
+            using var agent = new SmartAgent(limited);
+            var statuses = new List<HttpStatusCode>();
+            for (var i = 0; i < 4; i++)
+            {
+                statuses.Add((await agent.SubmitAsync(await agent.GetAsync("/account/login"), ("username", "nobody-" + i), ("password", "not a password at all"))).StatusCode);
+            }
+            Assert.Equal([HttpStatusCode.Unauthorized, HttpStatusCode.Unauthorized, HttpStatusCode.Unauthorized, HttpStatusCode.TooManyRequests], statuses);
+            using var http = limited.NewHttp(null);
+            var tokenStatuses = new List<string>();
+            for (var i = 0; i < 3; i++)
+            {
+                var response = await http.PostAsync(limited.Origin + "/connect/token", new FormUrlEncodedContent(new Dictionary<string, string> { ["grant_type"] = "client_credentials", ["client_id"] = "no-such-client" }));
+                tokenStatuses.Add(((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
+            Assert.Equal(["400", "400", "429"], tokenStatuses);
+            using var officer = limited.NewHttp(limited.Token(new AccessGrant("officer", "app", "security-officer", SmartScopes.Parse("user/AuditEvent.rs"), null, null)));
+            var bundle = await officer.GetFromJsonAsync<JsonElement>($"{limited.BaseUrl}/AuditEvent?_count=1000");
+            var events = bundle.GetProperty("entry").EnumerateArray().Select(e => e.GetProperty("resource")).Reverse()
+                .Where(e => Subtype(e) is "login" or "token-refused").ToList();
+            Assert.Equal(
+            [
+                ("login", "110114", "401"), ("login", "110114", "401"), ("login", "110114", "401"), ("login", "110114", "429"),
+                // What the client was told: 400 (an unknown client without credentials), then 429.
+                ("token-refused", "110114", "400"), ("token-refused", "110114", "400"), ("token-refused", "110114", "429"),
+            ], Summary(events));
+            // Nobody is named for a failed sign-in with an unknown name (it may be a password typed in the wrong field).
+            Assert.All(events.Take(4), e => Assert.Equal("unauthenticated", e.GetProperty("agent")[0].GetProperty("who").GetProperty("display").GetString()));
+            NothingSecret(events, "nobody-0", "not a password at all");
+        }
+        finally
+        {
+            await limited.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task When_the_audit_log_cannot_be_written_no_token_and_no_session_leave()
     {
         var client = await BackendAsync();
