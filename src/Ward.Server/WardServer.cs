@@ -25,7 +25,9 @@ internal static class WardServer
     /// <param name="logging">Replaces the console log provider (tests capture logs); the levels stay those of production.</param>
     /// <param name="requireTokens">Only the read benchmark turns this off, to measure what token checks cost; no command or setting can.</param>
     /// <param name="readOnly">Serve a restored snapshot while the primary is rebuilt: reads with the same rules and audit, writes refused (503), no scheduled backups.</param>
-    public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null, bool requireTokens = true, bool readOnly = false)
+    /// <param name="clock">The node's time (tests move it); the system clock otherwise.</param>
+    public static WebApplication Build(NodeConfig config, string urls, RecordStore store, Action<ILoggingBuilder>? logging = null, bool requireTokens = true, bool readOnly = false,
+        TimeProvider? clock = null)
     {
         var endpoints = ParseUrls(urls, config);
         // The content root is the install folder, not the working directory: an appsettings.json lying where the node is
@@ -66,7 +68,7 @@ internal static class WardServer
         // A policy file that does not validate stops the node here, before it serves anything.
         var policy = Ward.Core.Policy.AccessPolicy.Load(config.DataDir);
         builder.Services.AddSingleton(store);
-        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(clock ?? TimeProvider.System);
         builder.Services.AddSingleton(config);
         builder.Services.AddSingleton(sp => AuditLog.Open(config, store, sp.GetRequiredService<TimeProvider>()));
         builder.Services.AddHostedService<AuditCheckpoints>();
@@ -99,12 +101,7 @@ internal static class WardServer
         store.Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Storage");
         app.Services.GetRequiredService<AuditLog>().Logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Ward.Audit");
         var tokens = app.Services.GetRequiredService<AccessTokens>();
-        tokens.GrantIsValid = async (id, ct) =>
-        {
-            await using var scope = app.Services.CreateAsyncScope();
-            var authorizations = scope.ServiceProvider.GetRequiredService<OpenIddict.Abstractions.IOpenIddictAuthorizationManager>();
-            return await authorizations.FindByIdAsync(id, ct) is { } found && await authorizations.HasStatusAsync(found, OpenIddict.Abstractions.OpenIddictConstants.Statuses.Valid, ct);
-        };
+        tokens.Revoked = new GrantStatus(app.Services).RevokedAsync;
         // Outermost, so that every refusal and failure of the APIs is audited, whatever produces it.
         app.UseMiddleware<FailureAudit>();
         app.Use((http, next) =>

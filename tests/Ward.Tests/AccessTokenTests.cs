@@ -40,7 +40,7 @@ public sealed class AccessTokenTests : IDisposable
     {
         var valid = true;
         var checks = 0;
-        var tokens = new AccessTokens(_keys, _clock) { GrantIsValid = (_, _) => { checks++; return Task.FromResult(valid); } };
+        var tokens = new AccessTokens(_keys, _clock) { Revoked = (_, _) => { checks++; return Task.FromResult(valid ? null : "The access token's grant was revoked."); } };
         var token = GrantToken("grant-1");
         var (grant, error) = await tokens.ValidateAsync(token, CancellationToken.None);
         Assert.Null(error);
@@ -61,6 +61,27 @@ public sealed class AccessTokenTests : IDisposable
         Assert.NotNull((await tokens.ValidateAsync(other, CancellationToken.None)).Grant);
         _clock.Now += TimeSpan.FromMinutes(61);
         Assert.Contains("expired", (await tokens.ValidateAsync(other, CancellationToken.None)).Error);
+    }
+
+    [Fact]
+    public async Task A_revocation_on_this_process_makes_every_remembered_token_checked_again_at_once_grant_or_not()
+    {
+        var revoked = new HashSet<string>();
+        var checks = 0;
+        var tokens = new AccessTokens(_keys, _clock) { Revoked = (b, _) => { checks++; return Task.FromResult(revoked.Contains(b.Subject) ? "revoked" : null); } };
+        var bound = GrantToken("grant-1");
+        var unbound = tokens.Issue(new AccessGrant("u9", null, "nurse", SmartScopes.Parse("user/*.rs"), null, null), TimeSpan.FromMinutes(5), "urn:ward:test");
+        Assert.NotNull((await tokens.ValidateAsync(bound, CancellationToken.None)).Grant);
+        Assert.NotNull((await tokens.ValidateAsync(unbound, CancellationToken.None)).Grant);
+        Assert.Equal(2, checks);
+        revoked.Add("u1");
+        revoked.Add("u9");
+        // Without a revocation on this process, the remembered answer stands until the recheck...
+        Assert.NotNull((await tokens.ValidateAsync(bound, CancellationToken.None)).Grant);
+        // ...with one, both are checked again at their next use, without waiting.
+        tokens.RevocationHappened();
+        Assert.Equal("revoked", (await tokens.ValidateAsync(bound, CancellationToken.None)).Error);
+        Assert.Equal("revoked", (await tokens.ValidateAsync(unbound, CancellationToken.None)).Error);
     }
 
     [Fact]

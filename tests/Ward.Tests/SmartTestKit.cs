@@ -46,6 +46,10 @@ internal sealed partial class SmartAgent : IDisposable
 
     public Task<HttpResponseMessage> GetAsync(string url) => _http.GetAsync(url);
 
+    /// <summary>Posts a form of the given fields (with this agent's cookies).</summary>
+    public Task<HttpResponseMessage> PostAsync(string url, params (string Name, string Value)[] fields) =>
+        _http.PostAsync(url, new FormUrlEncodedContent(fields.Select(f => new KeyValuePair<string, string>(f.Name, f.Value))));
+
     /// <summary>Posts the first form of a page with its hidden fields, plus the given ones.</summary>
     public async Task<HttpResponseMessage> SubmitAsync(HttpResponseMessage page, params (string Name, string Value)[] fields)
     {

@@ -33,6 +33,9 @@ public class TestNode : IAsyncLifetime, IDisposable
     /// <summary>Rate limits of the sign-in pages and token endpoint (default: high enough for the whole suite).</summary>
     internal RateLimitConfig? Limits { get; init; }
 
+    /// <summary>The node's clock (tests that move time give one); the system clock otherwise.</summary>
+    internal TimeProvider? Clock { get; init; }
+
     /// <summary>The node's own access policy (policy.yaml in its data folder); null for the default.</summary>
     internal string? PolicyYaml { get; init; }
 
@@ -67,7 +70,7 @@ public class TestNode : IAsyncLifetime, IDisposable
             File.WriteAllText(Path.Combine(DataDir, Ward.Core.Policy.AccessPolicy.FileName), PolicyYaml);
         }
         Store = RecordStore.Open(Config);
-        _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => logging.AddProvider(Logs));
+        _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => logging.AddProvider(Logs), clock: Clock);
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         BaseUrl = address.TrimEnd('/') + "/fhir";

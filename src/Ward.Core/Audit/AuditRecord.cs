@@ -15,6 +15,9 @@ internal enum AuditKind
 
     /// <summary>An administrative command (users, clients, token issue, key rotation, erasure).</summary>
     Admin,
+
+    /// <summary>A security alert (DCM 110113): a replayed refresh token, code or client assertion, a rejected assertion, an account locked.</summary>
+    SecurityAlert,
 }
 
 /// <summary>A resource an audit record is about: a reference (with its version for reads and writes) and, for writes, the stored version's digest.</summary>
@@ -141,6 +144,7 @@ internal sealed record AuditRecord
             {
                 case AuditKind.Rest: CodingFields(w, "http://terminology.hl7.org/CodeSystem/audit-event-type", "rest", "Restful Operation"); break;
                 case AuditKind.Login: CodingFields(w, "http://dicom.nema.org/resources/ontology/DCM", "110114", "User Authentication"); break;
+                case AuditKind.SecurityAlert: CodingFields(w, "http://dicom.nema.org/resources/ontology/DCM", "110113", "Security Alert"); break;
                 default: CodingFields(w, "http://dicom.nema.org/resources/ontology/DCM", "110100", "Application Activity"); break;
             }
             w.WriteEndObject();

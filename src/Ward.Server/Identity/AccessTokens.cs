@@ -11,8 +11,10 @@ namespace Ward.Server.Identity;
 /// Access tokens: JWTs (<c>typ: at+jwt</c>, RS256) signed with the node's key, issued by the authorization server or by
 /// <c>ward token</c>, and checked here for every FHIR request. The signature is the trust anchor (no other issuer's token
 /// can verify with the node's key). A token once verified is remembered until it expires, so that the hot path is one
-/// dictionary lookup; tokens bound to a grant (an OpenIddict authorization) are re-checked against the database at
-/// most every <see cref="RecheckEvery"/>, so that a revoked grant stops working within that time.
+/// dictionary lookup; every token is re-checked against the database (<see cref="Revoked"/>: its grant, its own token
+/// entry, its user) at most every <see cref="RecheckEvery"/>, and at once after this process revoked anything
+/// (<see cref="RevocationHappened"/>), so that a revoked grant stops working within that time, and immediately when the
+/// revocation happened on this process.
 /// </summary>
 internal sealed class AccessTokens
 {
@@ -27,6 +29,8 @@ internal sealed class AccessTokens
     private readonly ConcurrentDictionary<string, Verified> _verified = new(StringComparer.Ordinal);
     // Looked up by the span of the Authorization header, so that a known token costs no allocation.
     private readonly ConcurrentDictionary<string, Verified>.AlternateLookup<ReadOnlySpan<char>> _bySpan;
+    // Incremented by every revocation made on this process: a token checked before it is checked again.
+    private long _revocations;
 
     public AccessTokens(OidcKeys keys, TimeProvider clock)
     {
@@ -47,16 +51,23 @@ internal sealed class AccessTokens
         };
     }
 
-    /// <summary>Whether a grant (OpenIddict authorization id) is still valid; set by the server, null where there is none.</summary>
-    public Func<string, CancellationToken, Task<bool>>? GrantIsValid { get; set; }
+    /// <summary>
+    /// Why a token may no longer be used (its grant or token entry revoked or gone, its user disabled), or null while it
+    /// may; set by the server (<see cref="GrantStatus"/>), null where there is no database (every token then stands until it expires).
+    /// </summary>
+    public Func<TokenBinding, CancellationToken, Task<string?>>? Revoked { get; set; }
 
-    private sealed record Verified(AccessGrant Grant, DateTimeOffset Expires, string? GrantId, DateTimeOffset RecheckAt);
+    /// <summary>Makes every remembered token be checked again at its next use: called after each revocation this process makes.</summary>
+    public void RevocationHappened() => Interlocked.Increment(ref _revocations);
+
+    private sealed record Verified(AccessGrant Grant, DateTimeOffset Expires, TokenBinding Binding, DateTimeOffset RecheckAt, long Revocations);
 
     /// <summary>The grant a token carries, or the reason it is refused (for the WWW-Authenticate error_description).</summary>
     public ValueTask<(AccessGrant? Grant, string? Error)> ValidateAsync(ReadOnlySpan<char> token, CancellationToken ct)
     {
         var now = _clock.GetUtcNow();
-        if (_bySpan.TryGetValue(token, out var known) && now < known.Expires + Skew && (known.GrantId is null || now < known.RecheckAt))
+        if (_bySpan.TryGetValue(token, out var known) && now < known.Expires + Skew && now < known.RecheckAt
+            && known.Revocations == Volatile.Read(ref _revocations))
         {
             return ValueTask.FromResult<(AccessGrant?, string?)>((known.Grant, null));
         }
@@ -70,6 +81,8 @@ internal sealed class AccessTokens
             _verified.TryRemove(token, out _);
             return (null, "The access token expired.");
         }
+        // Read before the database is: a revocation committed while this check runs makes the next use check again.
+        var revocations = Volatile.Read(ref _revocations);
         Verified verified;
         if (known is null)
         {
@@ -92,28 +105,31 @@ internal sealed class AccessTokens
             {
                 return (null, "The access token lacks a subject or carries scopes this node does not know.");
             }
-            var grantId = result.ClaimsIdentity.FindFirst(GrantClaim)?.Value;
-            verified = new Verified(grant, expires, grantId, now);
+            var binding = new TokenBinding(grant.Subject, result.ClaimsIdentity.FindFirst(GrantClaim)?.Value, result.ClaimsIdentity.FindFirst(TokenIdClaim)?.Value);
+            verified = new Verified(grant, expires, binding, now, revocations);
         }
         else
         {
             verified = known;
         }
-        if (verified.GrantId is { } id && GrantIsValid is { } check && !await check(id, ct))
+        if (Revoked is { } check && await check(verified.Binding, ct) is { } why)
         {
             _verified.TryRemove(token, out _);
-            return (null, "The access token's grant was revoked.");
+            return (null, why);
         }
         if (_verified.Count >= MaxCached)
         {
             _verified.Clear();
         }
-        _verified[token] = verified with { RecheckAt = now + RecheckEvery };
+        _verified[token] = verified with { RecheckAt = now + RecheckEvery, Revocations = revocations };
         return (verified.Grant, null);
     }
 
     /// <summary>OpenIddict's claim naming the grant (authorization) a token belongs to.</summary>
     public const string GrantClaim = "oi_au_id";
+
+    /// <summary>OpenIddict's claim naming the token's own entry (revoked by <c>/connect/revoke</c> and by reuse detection).</summary>
+    public const string TokenIdClaim = "oi_tkn_id";
 
     private static AccessGrant? Grant(ClaimsIdentity identity)
     {
@@ -129,9 +145,10 @@ internal sealed class AccessTokens
 
     /// <summary>
     /// A token made on the node itself (<c>ward token</c>, tests and benchmarks): the same format and key as the
-    /// authorization server's, but bound to no grant.
+    /// authorization server's, bound to the grant <paramref name="grantId"/> when given (<c>ward token</c> always gives
+    /// one, so that disabling the user or removing the client revokes it).
     /// </summary>
-    public string Issue(AccessGrant grant, TimeSpan lifetime, string issuer, DateTimeOffset? at = null)
+    public string Issue(AccessGrant grant, TimeSpan lifetime, string issuer, DateTimeOffset? at = null, string? grantId = null)
     {
         var now = at ?? _clock.GetUtcNow();
         var claims = new Dictionary<string, object>
@@ -143,6 +160,10 @@ internal sealed class AccessTokens
         if (grant.ClientId is { } client)
         {
             claims["client_id"] = client;
+        }
+        if (grantId is not null)
+        {
+            claims[GrantClaim] = grantId;
         }
         if (grant.Role is { } role)
         {
@@ -167,6 +188,9 @@ internal sealed class AccessTokens
             SigningCredentials = new SigningCredentials(_keys.Signing, SecurityAlgorithms.RsaSha256),
         });
     }
+
+    /// <summary>What a token is bound to, checked against the database: its subject, its grant and its own token entry (each when it has one).</summary>
+    internal sealed record TokenBinding(string Subject, string? GrantId, string? TokenId);
 
     /// <summary>The claims Ward adds to tokens besides the registered ones.</summary>
     public static class Claims

@@ -263,7 +263,11 @@ internal sealed class Accounts : IAsyncDisposable
 
     public const int MaxTokenMinutes = 60;
 
-    /// <summary>A short-lived access token for a user or a registered client, made with the node's key (<c>ward token</c>).</summary>
+    /// <summary>
+    /// A short-lived access token for a user or a registered client, made with the node's key (<c>ward token</c>) and
+    /// bound to a grant of its own (an OpenIddict authorization of that subject and client), so that disabling the user
+    /// or removing the client revokes it like any token of the authorization server.
+    /// </summary>
     public async Task<string> IssueTokenAsync(string? userName, string? clientId, string scope, int minutes, CancellationToken ct)
     {
         if (minutes is < 1 or > MaxTokenMinutes)
@@ -279,6 +283,7 @@ internal sealed class Accounts : IAsyncDisposable
             throw new NodeException("Ask for at least one resource scope, such as user/*.rs or system/Patient.rs.");
         }
         AccessGrant grant;
+        string? applicationId = null;
         if (userName is not null)
         {
             var user = await FindUserAsync(userName);
@@ -317,9 +322,21 @@ internal sealed class Accounts : IAsyncDisposable
                 throw new NodeException("A client's own token takes system/ scopes.");
             }
             grant = new AccessGrant(clientId!, clientId, Roles.Service, scopes, null, null);
+            applicationId = await Apps.GetIdAsync(app, ct);
         }
-        var tokens = new AccessTokens(OidcKeys.Load(_config), TimeProvider.System);
-        return tokens.Issue(grant, TimeSpan.FromMinutes(minutes), "urn:ward:" + _config.Name);
+        var clock = _scope.ServiceProvider.GetRequiredService<TimeProvider>();
+        var descriptor = new OpenIddictAuthorizationDescriptor
+        {
+            Subject = grant.Subject,
+            ApplicationId = applicationId,
+            CreationDate = clock.GetUtcNow(),
+            Status = Statuses.Valid,
+            Type = AuthorizationTypes.AdHoc,
+        };
+        descriptor.Scopes.UnionWith(scopes.All);
+        var bound = await Grants.CreateAsync(descriptor, ct);
+        var tokens = new AccessTokens(OidcKeys.Load(_config), clock);
+        return tokens.Issue(grant, TimeSpan.FromMinutes(minutes), "urn:ward:" + _config.Name, grantId: await Grants.GetIdAsync(bound, ct));
     }
 
     public async ValueTask DisposeAsync()

@@ -11,12 +11,23 @@ namespace Ward.Server.Identity;
 /// <summary>
 /// SMART Backend Services rules for <c>private_key_jwt</c> client assertions, on top of OpenIddict's own checks
 /// (signature against the client's registered JWKS, issuer, subject, audience, expiry): the assertion is signed with
-/// RS384 or ES384, expires at most five minutes ahead, and its <c>jti</c> is used once (kept in the database until it
-/// expires, so that no process of the node accepts it twice).
+/// RS384 or ES384, expires at most five minutes ahead, is refused once its expiry is more than <see cref="ClockSkew"/>
+/// past, and its <c>jti</c> is used once: kept in the database until the assertion could no longer be accepted (its
+/// expiry plus <see cref="ClockSkew"/>), so that no process of the node accepts it twice. Each refusal is a security
+/// alert in the audit log.
 /// </summary>
 internal sealed class ClientAssertionRules(IdentityDb db, TimeProvider clock) : IOpenIddictServerHandler<OpenIddictServerEvents.ProcessAuthenticationContext>
 {
     public static readonly TimeSpan MaxLifetime = TimeSpan.FromMinutes(5);
+
+    /// <summary>How far the client's clock may be off: the same bound for OpenIddict's expiry check and for the jti's memory.</summary>
+    public static readonly TimeSpan ClockSkew = TimeSpan.FromSeconds(30);
+
+    private static void Reject(OpenIddictServerEvents.ProcessAuthenticationContext context, string alert, string description)
+    {
+        IdentityAudit.Alert(context.Transaction, alert, new AuditParty(null, null, null, context.ClientId, null, null));
+        context.Reject(Errors.InvalidClient, description);
+    }
 
     public async ValueTask HandleAsync(OpenIddictServerEvents.ProcessAuthenticationContext context)
     {
@@ -28,31 +39,40 @@ internal sealed class ClientAssertionRules(IdentityDb db, TimeProvider clock) : 
         var jwt = new JsonWebToken(assertion);
         if (jwt.Alg is not ("RS384" or "ES384"))
         {
-            context.Reject(Errors.InvalidClient, $"The client assertion is signed with {jwt.Alg}; SMART Backend Services requires RS384 or ES384.");
+            Reject(context, "client-assertion-rejected", $"The client assertion is signed with {jwt.Alg}; SMART Backend Services requires RS384 or ES384.");
             return;
         }
         var now = clock.GetUtcNow();
         var expires = new DateTimeOffset(jwt.ValidTo, TimeSpan.Zero);
-        if (jwt.ValidTo == DateTime.MinValue || expires > now + MaxLifetime + TimeSpan.FromSeconds(30))
+        if (jwt.ValidTo == DateTime.MinValue || expires > now + MaxLifetime + ClockSkew)
         {
-            context.Reject(Errors.InvalidClient, "The client assertion's exp must be at most 5 minutes ahead.");
+            Reject(context, "client-assertion-rejected", "The client assertion's exp must be at most 5 minutes ahead.");
+            return;
+        }
+        // OpenIddict checks the expiry with the same skew (SmartAssertionType.Accept); checked here too, because the jti's
+        // memory below must outlast every assertion this node could still accept.
+        var forgetAfter = expires + ClockSkew;
+        if (forgetAfter < now)
+        {
+            Reject(context, "client-assertion-rejected", "The client assertion expired.");
             return;
         }
         if (!jwt.TryGetPayloadValue<string>("jti", out var jti) || string.IsNullOrEmpty(jti))
         {
-            context.Reject(Errors.InvalidClient, "The client assertion has no jti.");
+            Reject(context, "client-assertion-rejected", "The client assertion has no jti.");
             return;
         }
         var key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(context.ClientId + "\n" + jti)));
-        await db.UsedAssertions.Where(a => a.ExpiresUtc < now.UtcDateTime.AddMinutes(-1)).ExecuteDeleteAsync(context.CancellationToken);
-        db.UsedAssertions.Add(new UsedAssertion { Id = key, ExpiresUtc = expires.UtcDateTime });
+        // Only assertions that can no longer be accepted are forgotten.
+        await db.UsedAssertions.Where(a => a.ExpiresUtc < now.UtcDateTime).ExecuteDeleteAsync(context.CancellationToken);
+        db.UsedAssertions.Add(new UsedAssertion { Id = key, ExpiresUtc = forgetAfter.UtcDateTime });
         try
         {
             await db.SaveChangesAsync(context.CancellationToken);
         }
         catch (DbUpdateException)
         {
-            context.Reject(Errors.InvalidClient, "The client assertion was already used (jti replay).");
+            Reject(context, "client-assertion-replayed", "The client assertion was already used (jti replay).");
         }
     }
 }
@@ -78,6 +98,8 @@ internal static class SmartAssertionType
                 return ValueTask.CompletedTask;
             }
             // SMART: "aud: the FHIR authorization server's token URL" (OpenIddict accepts its issuer identifier).
+            // The clock skew OpenIddict allows past the assertion's exp, bounded by the jti's memory (ClientAssertionRules).
+            parameters.ClockSkew = ClientAssertionRules.ClockSkew;
             if (context.Transaction.BaseUri is { } baseUri && context.ValidAudiences.Count > 0)
             {
                 context.ValidAudiences.Add(new Uri(baseUri, "connect/token").AbsoluteUri);

@@ -18,11 +18,13 @@ internal sealed class WardUser : IdentityUser
     public bool Disabled { get; set; }
 }
 
-/// <summary>A client assertion (<c>private_key_jwt</c>) already used: its <c>jti</c> may not come back before it expires.</summary>
+/// <summary>A client assertion (<c>private_key_jwt</c>) already used: its <c>jti</c> may not come back while an assertion carrying it could be accepted.</summary>
 internal sealed class UsedAssertion
 {
     /// <summary>Client id and jti, hashed (SHA-256, hex) so that the key length is bounded whatever the client sends.</summary>
     public string Id { get; set; } = "";
+
+    /// <summary>When the jti may be forgotten: the assertion's exp plus the allowed clock skew (after that no assertion carrying it is accepted).</summary>
     public DateTime ExpiresUtc { get; set; }
 }
 

@@ -112,6 +112,18 @@ internal static class IdentitySetup
                 .SetOrder(OpenIddictServerHandlers.Protection.ValidatePrincipal.Descriptor.Order - 500));
             o.AddEventHandler<OpenIddictServerEvents.ProcessAuthenticationContext>(h =>
                 h.UseScopedHandler<ClientAssertionRules>().SetOrder(OpenIddictServerHandlers.ValidateClientAssertionWellknownClaims.Descriptor.Order + 500));
+            // Revocation is of the whole grant, and reuse of a redeemed refresh token or code revokes the grant too.
+            o.AddEventHandler<OpenIddictServerEvents.HandleRevocationRequestContext>(h =>
+                h.UseScopedHandler<GrantStatus.RevokeWholeGrant>().SetOrder(OpenIddictServerHandlers.Revocation.RevokeToken.Descriptor.Order + 500));
+            o.AddEventHandler<OpenIddictServerEvents.ValidateTokenContext>(h =>
+                h.UseScopedHandler<GrantStatus.RevokeOnReuse>().SetOrder(OpenIddictServerHandlers.Protection.ValidateTokenEntry.Descriptor.Order - 500));
+            // Every response of the OAuth endpoints is audited before it is written (before OpenIddict normalises errors).
+            o.AddEventHandler<OpenIddictServerEvents.ApplyAuthorizationResponseContext>(h =>
+                h.UseSingletonHandler<IdentityAudit.OnResponse<OpenIddictServerEvents.ApplyAuthorizationResponseContext>>().SetOrder(int.MinValue + 50_000));
+            o.AddEventHandler<OpenIddictServerEvents.ApplyTokenResponseContext>(h =>
+                h.UseSingletonHandler<IdentityAudit.OnResponse<OpenIddictServerEvents.ApplyTokenResponseContext>>().SetOrder(int.MinValue + 50_000));
+            o.AddEventHandler<OpenIddictServerEvents.ApplyRevocationResponseContext>(h =>
+                h.UseSingletonHandler<IdentityAudit.OnResponse<OpenIddictServerEvents.ApplyRevocationResponseContext>>().SetOrder(int.MinValue + 50_000));
             o.UseAspNetCore()
                 .EnableAuthorizationEndpointPassthrough()
                 .EnableTokenEndpointPassthrough()
@@ -124,10 +136,26 @@ internal static class IdentitySetup
             o.RejectionStatusCode = StatusCodes.Status429TooManyRequests;
             o.AddPolicy(LoginLimit, http => PerClient(http, config.RateLimits.LoginPerMinute));
             o.AddPolicy(TokenLimit, http => PerClient(http, config.RateLimits.TokenPerMinute));
-            o.OnRejected = (context, _) =>
+            o.OnRejected = async (context, _) =>
             {
                 context.HttpContext.Response.Headers.RetryAfter = "60";
-                return ValueTask.CompletedTask;
+                // A refusal of the sign-in pages or the OAuth endpoints like any other: audited (the caller is unknown at
+                // this point, only its address).
+                var http = context.HttpContext;
+                if (!http.Request.Path.StartsWithSegments("/connect") && !http.Request.Path.StartsWithSegments("/account"))
+                {
+                    return;
+                }
+                var audit = http.RequestServices.GetRequiredService<Ward.Core.Audit.AuditLog>();
+                await audit.RecordAsync([new Ward.Core.Audit.AuditRecord
+                {
+                    Kind = Ward.Core.Audit.AuditKind.Login,
+                    Subtype = http.Request.Path.StartsWithSegments("/connect/token") ? "token-refused" : "login",
+                    Action = 'E',
+                    Status = StatusCodes.Status429TooManyRequests,
+                    RecordedTicks = audit.NowTicks,
+                    Address = http.Connection.RemoteIpAddress?.ToString(),
+                }]);
             };
         });
     }

@@ -13,7 +13,9 @@ namespace Ward.Server.Identity;
 /// <summary>
 /// Sign-in: password, then for staff (and patients who chose it) a TOTP code; staff without an authenticator enrol at
 /// their first sign-in and cannot get past this page until they have. Five failures (password or code) lock the account
-/// for 15 minutes. Messages never tell whether a user name exists.
+/// for 15 minutes. Messages never tell whether a user name exists. Every step is audited (sign-in success and failure,
+/// second factor, sign-out; an account locked is also a security alert); when the audit log cannot be written the page
+/// answers 503 and signs nobody in.
 /// </summary>
 internal static partial class LoginPages
 {
@@ -21,11 +23,24 @@ internal static partial class LoginPages
 
     public static void Map(IEndpointRouteBuilder app)
     {
-        app.MapGet("/account/login", (HttpContext http, IAntiforgery csrf, string? returnUrl) => LoginForm(http, csrf, returnUrl, null));
-        app.MapPost("/account/login", LoginAsync).RequireRateLimiting(IdentitySetup.LoginLimit).DisableAntiforgery();
-        app.MapGet("/account/mfa", MfaFormAsync);
-        app.MapPost("/account/mfa", MfaAsync).RequireRateLimiting(IdentitySetup.LoginLimit).DisableAntiforgery();
-        app.MapPost("/account/logout", LogoutAsync).DisableAntiforgery();
+        var pages = app.MapGroup("/account").AddEndpointFilter(async (context, next) =>
+        {
+            try
+            {
+                return await next(context);
+            }
+            catch (AuditUnavailableException e)
+            {
+                // No session leaves without its trace: drop any cookie this request set.
+                context.HttpContext.Response.Headers.Remove("Set-Cookie");
+                return Html.Page("Try again in a moment", Html.Alert(e.Message), StatusCodes.Status503ServiceUnavailable);
+            }
+        });
+        pages.MapGet("/login", (HttpContext http, IAntiforgery csrf, string? returnUrl) => LoginForm(http, csrf, returnUrl, null));
+        pages.MapPost("/login", LoginAsync).RequireRateLimiting(IdentitySetup.LoginLimit).DisableAntiforgery();
+        pages.MapGet("/mfa", MfaFormAsync);
+        pages.MapPost("/mfa", MfaAsync).RequireRateLimiting(IdentitySetup.LoginLimit).DisableAntiforgery();
+        pages.MapPost("/logout", LogoutAsync).DisableAntiforgery();
     }
 
     private static IResult LoginForm(HttpContext http, IAntiforgery csrf, string? returnUrl, string? error, int status = 200) =>
@@ -41,24 +56,32 @@ internal static partial class LoginPages
             </form>
             """, status);
 
-    /// <summary>Records a sign-in step in the audit log (the account by its id; an unknown name is not recorded, it may be a mistyped password).</summary>
-    private static Task AuditAsync(AuditLog audit, HttpContext http, string subtype, int status, WardUser? user) => audit.RecordAsync([new AuditRecord
+    /// <summary>
+    /// Records a sign-in step in the audit log (the account by its id; an unknown name is not recorded, it may be a
+    /// mistyped password), and a security alert when this very step locked the account.
+    /// </summary>
+    private static Task AuditAsync(AuditLog audit, HttpContext http, string subtype, int status, WardUser? user, bool locked = false)
     {
-        Kind = AuditKind.Login,
-        Subtype = subtype,
-        Action = 'E',
-        Status = status,
-        RecordedTicks = audit.NowTicks,
-        Subject = user?.Id,
-        Role = user?.Role,
-        FhirUser = user?.FhirUser,
-        Address = http.Connection.RemoteIpAddress?.ToString(),
-    }]);
+        AuditRecord Record(AuditKind kind, string code) => new()
+        {
+            Kind = kind,
+            Subtype = code,
+            Action = 'E',
+            Status = status,
+            RecordedTicks = audit.NowTicks,
+            Subject = user?.Id,
+            Role = user?.Role,
+            FhirUser = user?.FhirUser,
+            Address = http.Connection.RemoteIpAddress?.ToString(),
+        };
+        return audit.RecordAsync(locked ? [Record(AuditKind.Login, subtype), Record(AuditKind.SecurityAlert, "account-locked")] : [Record(AuditKind.Login, subtype)]);
+    }
 
     private static async Task<IResult> LoginAsync(HttpContext http, IAntiforgery csrf, SignInManager<WardUser> signIn, AuditLog audit, ILogger<WardUser> log)
     {
         if (!await csrf.IsRequestValidAsync(http))
         {
+            await AuditAsync(audit, http, "login", 400, null);
             return LoginForm(http, csrf, null, "The form expired. Please sign in again.", 400);
         }
         var form = await http.Request.ReadFormAsync(http.RequestAborted);
@@ -71,9 +94,10 @@ internal static partial class LoginPages
             await AuditAsync(audit, http, "login", 401, null);
             return LoginForm(http, csrf, returnUrl, Failed, 401);
         }
+        var wasLocked = await signIn.UserManager.IsLockedOutAsync(user);
         var result = await signIn.CheckPasswordSignInAsync(user, form["password"].ToString(), lockoutOnFailure: true);
         var status = result.IsLockedOut ? 423 : !result.Succeeded ? 401 : user.Disabled ? 403 : 200;
-        await AuditAsync(audit, http, "login", status, user);
+        await AuditAsync(audit, http, "login", status, user, locked: result.IsLockedOut && !wasLocked);
         if (result.IsLockedOut)
         {
             LogLockedOut(log, user.Id);
@@ -143,19 +167,22 @@ internal static partial class LoginPages
         }
         var form = await http.Request.ReadFormAsync(http.RequestAborted);
         var returnUrl = Html.SafeReturn(form["returnUrl"]);
+        var step = user.TwoFactorEnabled ? "login-second-factor" : "second-factor-enrolment";
         if (!await csrf.IsRequestValidAsync(http))
         {
+            await AuditAsync(audit, http, step, 400, user);
             return await MfaForm(http, csrf, signIn.UserManager, user, returnUrl, "The form expired. Please enter the code again.", 400);
         }
         var code = form["code"].ToString().Replace(" ", "", StringComparison.Ordinal);
         if (await signIn.UserManager.IsLockedOutAsync(user))
         {
+            await AuditAsync(audit, http, step, 423, user);
             return LoginForm(http, csrf, returnUrl, "This account is locked after too many failed attempts. Try again in 15 minutes, or ask an administrator.", 423);
         }
         if (user.TwoFactorEnabled)
         {
             var result = await signIn.TwoFactorAuthenticatorSignInAsync(code, isPersistent: false, rememberClient: false);
-            await AuditAsync(audit, http, "login-second-factor", result.Succeeded ? 200 : result.IsLockedOut ? 423 : 401, user);
+            await AuditAsync(audit, http, step, result.Succeeded ? 200 : result.IsLockedOut ? 423 : 401, user, locked: result.IsLockedOut);
             if (result.Succeeded)
             {
                 return Results.Redirect(returnUrl);
@@ -169,24 +196,31 @@ internal static partial class LoginPages
         }
         if (!await signIn.UserManager.VerifyTwoFactorTokenAsync(user, signIn.Options.Tokens.AuthenticatorTokenProvider, code))
         {
-            await AuditAsync(audit, http, "second-factor-enrolment", 401, user);
             await signIn.UserManager.AccessFailedAsync(user);
+            var locked = await signIn.UserManager.IsLockedOutAsync(user);
+            await AuditAsync(audit, http, step, locked ? 423 : 401, user, locked);
             return await MfaForm(http, csrf, signIn.UserManager, user, returnUrl, "That code is not right. Check the time on your device; codes change every 30 seconds.", 401);
         }
+        await AuditAsync(audit, http, step, 200, user);
         await signIn.UserManager.SetTwoFactorEnabledAsync(user, true);
         await signIn.UserManager.ResetAccessFailedCountAsync(user);
         await http.SignOutAsync(IdentityConstants.TwoFactorUserIdScheme);
         await signIn.SignInAsync(user, isPersistent: false, authenticationMethod: "mfa");
-        await AuditAsync(audit, http, "second-factor-enrolment", 200, user);
         LogEnrolled(log, user.Id);
         return Results.Redirect(returnUrl);
     }
 
-    private static async Task<IResult> LogoutAsync(HttpContext http, IAntiforgery csrf, SignInManager<WardUser> signIn)
+    private static async Task<IResult> LogoutAsync(HttpContext http, IAntiforgery csrf, SignInManager<WardUser> signIn, AuditLog audit)
     {
+        var user = await signIn.UserManager.GetUserAsync(http.User);
         if (await csrf.IsRequestValidAsync(http))
         {
+            await AuditAsync(audit, http, "logout", 200, user);
             await signIn.SignOutAsync();
+        }
+        else
+        {
+            await AuditAsync(audit, http, "logout", 400, user);
         }
         return Html.Page("Signed out", "<p>You are signed out of Ward.</p>");
     }

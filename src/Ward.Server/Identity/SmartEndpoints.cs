@@ -119,6 +119,7 @@ internal static class SmartEndpoints
             var back = http.Request.Path + RemovePromptLogin(query.ToString());
             return Results.Redirect("/account/login?returnUrl=" + Uri.EscapeDataString(back));
         }
+        IdentityAudit.Note(http, new AuditParty(user.Id, user.Role, user.FhirUser, request.ClientId, null, null));
         if (Roles.IsStaff(user.Role) && !user.TwoFactorEnabled)
         {
             return Error(Errors.AccessDenied, "Staff accounts must sign in with a second factor.");
@@ -175,6 +176,7 @@ internal static class SmartEndpoints
         {
             identity.SetClaim(AccessTokens.Claims.Patient, patient);
         }
+        IdentityAudit.Note(http, new AuditParty(user.Id, user.Role, user.FhirUser, request.ClientId, patient, null));
         identity.SetScopes(scopes.All);
         identity.SetDestinations(ClaimDestinations);
         return Results.SignIn(new ClaimsPrincipal(identity), properties: null, OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
@@ -310,6 +312,7 @@ internal static class SmartEndpoints
         if (request.IsClientCredentialsGrantType())
         {
             var client = await apps.FindByClientIdAsync(request.ClientId!, ct) ?? throw new InvalidOperationException("OpenIddict let an unknown client through.");
+            IdentityAudit.Note(http, new AuditParty(request.ClientId, Roles.Service, null, request.ClientId, null, null));
             if (!SmartScopes.TryParse(request.Scope, out var scopes, out var invalid))
             {
                 return Error(Errors.InvalidScope, invalid);
@@ -337,6 +340,10 @@ internal static class SmartEndpoints
         {
             var result = await http.AuthenticateAsync(OpenIddictServerAspNetCoreDefaults.AuthenticationScheme);
             var user = result.Principal?.GetClaim(Claims.Subject) is { } sub ? await users.FindByIdAsync(sub) : null;
+            if (result.Principal is { } granted)
+            {
+                IdentityAudit.Note(http, IdentityAudit.Grant(granted) with { Role = user?.Role, FhirUser = user?.FhirUser, ClientId = request.ClientId });
+            }
             if (user is null || user.Disabled || await users.IsLockedOutAsync(user))
             {
                 return Error(Errors.InvalidGrant, "The user of this grant can no longer sign in.");
