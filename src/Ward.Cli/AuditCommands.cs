@@ -99,11 +99,11 @@ internal static partial class Commands
     {
         foreach (var line in report.Checked)
         {
-            AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] {line}");
+            AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] {Safe(line)}");
         }
         foreach (var problem in report.Problems.Take(200))
         {
-            AnsiConsole.MarkupLineInterpolated($"  [red]FAILED[/]  {problem}");
+            AnsiConsole.MarkupLineInterpolated($"  [red]FAILED[/]  {Safe(problem)}");
         }
         if (report.Problems.Count > 200)
         {

@@ -68,7 +68,7 @@ internal static partial class Commands
             var m = result.Manifest;
             foreach (var warning in result.Warnings)
             {
-                AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {warning}");
+                AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {Safe(warning)}");
             }
             AnsiConsole.MarkupLineInterpolated($"[green]Snapshot {m.Snapshot}[/] written to {Path.GetFullPath(dir)}");
             AnsiConsole.MarkupLineInterpolated($"  data       {Describe(result.SourceBytes)} (the database, schema {m.SchemaVersion}, and {m.Files.Count - 1} blob files), {m.Stats.Chunks:N0} chunks, {m.Stats.NewChunks:N0} new");
@@ -99,7 +99,7 @@ internal static partial class Commands
                 }
                 catch (BackupDamageException e)
                 {
-                    table.AddRow(Markup.Escape(id), "[red]damaged[/]", "", "", "", Markup.Escape(e.Message));
+                    table.AddRow(Cell(id), "[red]damaged[/]", "", "", "", Cell(e.Message));
                 }
             }
             AnsiConsole.Write(table);
@@ -140,7 +140,7 @@ internal static partial class Commands
                         AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] snapshot {id} restored in full, then:");
                         foreach (var line in report.Checked)
                         {
-                            AnsiConsole.MarkupLineInterpolated($"    [green]checked[/] {line}");
+                            AnsiConsole.MarkupLineInterpolated($"    [green]checked[/] {Safe(line)}");
                         }
                     }
                 }
@@ -151,7 +151,7 @@ internal static partial class Commands
             }
             foreach (var problem in problems)
             {
-                AnsiConsole.MarkupLineInterpolated($"[red]DAMAGED[/] {problem}");
+                AnsiConsole.MarkupLineInterpolated($"[red]DAMAGED[/] {Safe(problem)}");
             }
             if (problems.Count > 0)
             {
@@ -205,7 +205,7 @@ internal static partial class Commands
             }
             foreach (var warning in result.Warnings)
             {
-                AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {warning}");
+                AnsiConsole.MarkupLineInterpolated($"[yellow]warning:[/] {Safe(warning)}");
             }
             AnsiConsole.MarkupLineInterpolated($"[green]Restored snapshot {id}[/] (taken {result.Manifest.Created:u}) into {result.Config.DataDir}: {Describe(result.Bytes)} of data (the database and its blob files), audit log at the manifest's checkpoint ({result.Manifest.AuditEntries} entries).");
             if (result.Erased.Count > 0)

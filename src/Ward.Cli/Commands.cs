@@ -170,7 +170,7 @@ internal static partial class Commands
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or NodeException)
         {
-            AnsiConsole.MarkupLineInterpolated($"[yellow]The backup target could not be told of the erasure ({e.Message}); the next backup will carry it.[/]");
+            AnsiConsole.MarkupLineInterpolated($"[yellow]The backup target could not be told of the erasure ({Safe(e.Message)}); the next backup will carry it.[/]");
         }
     }
 
@@ -304,14 +304,14 @@ internal static partial class Commands
         var table = new Table().AddColumns("Resource type", "Created", "Updated", "Failed");
         foreach (var (type, (created, updated, failed)) in summary.ByType)
         {
-            table.AddRow(type, created.ToString("N0"), updated.ToString("N0"), failed.ToString("N0"));
+            table.AddRow(Cell(type), created.ToString("N0"), updated.ToString("N0"), failed.ToString("N0"));
         }
         AnsiConsole.Write(table);
         var rate = summary.Resources / Math.Max(0.001, summary.Elapsed.TotalSeconds);
         AnsiConsole.MarkupLineInterpolated($"Imported {summary.Resources:N0} resources from {files.Count} files in {summary.Elapsed.TotalSeconds:N1} s ({rate:N0} resources/s).");
         foreach (var error in summary.Errors.Take(20))
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]error[/] {error}");
+            AnsiConsole.MarkupLineInterpolated($"[red]error[/] {Safe(error)}");
         }
         if (summary.Errors.Count > 20)
         {
@@ -333,7 +333,7 @@ internal static partial class Commands
             var table = new Table().AddColumns("File", "Resources");
             foreach (var (type, n) in counts)
             {
-                table.AddRow(type + ".ndjson", n.ToString("N0"));
+                table.AddRow(Cell(type + ".ndjson"), n.ToString("N0"));
             }
             AnsiConsole.Write(table);
             AnsiConsole.MarkupLineInterpolated($"Exported {counts.Values.Sum():N0} resources to {Path.GetFullPath(pr.GetValue(output)!)}");
@@ -399,6 +399,15 @@ internal static partial class Commands
         return cmd;
     }
 
+    /// <summary>Text from a caller or from the data as a table cell: terminal controls escaped (<see cref="TerminalText"/>), then Spectre's markup.</summary>
+    private static string Cell(string? text) => Markup.Escape(TerminalText.Escape(text));
+
+    /// <summary>Text from a caller or from the data in an interpolated line (Spectre escapes the markup of interpolated values itself).</summary>
+    private static string Safe(string? text) => TerminalText.Escape(text);
+
+    /// <summary>An error message (several lines at times, caller text inside) for the terminal: see <see cref="TerminalText.EscapeLines"/>.</summary>
+    private static string SafeLines(string? text) => TerminalText.EscapeLines(text);
+
     private static int Run(Func<int> action) => RunAsync(() => Task.FromResult(action())).GetAwaiter().GetResult();
 
     private static async Task<int> RunAsync(Func<Task<int>> action)
@@ -409,17 +418,17 @@ internal static partial class Commands
         }
         catch (Exception e) when (e is NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException or Ward.Core.Imaging.DicomException)
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Message}");
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {SafeLines(e.Message)}");
             return 2;
         }
         catch (Exception e) when (e is WitnessException or Ward.Core.Backup.BackupDamageException)
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]FAILED:[/] {e.Message}");
+            AnsiConsole.MarkupLineInterpolated($"[red]FAILED:[/] {SafeLines(e.Message)}");
             return 1;
         }
         catch (RecordIntegrityException e)
         {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {e.Type}/{e.Id} version {e.Version} failed its integrity check: the stored record was altered outside Ward. Nothing more was done.");
+            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {Safe(e.Type)}/{Safe(e.Id)} version {e.Version} failed its integrity check: the stored record was altered outside Ward. Nothing more was done.");
             return 2;
         }
         catch (OperationCanceledException)

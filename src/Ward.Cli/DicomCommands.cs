@@ -89,7 +89,7 @@ internal static partial class Commands
                 catch (Exception e) when (e is DicomException or DeidentificationRefused)
                 {
                     refused++;
-                    Console.Error.WriteLine($"{name}: {(e is DicomException ? "unreadable" : "refused")}: {e.Message}");
+                    Console.Error.WriteLine($"{Safe(name)}: {(e is DicomException ? "unreadable" : "refused")}: {Safe(e.Message)}");
                 }
             }
             Console.Out.WriteLine($"{released} instance(s) de-identified, {refused} refused or unreadable" +
@@ -155,7 +155,7 @@ internal static partial class Commands
             }
             string value;
             if (element.Fragments is { } fragments) value = $"({fragments.Count} fragments, {fragments.Sum(f => (long)f.Length)} bytes)";
-            else if (element.VR.IsText() && !element.Tag.IsPrivate || element.Tag.IsPrivateCreator) value = $"[{dataset.GetString(element.Tag)}]";
+            else if (element.VR.IsText() && !element.Tag.IsPrivate || element.Tag.IsPrivateCreator) value = $"[{Safe(dataset.GetString(element.Tag))}]";
             else if (element.VR is DicomVR.US or DicomVR.SS or DicomVR.UL or DicomVR.SL or DicomVR.FL or DicomVR.FD && element.Value.Length <= 64) value = $"[{Numbers(element)}]";
             else value = $"({element.Value.Length} bytes)";
             if (value.Length > 80) value = value[..79] + "…";

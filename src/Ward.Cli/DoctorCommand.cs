@@ -75,7 +75,7 @@ internal static partial class Commands
             }
             foreach (var (ok, text) in findings)
             {
-                AnsiConsole.MarkupLine((ok ? "  [green]ok[/]    " : "  [yellow]WARN[/]  ") + Markup.Escape(text));
+                AnsiConsole.MarkupLine((ok ? "  [green]ok[/]    " : "  [yellow]WARN[/]  ") + Cell(text));
             }
             var warnings = findings.Count(f => !f.Ok);
             AnsiConsole.MarkupLine(warnings == 0 ? "[green]Nothing needs attention.[/]" : $"[yellow]{warnings} things need attention.[/]");

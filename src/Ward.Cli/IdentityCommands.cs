@@ -35,7 +35,7 @@ internal static partial class Commands
             await using var accounts = Accounts.Open(config);
             var user = await accounts.AddUserAsync(pr.GetValue(userName)!, pr.GetValue(role)!, pr.GetValue(practitioner) ?? pr.GetValue(patient), password, ct);
             await AuditAdminAsync(config, "user-add", 'C', $"user/{user.UserName}");
-            AnsiConsole.MarkupLineInterpolated($"[green]User '{user.UserName}' created[/] ({user.Role}{(user.FhirUser is null ? "" : ", " + user.FhirUser)}).");
+            AnsiConsole.MarkupLineInterpolated($"[green]User '{Safe(user.UserName)}' created[/] ({Safe(user.Role)}{(user.FhirUser is null ? "" : ", " + Safe(user.FhirUser))}).");
             if (Roles.IsStaff(user.Role))
             {
                 AnsiConsole.MarkupLine("They set up an authenticator app at their first sign-in.");
@@ -51,7 +51,7 @@ internal static partial class Commands
             foreach (var u in await accounts.ListUsersAsync(ct))
             {
                 var state = u.Disabled ? "disabled" : u.LockoutEnd > DateTimeOffset.UtcNow ? "locked" : "active";
-                table.AddRow(Markup.Escape(u.UserName ?? ""), u.Role, Markup.Escape(u.FhirUser ?? ""), u.TwoFactorEnabled ? "TOTP" : Roles.IsStaff(u.Role) ? "to enrol" : "none", state);
+                table.AddRow(Cell(u.UserName), Cell(u.Role), Cell(u.FhirUser), u.TwoFactorEnabled ? "TOTP" : Roles.IsStaff(u.Role) ? "to enrol" : "none", state);
             }
             AnsiConsole.Write(table);
             return 0;
@@ -65,7 +65,7 @@ internal static partial class Commands
             await using var accounts = Accounts.Open(config);
             var revoked = await accounts.DisableUserAsync(pr.GetValue(disableName)!, ct);
             await AuditAdminAsync(config, "user-disable", 'U', $"user/{pr.GetValue(disableName)}");
-            AnsiConsole.MarkupLineInterpolated($"[green]User '{pr.GetValue(disableName)}' disabled[/]; {revoked} grants revoked. Access tokens already issued stop working within {AccessTokens.RecheckEvery.TotalSeconds:N0} s.");
+            AnsiConsole.MarkupLineInterpolated($"[green]User '{Safe(pr.GetValue(disableName))}' disabled[/]; {revoked} grants revoked. Access tokens already issued stop working within {AccessTokens.RecheckEvery.TotalSeconds:N0} s.");
             return 0;
         }));
 
@@ -77,7 +77,7 @@ internal static partial class Commands
             await using var accounts = Accounts.Open(config);
             await accounts.ResetMfaAsync(pr.GetValue(resetName)!, ct);
             await AuditAdminAsync(config, "user-reset-mfa", 'U', $"user/{pr.GetValue(resetName)}");
-            AnsiConsole.MarkupLineInterpolated($"[green]Second factor of '{pr.GetValue(resetName)}' reset[/]; they enrol a new authenticator at their next sign-in.");
+            AnsiConsole.MarkupLineInterpolated($"[green]Second factor of '{Safe(pr.GetValue(resetName))}' reset[/]; they enrol a new authenticator at their next sign-in.");
             return 0;
         }));
         return new Command("users", "Manage the people who sign in.") { add, list, disable, resetMfa };
@@ -102,7 +102,7 @@ internal static partial class Commands
             var secret = await accounts.AddClientAsync(pr.GetValue(clientId)!, Enum.Parse<ClientKind>(pr.GetValue(kind)!, ignoreCase: true),
                 pr.GetValue(redirect) ?? [], pr.GetValue(scopes)!, keySet, pr.GetValue(name), ct);
             await AuditAdminAsync(config, "client-add", 'C', $"client/{pr.GetValue(clientId)}");
-            AnsiConsole.MarkupLineInterpolated($"[green]Client '{pr.GetValue(clientId)}' registered[/] ({pr.GetValue(kind)}).");
+            AnsiConsole.MarkupLineInterpolated($"[green]Client '{Safe(pr.GetValue(clientId))}' registered[/] ({pr.GetValue(kind)}).");
             if (secret is not null)
             {
                 AnsiConsole.MarkupLine("Client secret (shown once; give it to the app's operator over a safe channel):");
@@ -118,7 +118,7 @@ internal static partial class Commands
             var table = new Table().AddColumns("Client", "Kind", "Name", "Redirect URIs", "Scopes");
             foreach (var c in await accounts.ListClientsAsync(ct))
             {
-                table.AddRow(Markup.Escape(c.ClientId), c.Kind, Markup.Escape(c.DisplayName ?? ""), Markup.Escape(string.Join(' ', c.RedirectUris)), Markup.Escape(c.Scopes));
+                table.AddRow(Cell(c.ClientId), Cell(c.Kind), Cell(c.DisplayName), Cell(string.Join(' ', c.RedirectUris)), Cell(c.Scopes));
             }
             AnsiConsole.Write(table);
             return 0;
@@ -132,7 +132,7 @@ internal static partial class Commands
             await using var accounts = Accounts.Open(config);
             await accounts.RemoveClientAsync(pr.GetValue(removeId)!, ct);
             await AuditAdminAsync(config, "client-remove", 'D', $"client/{pr.GetValue(removeId)}");
-            AnsiConsole.MarkupLineInterpolated($"[green]Client '{pr.GetValue(removeId)}' removed[/] with its grants and tokens.");
+            AnsiConsole.MarkupLineInterpolated($"[green]Client '{Safe(pr.GetValue(removeId))}' removed[/] with its grants and tokens.");
             return 0;
         }));
         return new Command("clients", "Manage the applications that obtain tokens (SMART on FHIR clients).") { add, list, remove };

@@ -25,7 +25,7 @@ internal static partial class Commands
             var table = new Table().AddColumns("role", "access", "purposes", "reads", "writes", "break-glass");
             foreach (var role in loaded.Roles.Values)
             {
-                table.AddRow(Markup.Escape(role.Name), role.Access.ToString().ToLowerInvariant(), string.Join(", ", role.Purposes),
+                table.AddRow(Cell(role.Name), role.Access.ToString().ToLowerInvariant(), string.Join(", ", role.Purposes),
                     Markup.Escape(role.Read.IsEmpty ? "-" : role.Read.ToString()), Markup.Escape((role.Write.IsEmpty ? "-" : role.Write.ToString()) + (role.Delete ? " (+ delete)" : "")),
                     role.BreakGlass ? "yes" : "no");
             }
@@ -66,9 +66,9 @@ internal static partial class Commands
             var table = new Table().AddColumns("id", "opened (UTC)", "user", "role", "patient", "uses", "justification", "review");
             foreach (var o in openings)
             {
-                table.AddRow(o.Id.ToString(CultureInfo.InvariantCulture), o.OpenedText, Markup.Escape(o.FhirUser ?? o.Subject), Markup.Escape(o.Role ?? "-"),
-                    Markup.Escape("Patient/" + o.Patient), o.Uses.ToString(CultureInfo.InvariantCulture), Markup.Escape(o.Justification),
-                    Markup.Escape(o.Reviewed is null ? "awaiting" : $"{o.Reviewer}: {o.ReviewNote}"));
+                table.AddRow(o.Id.ToString(CultureInfo.InvariantCulture), Cell(o.OpenedText), Cell(o.FhirUser ?? o.Subject), Cell(o.Role ?? "-"),
+                    Cell("Patient/" + o.Patient), o.Uses.ToString(CultureInfo.InvariantCulture), Cell(o.Justification),
+                    Cell(o.Reviewed is null ? "awaiting" : $"{o.Reviewer}: {o.ReviewNote}"));
             }
             AnsiConsole.Write(table);
             return 0;
@@ -90,7 +90,7 @@ internal static partial class Commands
                 throw new NodeException($"There is no break-the-glass opening {opening} awaiting review (ward breakglass list --all shows them all).");
             }
             await AuditAdminAsync(config, "break-glass-review", 'U', $"break-glass/{opening}", open: store);
-            AnsiConsole.MarkupLineInterpolated($"Opening {opening} reviewed by {who}.");
+            AnsiConsole.MarkupLineInterpolated($"Opening {opening} reviewed by {Safe(who)}.");
             return 0;
         }));
         glass.Add(list);

@@ -70,13 +70,13 @@ internal static partial class Commands
                     return true;
                 }, ct);
                 await AuditAdminAsync(config, "research-budget", 'U', $"research-budget/{id}", open: store);
-                AnsiConsole.MarkupLineInterpolated($"[green]Budget set[/]: {name} may spend ε = {e.ToString("R", CultureInfo.InvariantCulture)} in all.");
+                AnsiConsole.MarkupLineInterpolated($"[green]Budget set[/]: {Safe(name)} may spend ε = {e.ToString("R", CultureInfo.InvariantCulture)} in all.");
                 return 0;
             }
             var table = new Table().AddColumns("researcher", "budget ε", "spent ε", "questions");
             foreach (var row in store.Read(s => s.EpsilonLedger()))
             {
-                table.AddRow(Markup.Escape(row.Name), row.Budget.ToString("R", CultureInfo.InvariantCulture), row.Spent.ToString("0.######", CultureInfo.InvariantCulture), row.Questions.ToString(CultureInfo.InvariantCulture));
+                table.AddRow(Cell(row.Name), row.Budget.ToString("R", CultureInfo.InvariantCulture), row.Spent.ToString("0.######", CultureInfo.InvariantCulture), row.Questions.ToString(CultureInfo.InvariantCulture));
             }
             AnsiConsole.Write(table);
             return 0;

@@ -13,7 +13,9 @@ namespace Ward.Server;
 /// </summary>
 internal static class ApiCall
 {
-    public static async Task RunAsync(HttpContext http, FhirEndpoint fhir, Func<AccessGrant, bool> admits, string refusal, Func<AccessGrant, CancellationToken, Task<IResult>> work)
+    /// <param name="heavy">An expensive call (STOW-RS, WADO-RS, research questions): counted against the caller's share of them before any body is read (429 beyond).</param>
+    public static async Task RunAsync(HttpContext http, FhirEndpoint fhir, Func<AccessGrant, bool> admits, string refusal, Func<AccessGrant, CancellationToken, Task<IResult>> work,
+        bool heavy = false)
     {
         http.Response.Headers.CacheControl = "no-store";
         IResult result;
@@ -28,12 +30,17 @@ internal static class ApiCall
             {
                 throw FhirException.Forbidden(refusal);
             }
+            using var lease = heavy ? fhir.Heavy.Enter(caller) : null;
             result = await work(caller, http.RequestAborted);
         }
         catch (Exception e) when (e is FhirException or AuditUnavailableException or StoreUnavailableException or AuditIntegrityException or BadHttpRequestException or Ward.Core.Crypto.RecordIntegrityException)
         {
             var (status, outcome) = Outcome(e);
             http.Response.StatusCode = (int)status;
+            if (e is FhirException { RetryAfterSeconds: { } retry })
+            {
+                http.Response.Headers.RetryAfter = retry.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
             result = Results.Bytes(FhirJson.Serialize(outcome), "application/fhir+json; charset=utf-8");
         }
         await result.ExecuteAsync(http);

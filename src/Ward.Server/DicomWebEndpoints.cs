@@ -25,8 +25,9 @@ internal static class DicomWebEndpoints
     public static void Map(WebApplication app, FhirEndpoint fhir)
     {
         var engine = fhir.Engine;
-        Handle(app, fhir, "POST", "/dicomweb/studies", (http, request, ct) => StowAsync(http, engine, request, null, ct));
-        Handle(app, fhir, "POST", "/dicomweb/studies/{study}", (http, request, ct) => StowAsync(http, engine, request, Route(http, "study"), ct));
+        var limits = fhir.Limits;
+        Handle(app, fhir, "POST", "/dicomweb/studies", (http, request, ct) => StowAsync(http, engine, limits, request, null, ct), heavy: true);
+        Handle(app, fhir, "POST", "/dicomweb/studies/{study}", (http, request, ct) => StowAsync(http, engine, limits, request, Route(http, "study"), ct), heavy: true);
 
         Handle(app, fhir, "GET", "/dicomweb/studies", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Study, null, null, ct));
         Handle(app, fhir, "GET", "/dicomweb/series", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Series, null, null, ct));
@@ -35,32 +36,33 @@ internal static class DicomWebEndpoints
         Handle(app, fhir, "GET", "/dicomweb/studies/{study}/instances", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Instance, Route(http, "study"), null, ct));
         Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances", (http, request, ct) => QidoAsync(http, engine, request, ImagingLevel.Instance, Route(http, "study"), Route(http, "series"), ct));
 
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}", (http, request, ct) => WadoAsync(http, engine, request, false, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct));
-        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", (http, request, ct) => FramesAsync(http, engine, request, ct));
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}", (http, request, ct) => WadoAsync(http, engine, request, false, ct), heavy: true);
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}", (http, request, ct) => WadoAsync(http, engine, request, false, ct), heavy: true);
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}", (http, request, ct) => WadoAsync(http, engine, request, false, ct), heavy: true);
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct), heavy: true);
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct), heavy: true);
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/metadata", (http, request, ct) => WadoAsync(http, engine, request, true, ct), heavy: true);
+        Handle(app, fhir, "GET", "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", (http, request, ct) => FramesAsync(http, engine, request, ct), heavy: true);
     }
 
     private static string? Route(HttpContext http, string name) => http.GetRouteValue(name) as string;
 
     /// <summary>Maps a route whose calls are authenticated, described as requests on ImagingStudy (for the policy and the audit trail), then run.</summary>
-    private static void Handle(WebApplication app, FhirEndpoint fhir, string method, string pattern, Func<HttpContext, FhirRequest, CancellationToken, Task<IResult>> work)
+    /// <param name="heavy">STOW-RS and WADO-RS: counted against the caller's share of expensive requests (429 beyond), before the body is read.</param>
+    private static void Handle(WebApplication app, FhirEndpoint fhir, string method, string pattern, Func<HttpContext, FhirRequest, CancellationToken, Task<IResult>> work, bool heavy = false)
     {
         RequestDelegate run = http => ApiCall.RunAsync(http, fhir, _ => true, "", async (caller, ct) =>
         {
             var request = FhirEndpoint.Describe(http, caller, "ImagingStudy");
             FailureAudit.Request(http, request);
             return await work(http, request, ct);
-        });
+        }, heavy);
         app.MapMethods(pattern, [method], run);
     }
 
     // ------------------------------------------------------------------------------------------------------ STOW-RS
 
-    private static async Task<IResult> StowAsync(HttpContext http, FhirEngine engine, FhirRequest request, string? study, CancellationToken ct)
+    private static async Task<IResult> StowAsync(HttpContext http, FhirEngine engine, Ward.Core.Node.RequestLimitsConfig limits, FhirRequest request, string? study, CancellationToken ct)
     {
         if (!MediaTypeHeaderValue.TryParse(http.Request.ContentType, out var media) || !media.MediaType.Equals("multipart/related", StringComparison.OrdinalIgnoreCase)
             || HeaderUtilities.RemoveQuotes(media.Boundary).Value is not { Length: > 0 } boundary)
@@ -73,7 +75,8 @@ internal static class DicomWebEndpoints
 
         List<StoredInstance> stored;
         List<FailedInstance> failed;
-        using (var parts = await Parts.ReadAsync(new MultipartReader(boundary, http.Request.Body), ct))
+        var reader = new MultipartReader(boundary, http.Request.Body) { HeadersLengthLimit = limits.MaxPartHeaderBytes, HeadersCountLimit = 16 };
+        using (var parts = await Parts.ReadAsync(reader, limits.MaxMultipartParts, ct))
         {
             if (parts.Items.Count == 0) throw FhirException.BadRequest("The STOW-RS request holds no instance.");
             (stored, failed) = await engine.StoreImagesAsync(request, parts.Items, study, ct);
@@ -97,22 +100,27 @@ internal static class DicomWebEndpoints
     /// <summary>
     /// The parts of a multipart/related body, each application/dicom, read into pooled buffers (an image is hundreds of
     /// kilobytes: fresh arrays for each would cost page faults and zeroing) that are cleared and returned when the
-    /// request is done. A body that is not well-formed multipart answers 400.
+    /// request is done. A body that is not well-formed multipart answers 400; more than <c>max-multipart-parts</c> parts
+    /// 413. Each part's buffer starts small and doubles, the smaller one going back to the pool at once, so what the parts
+    /// hold is at most twice their bytes plus a small buffer each, whatever the count of parts (an empty part costs 4 KiB,
+    /// not the 256 KiB it once did: 20,000 of them held 5 GB).
     /// </summary>
     private sealed class Parts : IDisposable
     {
-        private const int FirstBuffer = 256 * 1024;
+        private const int FirstBuffer = 4 * 1024;
         private readonly List<byte[]> _rented = [];
 
         public List<ReadOnlyMemory<byte>> Items { get; } = [];
 
-        public static async Task<Parts> ReadAsync(MultipartReader reader, CancellationToken ct)
+        public static async Task<Parts> ReadAsync(MultipartReader reader, int maxParts, CancellationToken ct)
         {
             var parts = new Parts();
             try
             {
                 while (await reader.ReadNextSectionAsync(ct) is { } section)
                 {
+                    if (parts.Items.Count == maxParts)
+                        throw FhirException.TooLarge($"The STOW-RS request holds more than {maxParts:N0} parts (limits: max-multipart-parts in ward.yaml); send the instances in several requests.");
                     if (section.ContentType is { } partType && !partType.StartsWith("application/dicom", StringComparison.OrdinalIgnoreCase))
                         throw new FhirException(System.Net.HttpStatusCode.UnsupportedMediaType, Hl7.Fhir.Model.OperationOutcome.IssueType.NotSupported,
                             $"A part is {partType}; each part must be application/dicom.");
@@ -131,27 +139,30 @@ internal static class DicomWebEndpoints
 
         private async Task ReadPartAsync(Stream body, CancellationToken ct)
         {
-            var buffer = Rent(FirstBuffer);
+            var buffer = ArrayPool<byte>.Shared.Rent(FirstBuffer);
             var length = 0;
-            int read;
-            while ((read = await body.ReadAsync(buffer.AsMemory(length), ct)) > 0)
+            try
             {
-                length += read;
-                if (length == buffer.Length)
+                int read;
+                while ((read = await body.ReadAsync(buffer.AsMemory(length), ct)) > 0)
                 {
-                    var larger = Rent(buffer.Length * 2);
-                    buffer.AsSpan(0, length).CopyTo(larger);
-                    buffer = larger;
+                    length += read;
+                    if (length == buffer.Length)
+                    {
+                        var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                        buffer.AsSpan(0, length).CopyTo(larger);
+                        ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+                        buffer = larger;
+                    }
                 }
             }
-            Items.Add(buffer.AsMemory(0, length));
-        }
-
-        private byte[] Rent(int size)
-        {
-            var buffer = ArrayPool<byte>.Shared.Rent(size);
+            catch
+            {
+                ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+                throw;
+            }
             _rented.Add(buffer);
-            return buffer;
+            Items.Add(buffer.AsMemory(0, length));
         }
 
         public void Dispose()

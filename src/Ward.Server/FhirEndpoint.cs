@@ -8,12 +8,14 @@ using Microsoft.Extensions.Primitives;
 using Ward.Core.Access;
 using Ward.Core.Audit;
 using Ward.Core.Fhir;
+using Ward.Core.Node;
 using Ward.Server.Identity;
 
 namespace Ward.Server;
 
 /// <summary>The HTTP face of the FHIR API: turns HTTP into <see cref="FhirRequest"/>s and responses back into HTTP.</summary>
-internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens tokens, AuditLog audit, ILogger<FhirEndpoint> log, bool requireTokens)
+internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens tokens, AuditLog audit, ILogger<FhirEndpoint> log, bool requireTokens,
+    RequestLimitsConfig limits, HeavyRequests heavy)
 {
     private const string FhirJsonType = "application/fhir+json; charset=utf-8";
     private const string FhirXmlType = "application/fhir+xml; charset=utf-8";
@@ -23,6 +25,12 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
 
     /// <summary>The engine behind the API, for the other HTTP faces of the same records (DICOMweb).</summary>
     internal FhirEngine Engine => engine;
+
+    /// <summary>The node's bounds on requests (<c>limits</c> in ward.yaml), for the other HTTP faces' body readers.</summary>
+    internal RequestLimitsConfig Limits => limits;
+
+    /// <summary>The count of each caller's expensive requests in progress, shared by every HTTP face.</summary>
+    internal HeavyRequests Heavy => heavy;
 
     /// <summary>
     /// A request on <paramref name="path"/> as seen by the policy and the audit trail, for the HTTP APIs beside FHIR that
@@ -54,8 +62,12 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             {
                 return;
             }
-            var request = await ReadAsync(http, caller);
+            var path = (http.GetRouteValue("path") as string ?? "").Trim('/');
+            // Expensive requests are counted before their body is read: a caller beyond its share reads nothing more.
+            using var lease = HeavyRequests.IsHeavy(http.Request.Method.ToUpperInvariant(), path, Query(http.Request)) ? heavy.Enter(caller) : null;
+            var request = await ReadAsync(http, caller, path);
             FailureAudit.Request(http, request);
+            using var formLease = lease is null && HeavyRequests.IsHeavy(request.Method, request.Path, request.Query) ? heavy.Enter(caller) : null;
             var response = await engine.HandleAsync(request, http.RequestAborted);
             await WriteAsync(http, response, request, xml);
         }
@@ -72,6 +84,10 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             }
             http.Response.Clear();
             http.Response.StatusCode = (int)status;
+            if (e is FhirException { RetryAfterSeconds: { } retry })
+            {
+                http.Response.Headers.RetryAfter = retry.ToString(CultureInfo.InvariantCulture);
+            }
             await WriteBodyAsync(http, FhirJson.Serialize(outcome), xml);
         }
     }
@@ -125,10 +141,15 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         return null;
     }
 
-    private static async Task<FhirRequest> ReadAsync(HttpContext http, AccessGrant caller)
+    private static IEnumerable<KeyValuePair<string, string>> Query(HttpRequest req) =>
+        req.Query.SelectMany(q => q.Value.Select(v => new KeyValuePair<string, string>(q.Key, v ?? "")));
+
+    /// <summary>Form fields decoded as strict UTF-8: an invalid sequence is an error, never a replacement character.</summary>
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    private async Task<FhirRequest> ReadAsync(HttpContext http, AccessGrant caller, string path)
     {
         var req = http.Request;
-        var path = (http.GetRouteValue("path") as string ?? "").Trim('/');
         // Check the URL before reading a body, so that a client learns about a bad id or type without sending it.
         var segments = path.Split('/');
         FhirEngine.CheckId(segments);
@@ -148,7 +169,18 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         var method = req.Method.ToUpperInvariant();
         if (method == "POST" && path.EndsWith("_search", StringComparison.Ordinal) && req.HasFormContentType)
         {
-            var form = await req.ReadFormAsync(http.RequestAborted);
+            var raw = await RequestBodies.ReadAsync(req, http.RequestAborted);
+            RequestBodies.RequireUtf8(raw);
+            Dictionary<string, StringValues> form;
+            try
+            {
+                using var reader = new Microsoft.AspNetCore.WebUtilities.FormReader(new MemoryStream(raw, writable: false), StrictUtf8);
+                form = await reader.ReadFormAsync(http.RequestAborted);
+            }
+            catch (Exception e) when (e is DecoderFallbackException or InvalidDataException)
+            {
+                throw FhirException.BadRequest($"The search form is malformed: {(e is DecoderFallbackException ? "a value is not valid UTF-8 once percent-decoded" : e.Message)}.");
+            }
             foreach (var (key, values) in form)
             {
                 foreach (var v in values)
@@ -159,12 +191,15 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         }
         else if (method is "POST" or "PUT" or "PATCH")
         {
-            using var buffer = new MemoryStream();
-            await req.Body.CopyToAsync(buffer, http.RequestAborted);
-            body = buffer.ToArray();
+            body = await RequestBodies.ReadAsync(req, http.RequestAborted);
+            if (body.Length > 0)
+            {
+                RequestBodies.Check(body, contentType, limits);
+            }
             if (method != "PATCH")
             {
                 resource = ParseBody(body, contentType);
+                RequestBodies.CheckBundle(resource, limits);
             }
         }
         return new FhirRequest

@@ -19,14 +19,14 @@ internal static class ResearchEndpoints
 {
     public static void Map(WebApplication app, FhirEndpoint fhir, AuditLog audit, RecordStore store, TimeProvider time)
     {
-        app.MapPost("/research/query", http => RunAsync(http, fhir, audit, async (caller, ct) =>
+        app.MapPost("/research/query", http => RunAsync(http, fhir, audit, heavy: true, async (caller, ct) =>
         {
-            var query = await ReadQueryAsync(http, ct);
+            var query = await ReadQueryAsync(http, fhir.Limits, ct);
             var answer = await PrivateCounts.AskAsync(store, store.Keys.Blind, caller.Subject, query, time.GetUtcNow().UtcDateTime, ct);
             await RecordAsync(audit, http, caller, 200, query.Describe());
             return Json(answer.Write);
         }));
-        app.MapGet("/research/budget", http => RunAsync(http, fhir, audit, async (caller, ct) =>
+        app.MapGet("/research/budget", http => RunAsync(http, fhir, audit, heavy: false, async (caller, ct) =>
         {
             var (budget, spent) = await store.ReadAsync(s => s.EpsilonOf(caller.Subject), ct);
             return Json(json =>
@@ -50,12 +50,15 @@ internal static class ResearchEndpoints
         return Results.Bytes(buffer.WrittenMemory.ToArray(), "application/json; charset=utf-8");
     }
 
-    private static async Task<CountQuery> ReadQueryAsync(HttpContext http, CancellationToken ct)
+    private static async Task<CountQuery> ReadQueryAsync(HttpContext http, Ward.Core.Node.RequestLimitsConfig limits, CancellationToken ct)
     {
+        var body = await RequestBodies.ReadAsync(http.Request, ct);
+        RequestBodies.RequireUtf8(body);
+        RequestBodies.CheckJson(body, limits);
         JsonDocument doc;
         try
         {
-            doc = await JsonDocument.ParseAsync(http.Request.Body, default, ct);
+            doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = limits.MaxBodyDepth });
         }
         catch (JsonException e)
         {
@@ -84,7 +87,7 @@ internal static class ResearchEndpoints
             [new AuditEntity($"research-budget/{caller.Subject}")], purpose: "HRESCH", query: what)]);
 
     /// <summary>A call of the researcher role; a malformed question (400) or one over budget (403) is audited, and charges nothing.</summary>
-    private static Task RunAsync(HttpContext http, FhirEndpoint fhir, AuditLog audit, Func<AccessGrant, CancellationToken, Task<IResult>> work) =>
+    private static Task RunAsync(HttpContext http, FhirEndpoint fhir, AuditLog audit, bool heavy, Func<AccessGrant, CancellationToken, Task<IResult>> work) =>
         ApiCall.RunAsync(http, fhir, caller => caller.Role == Roles.Researcher, "Aggregate research questions are for the researcher role.", async (caller, ct) =>
         {
             try
@@ -97,5 +100,5 @@ internal static class ResearchEndpoints
                 FailureAudit.Audited(http);
                 throw e is BudgetException ? FhirException.Forbidden(e.Message) : FhirException.BadRequest(e.Message);
             }
-        });
+        }, heavy);
 }

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 using Ward.Core.Audit;
 using Ward.Core.Fhir;
 using Ward.Core.Node;
@@ -42,7 +43,8 @@ internal static class WardServer
         builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
         if (logging is null)
         {
-            builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+            // One line per event, caller text in it escaped (EscapingConsoleFormatter): no forged lines, no terminal escapes.
+            builder.Logging.AddConsole(o => o.FormatterName = EscapingConsoleFormatter.Name).AddConsoleFormatter<EscapingConsoleFormatter, ConsoleFormatterOptions>();
         }
         else
         {
@@ -52,6 +54,9 @@ internal static class WardServer
         {
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = config.MaxRequestBodyBytes;
+            // The headers are read before anything else, the bearer token among them: bounded before any caller is known.
+            kestrel.Limits.MaxRequestHeadersTotalSize = config.Limits.MaxHeaderBytes;
+            kestrel.Limits.MaxRequestHeaderCount = config.Limits.MaxHeaders;
             foreach (var (address, port, https) in endpoints)
             {
                 kestrel.Listen(address, port, listen =>
@@ -86,8 +91,10 @@ internal static class WardServer
         builder.Services.AddSingleton(keys);
         builder.Services.AddSingleton<AccessTokens>();
         builder.Services.AddSingleton<ClientOrigins>();
+        builder.Services.AddSingleton(new RequestBounds(config.Limits));
         builder.Services.AddSingleton(sp => new FhirEndpoint(sp.GetRequiredService<FhirEngine>(), sp.GetRequiredService<AccessTokens>(),
-            sp.GetRequiredService<AuditLog>(), sp.GetRequiredService<ILogger<FhirEndpoint>>(), requireTokens));
+            sp.GetRequiredService<AuditLog>(), sp.GetRequiredService<ILogger<FhirEndpoint>>(), requireTokens,
+            config.Limits, new HeavyRequests(config.Limits.HeavyRequestsPerCaller)));
         IdentitySetup.AddServer(builder.Services, config, keys);
         builder.Services.AddCors(o => o.AddPolicy(BrowserApps, policy => policy
             .SetIsOriginAllowed(origin => false)
@@ -104,6 +111,7 @@ internal static class WardServer
         tokens.Revoked = new GrantStatus(app.Services).RevokedAsync;
         // Outermost, so that every refusal and failure of the APIs is audited, whatever produces it.
         app.UseMiddleware<FailureAudit>();
+        app.Services.GetRequiredService<RequestBounds>().Use(app);
         app.Use((http, next) =>
         {
             // The sign-in and approval pages: never framed (clickjacking of "Allow"), never cached, no referrer.

@@ -36,6 +36,9 @@ public class TestNode : IAsyncLifetime, IDisposable
     /// <summary>The node's clock (tests that move time give one); the system clock otherwise.</summary>
     internal TimeProvider? Clock { get; init; }
 
+    /// <summary>Bounds on requests (<c>limits</c> in ward.yaml); null for the defaults.</summary>
+    internal RequestLimitsConfig? RequestLimits { get; init; }
+
     /// <summary>The node's own access policy (policy.yaml in its data folder); null for the default.</summary>
     internal string? PolicyYaml { get; init; }
 
@@ -64,6 +67,8 @@ public class TestNode : IAsyncLifetime, IDisposable
         Config.MaxRequestBodyBytes = 8 * 1024 * 1024;
         // The whole suite signs in and asks for tokens from one address, far beyond a person's pace.
         Config.RateLimits = Limits ?? new RateLimitConfig { LoginPerMinute = 100_000, TokenPerMinute = 100_000 };
+        // The suite runs its tests in parallel with one operator token: far more expensive requests at once than a caller's share.
+        Config.Limits = RequestLimits ?? new RequestLimitsConfig { HeavyRequestsPerCaller = 10_000, MaxConcurrentRequests = 10_000 };
         Config.Save();
         if (PolicyYaml is not null)
         {

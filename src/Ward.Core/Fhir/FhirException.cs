@@ -15,6 +15,9 @@ internal sealed class FhirException(HttpStatusCode status, OperationOutcome.Issu
     public OperationOutcome.IssueType Code { get; } = code;
     public string? Expression { get; } = expression;
 
+    /// <summary>Seconds after which the caller may try again (the <c>Retry-After</c> header of a 429 or 503).</summary>
+    public int? RetryAfterSeconds { get; init; }
+
     public static FhirException BadRequest(string message, OperationOutcome.IssueType code = OperationOutcome.IssueType.Invalid) =>
         new(HttpStatusCode.BadRequest, code, message);
 
@@ -32,6 +35,14 @@ internal sealed class FhirException(HttpStatusCode status, OperationOutcome.Issu
 
     public static FhirException Forbidden(string message) =>
         new(HttpStatusCode.Forbidden, OperationOutcome.IssueType.Forbidden, message);
+
+    /// <summary>A request beyond one of the node's fixed bounds (<c>limits</c> in ward.yaml): 413, nothing done.</summary>
+    public static FhirException TooLarge(string message) =>
+        new(HttpStatusCode.RequestEntityTooLarge, OperationOutcome.IssueType.TooCostly, message);
+
+    /// <summary>A caller with too many expensive requests in progress: 429, try again after <paramref name="retryAfter"/> seconds.</summary>
+    public static FhirException TooMany(string message, int retryAfter) =>
+        new(HttpStatusCode.TooManyRequests, OperationOutcome.IssueType.Throttled, message) { RetryAfterSeconds = retryAfter };
 
     public static FhirException NotSupported(string message) =>
         new(HttpStatusCode.BadRequest, OperationOutcome.IssueType.NotSupported, message);

@@ -18,6 +18,9 @@ internal sealed class NodeConfig
     public long MaxRequestBodyBytes { get; set; } = 64L * 1024 * 1024;
     public TlsConfig Tls { get; set; } = new();
     public RateLimitConfig RateLimits { get; set; } = new();
+
+    /// <summary>What one request may make the node hold or do, before and after its caller is authorized (docs/SECURITY.md).</summary>
+    public RequestLimitsConfig Limits { get; set; } = new();
     public BackupConfig Backup { get; set; } = new();
 
     /// <summary>The master key file; the environment variable <c>WARD_MASTER_KEY_FILE</c> overrides it.</summary>
@@ -155,6 +158,43 @@ internal sealed class RateLimitConfig
 {
     public int LoginPerMinute { get; set; } = 20;
     public int TokenPerMinute { get; set; } = 120;
+}
+
+/// <summary>
+/// The bounds on what a request can make the node hold or compute (<c>limits</c> in <c>ward.yaml</c>). Each has a safe
+/// default; each is documented in docs/SECURITY.md with what it bounds.
+/// </summary>
+internal sealed class RequestLimitsConfig
+{
+    /// <summary>All the header lines of a request together, in bytes (431 beyond): the bearer token is read from them before anything else.</summary>
+    public int MaxHeaderBytes { get; set; } = 32 * 1024;
+
+    /// <summary>Header lines in a request (431 beyond).</summary>
+    public int MaxHeaders { get; set; } = 100;
+
+    /// <summary>The body of a request whose caller is not authenticated yet (sign-in pages, token and other OAuth endpoints), in bytes (413 beyond).</summary>
+    public long MaxUnauthenticatedBodyBytes { get; set; } = 64 * 1024;
+
+    /// <summary>Parts of one multipart body (a STOW-RS request), 413 beyond.</summary>
+    public int MaxMultipartParts { get; set; } = 1000;
+
+    /// <summary>The header lines of one part of a multipart body together, in bytes (400 beyond).</summary>
+    public int MaxPartHeaderBytes { get; set; } = 16 * 1024;
+
+    /// <summary>Nesting depth of a JSON or XML body (400 beyond).</summary>
+    public int MaxBodyDepth { get; set; } = 128;
+
+    /// <summary>JSON tokens or XML nodes in one body (413 beyond): what the parsed resource costs in memory grows with them, not with the bytes.</summary>
+    public int MaxBodyElements { get; set; } = 2_000_000;
+
+    /// <summary>Entries of a transaction or batch Bundle (413 beyond).</summary>
+    public int MaxBundleEntries { get; set; } = 10_000;
+
+    /// <summary>Expensive requests (STOW-RS, WADO-RS, transactions and batches, operations such as $everything, searches with _include, _revinclude or _has, research questions) one caller may have in progress at once (429 with Retry-After beyond).</summary>
+    public int HeavyRequestsPerCaller { get; set; } = 4;
+
+    /// <summary>Requests the node works on at once, all callers together (503 with Retry-After beyond, instead of running out of memory).</summary>
+    public int MaxConcurrentRequests { get; set; } = 128;
 }
 
 /// <summary>Scheduled backups while the node serves (<c>ward backup create</c> does the same by hand).</summary>
