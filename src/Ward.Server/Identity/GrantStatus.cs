@@ -79,7 +79,10 @@ internal sealed class GrantStatus(IServiceProvider services)
             {
                 await RevokeGrantAsync(provider, grantId, context.CancellationToken);
             }
-            provider.GetRequiredService<AccessTokens>().RevocationHappened();
+            else
+            {
+                provider.GetRequiredService<AccessTokens>().RevocationHappened();
+            }
             IdentityAudit.Note(context.Transaction, IdentityAudit.Grant(principal));
         }
     }
