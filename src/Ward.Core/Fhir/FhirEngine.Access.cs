@@ -103,22 +103,27 @@ internal sealed partial class FhirEngine
     /// caller may not read answers as one that does not exist (<see cref="NotOpen"/>); one they may read but not change
     /// gets the policy's refusal.
     /// </summary>
-    private static void Decide(StoreSession s, FhirRequest request, string type, string id, long rid, Interaction interaction, bool scoped, bool deleted = false)
+    /// <returns>The compartments and labels it decided on (null for the operator, who is not decided on).</returns>
+    private static (List<string> Patients, List<(string? System, string? Code)> Labels)? Decide(StoreSession s, FhirRequest request, string type, string id, long rid, Interaction interaction, bool scoped, bool deleted = false)
     {
         var access = AccessOf(request);
         if (!scoped && access.Unrestricted)
         {
-            return;
+            return null;
         }
         var (patients, labels) = deleted ? LastLiveFacts(s, access, type, id) : Facts(s.PolicyFacts(rid));
         if (scoped && !patients.Contains(request.Caller.Patient!))
         {
             throw NotOpen(request, type, id);
         }
+        if (scoped && interaction != Interaction.Read && patients.Any(p => p != request.Caller.Patient))
+        {
+            throw OutsideContext(request.Caller, $"{type}/{id} (it is also in another patient's record)");
+        }
         var d = access.Decide(s, interaction, type, patients, labels);
         if (d.Permitted)
         {
-            return;
+            return (patients, labels);
         }
         if (interaction != Interaction.Read && access.Decide(s, Interaction.Read, type, patients, labels).Permitted)
         {
@@ -230,14 +235,8 @@ internal sealed partial class FhirEngine
         var access = AccessOf(request);
         var scoped = Permit(request, type, interaction) == Reach.Patient && AccessPolicy.PatientData(type);
         GrantingFacts.Stored? before = null;
-        if (current is { Deleted: false } c && !(access.Unrestricted && !scoped))
+        if (current is { Deleted: false } c && Decide(s, request, type, id, c.Rid, interaction, scoped) is { } facts)
         {
-            var facts = s.PolicyFacts(c.Rid);
-            if (scoped && !facts.Patients.All(p => p == caller.Patient))
-            {
-                throw OutsideContext(caller, $"{type}/{id}");
-            }
-            access.Decide(s, interaction, type, facts.Patients, facts.Labels).Require();
             var stored = GrantingFacts.Bears(type) && s.Read(type, id) is { Data: { } data } ? Indexer.Index(FhirJson.Parse(data), access.Blind) : null;
             before = new GrantingFacts.Stored(facts.Patients, facts.Labels, stored);
         }
