@@ -101,7 +101,7 @@ public abstract class SelfGrantTests(TestNode node)
 
         // When the ADT feed ends the encounter without an end date, the relationship ends with it: nothing above outlived it.
         Assert.Equal(HttpStatusCode.OK, (await adt.PutAsync($"{node.BaseUrl}/Encounter/{visitId}", Body((await ReadAsOperator($"Encounter/{visitId}")).Replace("\"in-progress\"", "\"cancelled\"", StringComparison.Ordinal)))).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, await Reads(clinician, $"Observation/{obs}"));
+        Assert.Equal(HttpStatusCode.NotFound, await Reads(clinician, $"Observation/{obs}"));
         // The ADT feed is the one that may put someone on a team.
         Assert.Equal(HttpStatusCode.Created, (await adt.PostAsync($"{node.BaseUrl}/CareTeam", Body(Team(patient, colleague)))).StatusCode);
         using var other = As("clinician", fhirUser: colleague);
@@ -121,7 +121,7 @@ public abstract class SelfGrantTests(TestNode node)
         using var clinician = As("clinician", fhirUser: me);
         using var owner = As("clinician", fhirUser: colleague);
         Assert.Equal(HttpStatusCode.OK, await Reads(owner, $"Observation/{obs}"));
-        Assert.Equal(HttpStatusCode.Forbidden, await Reads(clinician, $"Observation/{obs}"));
+        Assert.Equal(HttpStatusCode.NotFound, await Reads(clinician, $"Observation/{obs}"));
 
         var stored = await ReadAsOperator($"PractitionerRole/{role}");
         await Refused(await clinician.PutAsync($"{node.BaseUrl}/PractitionerRole/{role}", Body(stored.Replace(colleague, me, StringComparison.Ordinal))), "facts.writer");
@@ -129,9 +129,9 @@ public abstract class SelfGrantTests(TestNode node)
         await Refused(await clinician.PatchAsync($"{node.BaseUrl}/PractitionerRole/{role}", new StringContent(patch, Encoding.UTF8, "application/json-patch+json")), "facts.writer");
         // A new role of their own for the organization a Consent may name, or a Group: the same rule.
         await Refused(await clinician.PostAsync($"{node.BaseUrl}/PractitionerRole", Body($$$"""{"resourceType":"PractitionerRole","practitioner":{"reference":"{{{me}}}"},"organization":{"reference":"Organization/{{{org}}}"}}""")), "facts.writer");
-        await Refused(await clinician.PostAsync($"{node.BaseUrl}/Group", Body($$$"""{"resourceType":"Group","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/{{{patient}}}"}}]}""")), "facts.writer", "relationship.required");
+        await Refused(await clinician.PostAsync($"{node.BaseUrl}/Group", Body($$$"""{"resourceType":"Group","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/{{{patient}}}"}}]}""")), "facts.writer", "record.not-open");
         Assert.Contains(colleague, await ReadAsOperator($"PractitionerRole/{role}"));
-        Assert.Equal(HttpStatusCode.Forbidden, await Reads(clinician, $"Observation/{obs}"));
+        Assert.Equal(HttpStatusCode.NotFound, await Reads(clinician, $"Observation/{obs}"));
     }
 
     [Fact]
@@ -145,19 +145,19 @@ public abstract class SelfGrantTests(TestNode node)
         var secret = await ObservationAsync(patient, "\"meta\":{\"security\":[{\"system\":\"http://terminology.hl7.org/CodeSystem/v3-Confidentiality\",\"code\":\"V\"}]},");
         var psy = await ObservationAsync(patient, "\"meta\":{\"security\":[{\"system\":\"http://terminology.hl7.org/CodeSystem/v3-ActCode\",\"code\":\"PSY\"}]},");
         using var clinician = As("clinician", fhirUser: me);
-        Assert.Equal(HttpStatusCode.Forbidden, await Reads(clinician, $"Observation/{secret}"));
+        Assert.Equal(HttpStatusCode.NotFound, await Reads(clinician, $"Observation/{secret}"));
 
         // A Consent permitting themselves very restricted data.
         var permitV = $$$"""{"resourceType":"Consent","status":"active","scope":{"text":"privacy"},"category":[{"text":"privacy"}],"patient":{"reference":"Patient/{{{patient}}}"},"provision":{"type":"permit","provision":[{"type":"permit","securityLabel":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"V"}],"actor":[{"role":{"text":"doctor"},"reference":{"reference":"{{{me}}}"}}]}]}}""";
         await Refused(await clinician.PostAsync($"{node.BaseUrl}/Consent", Body(permitV)), "facts.writer");
-        Assert.Equal(HttpStatusCode.Forbidden, await Reads(clinician, $"Observation/{secret}"));
+        Assert.Equal(HttpStatusCode.NotFound, await Reads(clinician, $"Observation/{secret}"));
         // Withdrawing the patient's denial of a colleague, or editing it away.
         var denial = await CreateAsync($$$"""{"resourceType":"Consent","status":"active","scope":{"text":"privacy"},"category":[{"text":"privacy"}],"patient":{"reference":"Patient/{{{patient}}}"},"provision":{"type":"permit","provision":[{"type":"deny","actor":[{"role":{"text":"doctor"},"reference":{"reference":"{{{denied}}}"}}]}]}}""");
         await Refused(await clinician.DeleteAsync($"{node.BaseUrl}/Consent/{denial}"), "facts.writer");
         await Refused(await clinician.PutAsync($"{node.BaseUrl}/Consent/{denial}", Body((await ReadAsOperator($"Consent/{denial}")).Replace("\"active\"", "\"inactive\"", StringComparison.Ordinal))), "facts.writer");
         using (var colleague = As("clinician", fhirUser: denied))
         {
-            Assert.Equal(HttpStatusCode.Forbidden, await Reads(colleague, $"Observation/{psy}"));
+            Assert.Equal(HttpStatusCode.NotFound, await Reads(colleague, $"Observation/{psy}"));
         }
         // Removing a sensitivity label (PSY) lets the service roles in: refused; adding one restricts and is accepted.
         var labelled = await ReadAsOperator($"Observation/{psy}");
@@ -168,8 +168,8 @@ public abstract class SelfGrantTests(TestNode node)
         var restrict = """[{"op":"add","path":"/meta/security","value":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"HIV"}]}]""";
         Assert.Equal(HttpStatusCode.OK, (await clinician.PatchAsync($"{node.BaseUrl}/Observation/{plain}", new StringContent(restrict, Encoding.UTF8, "application/json-patch+json"))).StatusCode);
         using var service = Service();
-        Assert.Equal(HttpStatusCode.Forbidden, await Reads(service, $"Observation/{plain}"));
-        Assert.Equal(HttpStatusCode.Forbidden, await Reads(service, $"Observation/{psy}"));
+        Assert.Equal(HttpStatusCode.NotFound, await Reads(service, $"Observation/{plain}"));
+        Assert.Equal(HttpStatusCode.NotFound, await Reads(service, $"Observation/{psy}"));
     }
 
     [Fact]
