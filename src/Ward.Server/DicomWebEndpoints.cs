@@ -22,6 +22,9 @@ internal static class DicomWebEndpoints
 {
     private const string DicomJsonType = "application/dicom+json";
 
+    /// <summary>Warning headers of a STOW-RS answer at most, one per failed instance.</summary>
+    private const int MaxWarnings = 100;
+
     public static void Map(WebApplication app, FhirEndpoint fhir)
     {
         var engine = fhir.Engine;
@@ -88,8 +91,10 @@ internal static class DicomWebEndpoints
         if (failed.Count > 0)
         {
             response.Set(new DicomElement(new DicomTag(0x0008_1198), [.. failed.Select(f => Reference(f.SopClass, f.SopInstance, null, f.Reason))]));
-            // Why each instance failed, in words (PS3.18 section 8.6's Warning header).
-            http.Response.Headers.Warning = failed.Select(f => $"299 ward \"{f.SopInstance ?? "instance"}: {Ascii(f.Why)}\"").ToArray();
+            // Why each instance failed, in words (PS3.18 section 8.6's Warning header), for the first hundred: the answer's
+            // headers stay within what clients read (64 KiB), the response body names every failure.
+            http.Response.Headers.Warning = failed.Take(MaxWarnings).Select(f => $"299 ward \"{f.SopInstance ?? "instance"}: {Ascii(f.Why)}\"")
+                .Concat(failed.Count > MaxWarnings ? [$"299 ward \"{failed.Count - MaxWarnings} more instance(s) failed; see the response body\""] : []).ToArray();
         }
         response.Set(new DicomElement(new DicomTag(0x0008_1199), [.. stored.Select(s => Reference(s.SopClass, s.SopInstance,
             $"{baseUrl}/studies/{s.StudyUid}/series/{s.SeriesUid}/instances/{s.SopInstance}", null))]));

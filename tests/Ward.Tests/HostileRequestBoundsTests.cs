@@ -313,11 +313,21 @@ public sealed class HostileRequestBoundsTests(HostileRequestBoundsTests.BoundedN
                 // Warm up: the same kind of request once, small, so that what is measured is what the attack adds.
                 (await http.PostAsync($"{origin}/dicomweb/studies", Multipart(EmptyParts(10)))).Dispose();
                 var before = PeakResidentBytes(process.Id);
-                var attack = await http.PostAsync($"{origin}/dicomweb/studies", Multipart(EmptyParts(20_000)));
+                HttpStatusCode? status = null;
+                try
+                {
+                    using var attack = await http.PostAsync($"{origin}/dicomweb/studies", Multipart(EmptyParts(20_000)));
+                    status = attack.StatusCode;
+                }
+                catch (HttpRequestException e)
+                {
+                    // Before the bounds, the answer's 20,000 Warning headers were more than a client reads.
+                    output.WriteLine("The answer could not be read: " + e.Message);
+                }
                 var after = PeakResidentBytes(process.Id);
-                output.WriteLine($"20,000 empty STOW-RS parts ({EmptyParts(20_000).Length:N0} bytes): answered {(int)attack.StatusCode}; peak resident memory {before / 1e6:N0} MB -> {after / 1e6:N0} MB (+{(after - before) / 1e6:N0} MB)");
-                Assert.Equal(HttpStatusCode.RequestEntityTooLarge, attack.StatusCode);
+                output.WriteLine($"20,000 empty STOW-RS parts ({EmptyParts(20_000).Length:N0} bytes): answered {(int?)status}; peak resident memory {before / 1e6:N0} MB -> {after / 1e6:N0} MB (+{(after - before) / 1e6:N0} MB)");
                 Assert.True(after - before < 200_000_000, $"the node grew by {(after - before) / 1e6:N0} MB");
+                Assert.Equal(HttpStatusCode.RequestEntityTooLarge, status);
                 Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"{origin}/health")).StatusCode);
             }
             finally
