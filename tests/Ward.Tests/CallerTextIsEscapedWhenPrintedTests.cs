@@ -47,7 +47,7 @@ public sealed class CallerTextIsEscapedWhenPrintedTests(TestNode node) : IClassF
             "Collapsed in hall \x1b[2J\x1b[31mALL CLEAR\x1b[0m \x1b]0;pwned\x07 no record",
             "Collapsed in hall A\r\nFORGED-LINE 1 awaiting reviewed: justified",
             "Collapsed in hall B \u202edeifitsuj ton\u202c ok",
-            "Collapsed in hall C \0 after a NUL character",
+            // A NUL is refused at the door (ErrorTests): PostgreSQL's text cannot hold it.
         ];
         var index = 0;
         foreach (var why in justifications)
@@ -68,7 +68,6 @@ public sealed class CallerTextIsEscapedWhenPrintedTests(TestNode node) : IClassF
         Assert.False(StartsALine(list, "FORGED-LINE"), list);
         Assert.Contains("\\u202Edeifitsuj", list);
         Assert.Contains("ton\\u202C", list);
-        Assert.Contains("\\x00", list);
 
         string id;
         using (var db = node.Db())

@@ -177,6 +177,20 @@ public abstract class ErrorTests(TestNode node)
         await ExpectOutcome(response, HttpStatusCode.PreconditionFailed, "matches no resource");
         Assert.Equal(before, await VersionCount());
     }
+
+    [Fact]
+    public async Task A_nul_in_a_break_the_glass_justification_is_a_400_on_both_engines_and_opens_nothing()
+    {
+        var patient = JsonDocument.Parse((await node.AsOperator("POST", "Patient", """{"resourceType":"Patient","name":[{"family":"Nul"}]}""")).Body).RootElement.GetProperty("id").GetString();
+        using var clinician = node.NewHttp(node.Token(new Ward.Core.Access.AccessGrant("nul-doc", "t", "clinician", Ward.Core.Access.SmartScopes.Parse("user/*.rs"), null, "Practitioner/nul-doc")));
+        foreach (var why in new[] { "Unconscious patient\0 in the hall, no record", "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", "Unconscious patient in the hall, no record\0" })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"{node.BaseUrl}/Patient/{patient}");
+            request.Headers.Add("Ward-Break-Glass", Uri.EscapeDataString(why));
+            await ExpectOutcome(await clinician.SendAsync(request), HttpStatusCode.BadRequest, "NUL");
+        }
+        Assert.Equal(HttpStatusCode.NotFound, (await clinician.GetAsync($"{node.BaseUrl}/Patient/{patient}")).StatusCode);
+    }
 }
 
 [Collection(SharedNode.Name)]

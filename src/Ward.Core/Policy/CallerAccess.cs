@@ -35,6 +35,11 @@ internal sealed class CallerAccess
             {
                 throw Decision.Deny("break-glass.role", $"The {Role.Name} role cannot break the glass (roles.{Role.Name}.break-glass in the policy file).").Refusal();
             }
+            if (Justification.Contains('\0', StringComparison.Ordinal))
+            {
+                // PostgreSQL's text cannot hold NUL: refused here on both engines rather than failing the write.
+                throw FhirException.BadRequest("Ward-Break-Glass holds a NUL character: write the justification as plain text.");
+            }
             if (Justification.Length < policy.MinJustification)
             {
                 throw FhirException.BadRequest($"Ward-Break-Glass needs a justification of at least {policy.MinJustification} characters (the reason for the emergency access, without clinical details); it is recorded and reviewed.");
