@@ -38,12 +38,6 @@ load() { # WARD BENCH NAME: a fresh node, the Synthea patients ingested (resourc
     $w token --data "$node" --user doc --scope "user/*.rs" --minutes 60 >"$work/clinician"
 }
 
-measure() { # PATH: requests/s, p99, non-2xx
-    WARD_TOKEN="$(cat "$work/clinician")" WARD_IDS="$work/ids.txt" WARD_PATH="$1" wrk -t1 -c16 -d3s -s bench/reads.lua "http://127.0.0.1:$port" >/dev/null
-    WARD_TOKEN="$(cat "$work/clinician")" WARD_IDS="$work/ids.txt" WARD_PATH="$1" wrk -t1 -c16 -d"${seconds}s" --latency -s bench/reads.lua "http://127.0.0.1:$port" \
-        | awk '/Requests\/sec/{r=$2} / 99%/{p=$2} /Non-2xx/{e=$NF} END{printf "%d %s %s\n", r, p, e+0}'
-}
-
 declare -A ingest reads searches
 for r in $(seq "$rounds"); do
     for v in after before; do

@@ -65,3 +65,12 @@ unpack_synthea() {
     mkdir -p "$1"
     tar --zstd -xf "${WARD_SHARED_DATA:-../shared/data}/synthea/synthea-r4-small-blaze100.tar.zst" -C "$1"
 }
+
+# A clinician's load on the node at 127.0.0.1:$port for $seconds seconds after a 3 s warm-up: `wrk -t1 -c16` over PATH
+# (its %s replaced by ids from $work/ids.txt) with the token in $work/clinician. Prints requests/s, p99, non-2xx answers.
+# Usage: measure PATH
+measure() { # PATH: requests/s, p99, non-2xx
+    WARD_TOKEN="$(cat "$work/clinician")" WARD_IDS="$work/ids.txt" WARD_PATH="$1" wrk -t1 -c16 -d3s -s bench/reads.lua "http://127.0.0.1:$port" >/dev/null
+    WARD_TOKEN="$(cat "$work/clinician")" WARD_IDS="$work/ids.txt" WARD_PATH="$1" wrk -t1 -c16 -d"${seconds}s" --latency -s bench/reads.lua "http://127.0.0.1:$port" \
+        | awk '/Requests\/sec/{r=$2} / 99%/{p=$2} /Non-2xx/{e=$NF} END{printf "%d %s %s\n", r, p, e+0}'
+}

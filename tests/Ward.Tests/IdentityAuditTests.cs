@@ -115,21 +115,7 @@ public abstract partial class IdentityAuditTests(TestNode node)
             refreshed.GetProperty("refresh_token").GetString()!, token2.GetProperty("access_token").GetString()!, token3.GetProperty("refresh_token").GetString()!);
     }
 
-    private sealed record Backend(string ClientId, SecurityKey Key);
-
-    private async Task<Backend> BackendAsync()
-    {
-        var rsa = RSA.Create(2048);
-        var key = new RsaSecurityKey(rsa) { KeyId = Guid.NewGuid().ToString("N") };
-        var jwk = JsonWebKeyConverter.ConvertFromRSASecurityKey(new RsaSecurityKey(rsa.ExportParameters(false)) { KeyId = key.KeyId });
-        var jwks = JsonSerializer.Serialize(new { keys = new[] { jwk } }, new JsonSerializerOptions { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull });
-        var id = "svc-" + Guid.NewGuid().ToString("N")[..8];
-        await using var accounts = Accounts.Open(node.Config);
-        await accounts.AddClientAsync(id, ClientKind.Backend, [], "system/*.rs", jwks, "Lab", CancellationToken.None);
-        return new Backend(id, key);
-    }
-
-    private string Assertion(Backend client, string algorithm = "RS384", string? jti = null) => new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
+    private string Assertion(BackendClient client, string algorithm = "RS384", string? jti = null) => new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
     {
         Issuer = client.ClientId,
         Audience = node.Origin + "/connect/token",
@@ -154,13 +140,13 @@ public abstract partial class IdentityAuditTests(TestNode node)
     [Fact]
     public async Task A_backend_services_tokens_and_each_kind_of_refused_assertion_are_audited()
     {
-        var client = await BackendAsync();
+        var client = await node.BackendClientAsync();
         var good = Assertion(client);
         var (status, body) = await ClientTokenAsync(good);
         Assert.Equal(HttpStatusCode.OK, status);
         Assert.Equal(HttpStatusCode.Unauthorized, (await ClientTokenAsync(good)).Status);
         Assert.Equal(HttpStatusCode.Unauthorized, (await ClientTokenAsync(Assertion(client, SecurityAlgorithms.RsaSha256))).Status);
-        var stranger = await BackendAsync();
+        var stranger = await node.BackendClientAsync();
         Assert.Equal(HttpStatusCode.Unauthorized, (await ClientTokenAsync(Assertion(client with { Key = stranger.Key }))).Status);
         Assert.Equal(HttpStatusCode.BadRequest, (await ClientTokenAsync(Assertion(client), "system/*.cruds")).Status);
 
@@ -263,7 +249,7 @@ public abstract partial class IdentityAuditTests(TestNode node)
     [Fact]
     public async Task When_the_audit_log_cannot_be_written_no_token_and_no_session_leave()
     {
-        var client = await BackendAsync();
+        var client = await node.BackendClientAsync();
         var patient = await PatientAsync();
         var user = await SmartSetup.UserAsync(node, "patient", "Patient/" + patient);
         using var agent = new SmartAgent(node);

@@ -189,22 +189,8 @@ public abstract class RevocationTests(ClockedNode node)
         Assert.Equal("invalid_grant", Error(refresh));
     }
 
-    private sealed record Backend(string ClientId, SecurityKey Key);
-
-    private async Task<Backend> BackendAsync()
-    {
-        var rsa = RSA.Create(2048);
-        var key = new RsaSecurityKey(rsa) { KeyId = Guid.NewGuid().ToString("N") };
-        var jwk = JsonWebKeyConverter.ConvertFromRSASecurityKey(new RsaSecurityKey(rsa.ExportParameters(false)) { KeyId = key.KeyId });
-        var jwks = JsonSerializer.Serialize(new { keys = new[] { jwk } }, new JsonSerializerOptions { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull });
-        var id = "svc-" + Guid.NewGuid().ToString("N")[..8];
-        await using var accounts = Accounts.Open(node.Config);
-        await accounts.AddClientAsync(id, ClientKind.Backend, [], "system/*.rs", jwks, "Lab", CancellationToken.None);
-        return new Backend(id, key);
-    }
-
     /// <summary>A client assertion expiring <paramref name="expiresIn"/> after the node's now (negative: already expired).</summary>
-    private string Assertion(Backend client, TimeSpan expiresIn, string? jti = null) =>
+    private string Assertion(BackendClient client, TimeSpan expiresIn, string? jti = null) =>
         new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
         {
             Issuer = client.ClientId,
@@ -232,7 +218,7 @@ public abstract class RevocationTests(ClockedNode node)
     [Fact]
     public async Task Removing_a_client_from_the_command_line_stops_its_backend_ward_token_and_users_tokens_within_the_recheck_period()
     {
-        var backend = await BackendAsync();
+        var backend = await node.BackendClientAsync();
         var (status, body) = await ClientTokenAsync(Assertion(backend, TimeSpan.FromMinutes(4)));
         Assert.True(status == HttpStatusCode.OK, body.ToString());
         var service = body.GetProperty("access_token").GetString()!;
@@ -260,7 +246,7 @@ public abstract class RevocationTests(ClockedNode node)
     [Fact]
     public async Task A_backend_token_revoked_by_its_client_stops_at_once()
     {
-        var backend = await BackendAsync();
+        var backend = await node.BackendClientAsync();
         var (_, body) = await ClientTokenAsync(Assertion(backend, TimeSpan.FromMinutes(4)));
         var service = body.GetProperty("access_token").GetString()!;
         Assert.Equal(HttpStatusCode.OK, await SearchAsync(service));
@@ -278,7 +264,7 @@ public abstract class RevocationTests(ClockedNode node)
     [Fact]
     public async Task A_client_assertion_jti_is_refused_as_long_as_the_assertion_could_still_be_accepted()
     {
-        var backend = await BackendAsync();
+        var backend = await node.BackendClientAsync();
         // Replayed later and later: just past the one minute the jti used to be kept after exp, then near the five
         // minutes of clock skew OpenIddict allows a client assertion by default.
         var assertion = Assertion(backend, TimeSpan.FromMinutes(4));

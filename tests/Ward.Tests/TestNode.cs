@@ -1,11 +1,14 @@
 using System.Data.Common;
 using System.Net;
+using System.Security.Cryptography;
+using System.Text.Json;
 using Hl7.Fhir.Rest;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.IdentityModel.Tokens;
 using Ward.Core.Access;
 using Ward.Core.Node;
 using Ward.Core.Storage;
@@ -113,6 +116,19 @@ public class TestNode : IAsyncLifetime, IDisposable
             BaseUrl = BaseUrl,
             Caller = AccessGrant.Operator,
         }, CancellationToken.None);
+    }
+
+    /// <summary>A SMART Backend Services client registered on this node (system/*.rs) with a fresh RSA key, for signing client assertions.</summary>
+    internal async Task<BackendClient> BackendClientAsync()
+    {
+        var rsa = RSA.Create(2048);
+        var key = new RsaSecurityKey(rsa) { KeyId = Guid.NewGuid().ToString("N") };
+        var jwk = JsonWebKeyConverter.ConvertFromRSASecurityKey(new RsaSecurityKey(rsa.ExportParameters(false)) { KeyId = key.KeyId });
+        var jwks = JsonSerializer.Serialize(new { keys = new[] { jwk } }, new JsonSerializerOptions { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull });
+        var id = "svc-" + Guid.NewGuid().ToString("N")[..8];
+        await using var accounts = Accounts.Open(Config);
+        await accounts.AddClientAsync(id, ClientKind.Backend, [], "system/*.rs", jwks, "Lab", CancellationToken.None);
+        return new BackendClient(id, key);
     }
 
     /// <summary>Gives a practitioner a care relationship with a patient (an active CareTeam), as the access policy requires of clinicians.</summary>
@@ -252,6 +268,9 @@ public sealed class LogCapture : ILoggerProvider
 
 /// <summary>A test node on its own PostgreSQL database (see <see cref="TestPostgres"/> for the server).</summary>
 public sealed class PostgresTestNode() : TestNode(postgres: true);
+
+/// <summary>A backend client of a test node and the key its assertions are signed with.</summary>
+internal sealed record BackendClient(string ClientId, SecurityKey Key);
 
 [CollectionDefinition(Name)]
 public sealed class SharedNode : ICollectionFixture<TestNode>
