@@ -358,17 +358,12 @@ internal sealed class CallerAccess
         actors.Add($"{type}/{id}");
         if (type == "Practitioner")
         {
-            actors.AddRange(s.QueryStrings(
-                "SELECT 'PractitionerRole/' || r.id FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE x.target_type = 'Practitioner' AND x.target_id = @i AND x.param = 'practitioner' AND r.type = 'PractitionerRole' AND r.deleted = 0",
-                [("@i", id)]));
+            actors.AddRange(s.RolesOfPractitioner(id).Select(r => "PractitionerRole/" + r));
         }
         var roles = actors.Where(a => a.StartsWith("PractitionerRole/", StringComparison.Ordinal)).Select(a => a[17..]).ToList();
         if (roles.Count > 0)
         {
-            var args = roles.Select((r, i) => ($"@r{i}", (object?)r)).ToList();
-            actors.AddRange(s.QueryStrings(
-                $"SELECT DISTINCT x.target_type || '/' || x.target_id FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE r.type = 'PractitionerRole' AND r.id IN ({string.Join(", ", args.Select(a => a.Item1))}) AND x.param IN ('organization', 'practitioner') AND x.target_id IS NOT NULL",
-                args));
+            actors.AddRange(s.NamedByRoles(roles));
         }
         return [.. actors.Distinct()];
     }
@@ -376,48 +371,11 @@ internal sealed class CallerAccess
     /// <summary>The patients the caller has a care relationship with, by the explanations the policy enables.</summary>
     private void Relationships(StoreSession s, List<string> actors, HashSet<string> into)
     {
-        var args = new List<(string, object?)>();
-        var refs = new StringBuilder();
-        foreach (var actor in actors.Where(a => a.StartsWith("Practitioner", StringComparison.Ordinal)))
+        var practitioners = actors.Where(a => a.StartsWith("Practitioner", StringComparison.Ordinal)).ToList();
+        if (practitioners.Count > 0 && Policy.Explanations.Count > 0)
         {
-            var slash = actor.IndexOf('/');
-            refs.Append(refs.Length == 0 ? "" : " OR ").Append(CultureInfo.InvariantCulture, $"(x.target_type = @t{args.Count} AND x.target_id = @i{args.Count})");
-            var n = args.Count;
-            args.Add(($"@t{n}", actor[..slash]));
-            args.Add(($"@i{n}", actor[(slash + 1)..]));
+            into.UnionWith(s.RelatedPatients(practitioners, Policy.Explanations, Now, Now - Policy.EncounterWindow.Ticks));
         }
-        if (refs.Length == 0)
-        {
-            return;
-        }
-        var ways = new List<string>();
-        args.Add(("@now", Now));
-        // A period (the team's, the encounter's) that has not begun, or ended before @end, explains nothing.
-        static string Within(string end) => $"NOT EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND (d.lo > @now OR d.hi < {end}))";
-        static string Status(string codes) => $"EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code IN ({codes}))";
-        if (Policy.Explanations.Contains("care-team"))
-        {
-            ways.Add($"(r.type = 'CareTeam' AND x.param = 'participant' AND {Status("'active'")} AND {Within("@now")})");
-        }
-        if (Policy.Explanations.Contains("encounter"))
-        {
-            // In progress, or finished within the window: a finished encounter counts from the end of its period (it must have one).
-            args.Add(("@cutoff", Now - Policy.EncounterWindow.Ticks));
-            args.Add(("@open", DateTime.MaxValue.Ticks));
-            ways.Add($"(r.type = 'Encounter' AND x.param = 'participant' AND {Within("@cutoff")} AND ({Status("'arrived', 'triaged', 'in-progress', 'onleave'")}"
-                + $" OR ({Status("'finished'")} AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND d.hi < @open))))");
-        }
-        if (Policy.Explanations.Contains("general-practitioner"))
-        {
-            ways.Add("(r.type = 'Patient' AND x.param = 'general-practitioner')");
-        }
-        if (ways.Count == 0)
-        {
-            return;
-        }
-        into.UnionWith(s.QueryStrings(
-            $"SELECT DISTINCT c.patient_id FROM ix_reference x JOIN resource r ON r.rid = x.rid JOIN ix_compartment c ON c.rid = r.rid WHERE ({refs}) AND r.deleted = 0 AND ({string.Join(" OR ", ways)})",
-            args));
     }
 
     /// <summary>What the caller's circumstances say about patients; see <see cref="PatientFacts"/>.</summary>

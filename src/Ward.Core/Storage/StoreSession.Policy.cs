@@ -110,6 +110,60 @@ internal sealed partial class StoreSession
         return rules;
     }
 
+    /// <summary>The ids of the PractitionerRoles (not deleted) that name a practitioner.</summary>
+    public List<string> RolesOfPractitioner(string practitionerId) => QueryStrings(
+        "SELECT r.id FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE x.target_type = 'Practitioner' AND x.target_id = @i AND x.param = 'practitioner' AND r.type = 'PractitionerRole' AND r.deleted = 0",
+        [("@i", practitionerId)]);
+
+    /// <summary>The practitioners and organizations (as references) that PractitionerRoles name.</summary>
+    public List<string> NamedByRoles(IReadOnlyList<string> roleIds)
+    {
+        var args = roleIds.Select((r, i) => ($"@r{i}", (object?)r)).ToList();
+        return QueryStrings(
+            $"SELECT DISTINCT x.target_type || '/' || x.target_id FROM ix_reference x JOIN resource r ON r.rid = x.rid WHERE r.type = 'PractitionerRole' AND r.id IN ({string.Join(", ", args.Select(a => a.Item1))}) AND x.param IN ('organization', 'practitioner') AND x.target_id IS NOT NULL",
+            args);
+    }
+
+    /// <summary>
+    /// The patients whose records explain a care relationship with one of <paramref name="actors"/> (Practitioner or
+    /// PractitionerRole references), by the <paramref name="explanations"/> the policy enables: <c>care-team</c>, an
+    /// active CareTeam within its period; <c>encounter</c>, an Encounter within its period that is arrived, triaged, in
+    /// progress or on leave, or finished with an end no earlier than <paramref name="cutoff"/>; <c>general-practitioner</c>.
+    /// </summary>
+    public List<string> RelatedPatients(IReadOnlyList<string> actors, IReadOnlyCollection<string> explanations, long now, long cutoff)
+    {
+        var args = new List<(string, object?)> { ("@now", now), ("@cutoff", cutoff), ("@open", DateTime.MaxValue.Ticks) };
+        var refs = new List<string>();
+        foreach (var actor in actors)
+        {
+            var slash = actor.IndexOf('/');
+            var n = args.Count;
+            refs.Add($"(x.target_type = @t{n} AND x.target_id = @i{n})");
+            args.Add(($"@t{n}", actor[..slash]));
+            args.Add(($"@i{n}", actor[(slash + 1)..]));
+        }
+        // A period (the team's, the encounter's) that has not begun, or ended before the end given, explains nothing.
+        static string Within(string end) => $"NOT EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND (d.lo > @now OR d.hi < {end}))";
+        static string Status(string codes) => $"EXISTS (SELECT 1 FROM ix_token s WHERE s.rid = r.rid AND s.param = 'status' AND s.code IN ({codes}))";
+        var ways = new List<string>();
+        if (explanations.Contains("care-team"))
+        {
+            ways.Add($"(r.type = 'CareTeam' AND x.param = 'participant' AND {Status("'active'")} AND {Within("@now")})");
+        }
+        if (explanations.Contains("encounter"))
+        {
+            ways.Add($"(r.type = 'Encounter' AND x.param = 'participant' AND {Within("@cutoff")} AND ({Status("'arrived', 'triaged', 'in-progress', 'onleave'")}"
+                + $" OR ({Status("'finished'")} AND EXISTS (SELECT 1 FROM ix_date d WHERE d.rid = r.rid AND d.param = 'date' AND d.hi < @open))))");
+        }
+        if (explanations.Contains("general-practitioner"))
+        {
+            ways.Add("(r.type = 'Patient' AND x.param = 'general-practitioner')");
+        }
+        return refs.Count == 0 || ways.Count == 0 ? [] : QueryStrings(
+            $"SELECT DISTINCT c.patient_id FROM ix_reference x JOIN resource r ON r.rid = x.rid JOIN ix_compartment c ON c.rid = r.rid WHERE ({string.Join(" OR ", refs)}) AND r.deleted = 0 AND ({string.Join(" OR ", ways)})",
+            args);
+    }
+
     /// <summary>The patients a user's break-the-glass openings still cover, with the justification of each.</summary>
     public List<(string Patient, string Justification)> GlassInForce(string subject, long now)
     {
