@@ -22,13 +22,14 @@ internal static partial class Commands
         var cmd = new Command("verify", "Check the node's data folder: the audit log (entries, subtree hashes, signed checkpoints), every stored "
             + "version, current and historical, against the digest its audit entry committed, and every index row and row summary the policy decides on "
             + "(relationships, security labels, compartments, consent rules) against the sealed current version it is derived from. Names every record "
-            + "and index row modified, deleted, inserted or swapped behind the node's back. Exit status 0 only when all is intact.") { data, skipIndex };
+            + "and index row modified, deleted, inserted or swapped behind the node's back, and a database that lost data or was rolled back (its log must extend "
+            + "the node's high-water mark, the latest checkpoint it signed, kept in the data folder). Exit status 0 only when all is intact.") { data, skipIndex };
         cmd.SetAction(pr => Run(() =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
             using var store = RecordStore.Open(config);
             var report = new VerificationReport();
-            Verification.Verify(store, NodeVerifier(config, report), report, records: true, indexes: !pr.GetValue(skipIndex));
+            Verification.Verify(store, NodeVerifier(config, report), report, records: true, indexes: !pr.GetValue(skipIndex), AuditHighWater.Of(config));
             return Print(report, pr.GetValue(skipIndex) ? "The records and the audit log are intact (their index was not checked)." : "The records and the audit log are intact.");
         }));
         return cmd;
@@ -59,7 +60,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(dir);
             using var store = RecordStore.Open(config);
             var report = new VerificationReport();
-            Verification.Verify(store, NodeVerifier(config, report), report, records: false);
+            Verification.Verify(store, NodeVerifier(config, report), report, records: false, highWater: AuditHighWater.Of(config));
             return Print(report, "The audit log is intact: every entry is under the node's signed checkpoints.");
         }));
         return new Command("audit", "The tamper-evident audit log.") { verify };
@@ -100,6 +101,10 @@ internal static partial class Commands
         foreach (var line in report.Checked)
         {
             AnsiConsole.MarkupLineInterpolated($"  [green]checked[/] {Safe(line)}");
+        }
+        foreach (var notice in report.Notices)
+        {
+            AnsiConsole.MarkupLineInterpolated($"  [yellow]notice[/]  {Safe(notice)}");
         }
         foreach (var problem in report.Problems.Take(200))
         {

@@ -352,7 +352,7 @@ internal static partial class Commands
             var dir = pr.GetValue(data)!;
             var fresh = !File.Exists(Path.Combine(dir, NodeConfig.FileName));
             var config = fresh ? NodeConfig.Init(dir, "ward-demo") : NodeConfig.Load(dir);
-            using var store = RecordStore.Open(config);
+            using var store = RecordStore.Open(config, create: fresh);
             List<DemoIdentity.Credential> credentials;
             if (fresh)
             {

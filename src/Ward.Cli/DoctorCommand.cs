@@ -12,13 +12,15 @@ internal static partial class Commands
     private static Command Doctor()
     {
         var data = DataOption();
-        var cmd = new Command("doctor", "Check the node's setup: key permissions, database, audit checkpoints, recovery key kept offline, backups configured and recent. "
+        var cmd = new Command("doctor", "Check the node's setup: key permissions, database, audit checkpoints (and that the database did not lose data or roll back: "
+            + "its audit log extends the node's high-water mark), recovery key kept offline, backups configured and recent. "
             + "Exit status 0 when nothing needs attention, 1 otherwise.") { data };
         cmd.SetAction(pr => Run(() =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
-            var findings = new List<(bool Ok, string Text)>();
-            void Check(bool ok, string text) => findings.Add((ok, text));
+            // Ok null: a notice, which needs no attention.
+            var findings = new List<(bool? Ok, string Text)>();
+            void Check(bool? ok, string text) => findings.Add((ok, text));
 
             var keys = config.Resolve("keys");
             if (!OperatingSystem.IsWindows())
@@ -33,6 +35,17 @@ internal static partial class Commands
                 var (size, checkpoint) = store.Read(s => (s.AuditSize(), s.AuditLatestCheckpoint()?.Size));
                 Check(checkpoint == size, checkpoint == size ? $"audit log: {size:N0} entries, all under a signed checkpoint"
                     : $"audit log: {size:N0} entries, the latest checkpoint covers {checkpoint ?? 0:N0} (a running node signs every second; 'ward audit verify' checks it)");
+                var nodeKey = config.Resolve(Ward.Core.Audit.NodeKey.KeyFile);
+                if (File.Exists(nodeKey))
+                {
+                    using var signer = Ward.Core.Audit.SignedNote.Signer.Parse(File.ReadAllText(nodeKey).Trim());
+                    var mark = store.Read(s => Ward.Core.Audit.AuditHighWater.Of(config).Check(s, signer.Verifier));
+                    Check(mark.Ok, mark.Text);
+                }
+                else
+                {
+                    Check(false, $"the node key {nodeKey} is missing: the audit checkpoints cannot be checked; restore it from the node's backup");
+                }
             }
             var recovery = config.Resolve(RecoveryKey.PrivateFile);
             Check(!File.Exists(recovery), File.Exists(recovery)
@@ -75,9 +88,9 @@ internal static partial class Commands
             }
             foreach (var (ok, text) in findings)
             {
-                AnsiConsole.MarkupLine((ok ? "  [green]ok[/]    " : "  [yellow]WARN[/]  ") + Cell(text));
+                AnsiConsole.MarkupLine(ok switch { true => "  [green]ok[/]    ", false => "  [yellow]WARN[/]  ", null => "  note  " } + Cell(text));
             }
-            var warnings = findings.Count(f => !f.Ok);
+            var warnings = findings.Count(f => f.Ok == false);
             AnsiConsole.MarkupLine(warnings == 0 ? "[green]Nothing needs attention.[/]" : $"[yellow]{warnings} things need attention.[/]");
             return warnings == 0 ? 0 : 1;
         }));

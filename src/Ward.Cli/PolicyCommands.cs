@@ -21,7 +21,7 @@ internal static partial class Commands
             var path = pr.GetValue(file);
             var loaded = path is not null
                 ? AccessPolicy.Parse(File.Exists(path) ? File.ReadAllText(path) : throw new NodeException($"No policy file at {path}."), path)
-                : AccessPolicy.Load(NodeConfig.Load(pr.GetValue(data)!).DataDir);
+                : AccessPolicy.Load(CheckedNode(pr.GetValue(data)!).DataDir);
             var table = new Table().AddColumns("role", "access", "purposes", "reads", "writes", "break-glass");
             foreach (var role in loaded.Roles.Values)
             {
@@ -45,6 +45,14 @@ internal static partial class Commands
         policy.Add(check);
         policy.Add(print);
         return policy;
+    }
+
+    /// <summary>A node whose files are read without opening its database: refused all the same when the database is missing or damaged.</summary>
+    private static NodeConfig CheckedNode(string dir)
+    {
+        var config = NodeConfig.Load(dir);
+        RecordStore.CheckExists(config);
+        return config;
     }
 
     private static Command BreakGlassCommand()

@@ -220,7 +220,7 @@ public abstract class EncryptionTests(TestNode node)
         try
         {
             string id;
-            using (var store = RecordStore.Open(config))
+            using (var store = RecordStore.Open(config, create: true))
             {
                 id = await Put(store, """{"resourceType":"Patient","id":"p1","name":[{"family":"Wrapped"}]}""");
             }
@@ -270,7 +270,7 @@ public abstract class EncryptionTests(TestNode node)
         var config = node.NewConfig(dir, "mk");
         try
         {
-            using (var store = RecordStore.Open(config))
+            using (var store = RecordStore.Open(config, create: true))
             {
                 await Put(store, """{"resourceType":"Patient","id":"mk1","gender":"female"}""");
             }

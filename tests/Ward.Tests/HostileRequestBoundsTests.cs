@@ -285,6 +285,10 @@ public sealed class HostileRequestBoundsTests(HostileRequestBoundsTests.BoundedN
         try
         {
             Assert.Equal(0, (await WardProcess.RunAsync(["init", "--data", dir])).Code);
+            // A patient account is linked to a record the node holds.
+            var bundle = Path.Combine(dir, "p1.json");
+            File.WriteAllText(bundle, """{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","id":"p1"},"request":{"method":"PUT","url":"Patient/p1"}}]}""");
+            Assert.Equal(0, (await WardProcess.RunAsync(["import", "--data", dir, bundle])).Code);
             var add = await WardProcess.RunAsync(["users", "add", "--data", dir, "--username", "pat", "--role", "patient", "--patient", "Patient/p1", "--password-stdin"], "a long enough password 1\n");
             Assert.True(add.Code == 0, add.Stdout + add.Stderr);
             var token = await WardProcess.RunAsync(["token", "--data", dir, "--user", "pat", "--scope", "patient/*.rs"]);

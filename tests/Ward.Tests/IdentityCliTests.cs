@@ -27,6 +27,7 @@ public abstract class IdentityCliTests(TestNode node)
         var patientWithout = await Ward(SmartSetup.Password + "\n", "users", "add", "--username", name, "--role", "patient", "--password-stdin");
         Assert.Equal(2, patientWithout.Code);
 
+        await node.AsOperator("PUT", "Practitioner/cli-1", """{"resourceType":"Practitioner","id":"cli-1"}""");
         var added = await Ward(SmartSetup.Password + "\n", "users", "add", "--username", name, "--role", "clinician", "--practitioner", "Practitioner/cli-1", "--password-stdin");
         Assert.True(added.Code == 0, added.Stdout + added.Stderr);
         var duplicate = await Ward(SmartSetup.Password + "\n", "users", "add", "--username", name, "--role", "nurse", "--password-stdin");

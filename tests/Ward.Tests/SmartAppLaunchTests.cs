@@ -26,6 +26,7 @@ public abstract class SmartAppLaunchTests(TestNode node)
     private async Task<(SmartAgent Agent, JsonElement Token, string Patient, string Client)> LaunchAsync(string scope = "openid fhirUser launch/patient offline_access patient/*.rs")
     {
         var (patient, family) = await PatientAsync();
+        await node.AsOperator("PUT", "Practitioner/p1", """{"resourceType":"Practitioner","id":"p1"}""");
         var user = await SmartSetup.UserAsync(node, "clinician", "Practitioner/p1");
         await node.CareTeamAsync(patient, "Practitioner/p1");
         var client = await SmartSetup.PublicClientAsync(node);

@@ -62,6 +62,7 @@ public abstract class SmartBrowserTests(TestNode node)
         var created = await node.Http.PostAsJsonAsync(node.BaseUrl + "/Patient",
             new { resourceType = "Patient", name = new[] { new { family, given = new[] { "Grace" } } }, birthDate = "1961-07-01" });
         var patient = (await created.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetString()!;
+        await node.AsOperator("PUT", "Practitioner/browser-test", """{"resourceType":"Practitioner","id":"browser-test"}""");
         var user = await SmartSetup.UserAsync(node, "clinician", "Practitioner/browser-test");
         await node.CareTeamAsync(patient, "Practitioner/browser-test");
         var (app, origin) = await StartAppAsync();

@@ -142,7 +142,7 @@ public sealed class SqliteStoreTests
         var config = NodeConfig.Init(dir, "sqlite");
         try
         {
-            using var store = RecordStore.Open(config);
+            using var store = RecordStore.Open(config, create: true);
             await test(config, store);
         }
         finally

@@ -77,7 +77,7 @@ public class TestNode : IAsyncLifetime, IDisposable
         {
             File.WriteAllText(Path.Combine(DataDir, Ward.Core.Policy.AccessPolicy.FileName), PolicyYaml);
         }
-        Store = RecordStore.Open(Config);
+        Store = RecordStore.Open(Config, create: true);
         _app = WardServer.Build(Config, "http://127.0.0.1:0", Store, logging => logging.AddProvider(Logs), clock: Clock);
         await _app.StartAsync();
         var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

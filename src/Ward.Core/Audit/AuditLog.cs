@@ -27,15 +27,18 @@ internal sealed partial class AuditLog : IAsyncDisposable
     private readonly TimeProvider _clock;
     private readonly Channel<Pending> _queue = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Task _writer;
+    private readonly AuditHighWater? _highWater;
 
     /// <summary>The committed right edge of the tree; replaced only after a commit, under the store's write lock.</summary>
     private volatile Frontier? _committed;
 
-    public AuditLog(RecordStore store, SignedNote.Signer signer, TimeProvider clock)
+    /// <param name="highWater">Where each new checkpoint is kept outside the database (null for a copy of the log, such as a backup's snapshot).</param>
+    public AuditLog(RecordStore store, SignedNote.Signer signer, TimeProvider clock, AuditHighWater? highWater = null)
     {
         _store = store;
         _signer = signer;
         _clock = clock;
+        _highWater = highWater;
         _writer = Task.Run(WriteLoopAsync);
     }
 
@@ -48,9 +51,9 @@ internal sealed partial class AuditLog : IAsyncDisposable
 
     public long NowTicks => _clock.GetUtcNow().UtcTicks;
 
-    /// <summary>The node's audit log, with the node key (created with the node; refused if missing once checkpoints exist).</summary>
+    /// <summary>The node's audit log, with the node key (created with the node; refused if missing once checkpoints exist) and its high-water mark.</summary>
     public static AuditLog Open(NodeConfig config, RecordStore store, TimeProvider? clock = null) =>
-        new(store, NodeKey.LoadOrCreate(config, store), clock ?? TimeProvider.System);
+        new(store, NodeKey.LoadOrCreate(config, store), clock ?? TimeProvider.System, AuditHighWater.Of(config));
 
     /// <summary>An event serialised and hashed, ready to be sequenced (done by each request, outside the log's lock).</summary>
     private readonly record struct Sealed(AuditRecord Record, byte[] Data, byte[] Leaf);
@@ -141,11 +144,19 @@ internal sealed partial class AuditLog : IAsyncDisposable
         return new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
     }
 
-    /// <summary>Signs and stores a checkpoint of the committed log if it grew since the last one; returns the latest checkpoint note.</summary>
+    /// <summary>
+    /// Signs and stores a checkpoint of the committed log if it grew since the last one; returns the latest checkpoint note,
+    /// once it is durable and kept as the node's high-water mark (<see cref="AuditHighWater"/>).
+    /// </summary>
     public async Task<string> CheckpointAsync(CancellationToken ct)
     {
         var current = await _store.ReadAsync(s => s.AuditLatestCheckpoint() is { } latest && latest.Size == s.AuditSize() ? latest.Note : null, ct);
-        return current ?? await _store.WriteAsync(Checkpoint, ct);
+        var note = current ?? await _store.WriteAsync(Checkpoint, ct);
+        if (_highWater?.Advance(_store, Verifier, note) is { } problem)
+        {
+            LogHighWater(Logger, problem);
+        }
+        return note;
     }
 
     private string Checkpoint(StoreSession s)
@@ -239,6 +250,9 @@ internal sealed partial class AuditLog : IAsyncDisposable
             return root ?? Merkle.EmptyRoot();
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "The node's high-water mark was not advanced: {Problem}. Run 'ward verify'.")]
+    private static partial void LogHighWater(ILogger logger, string problem);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "The audit log could not be written ({ExceptionType}); the requests waiting on it are refused.")]
     private static partial void LogAppendFailed(ILogger logger, string exceptionType, Exception exception);

@@ -9,6 +9,10 @@ internal sealed class VerificationReport
 {
     public List<string> Problems { get; } = [];
     public List<string> Checked { get; } = [];
+
+    /// <summary>What could not be checked and is no problem in itself (an old node without a high-water mark yet).</summary>
+    public List<string> Notices { get; } = [];
+
     public bool Intact => Problems.Count == 0;
 }
 
@@ -25,11 +29,17 @@ internal static class Verification
 
     /// <param name="indexes">With <paramref name="records"/>: also derive every index row and row summary again from the
     /// sealed current versions and compare (<see cref="IndexVerification"/>).</param>
-    public static void Verify(RecordStore store, SignedNote.Verifier verifier, VerificationReport report, bool records, bool indexes = false) => store.Read(s =>
+    /// <param name="highWater">The node's high-water mark, which the log must extend (a copy restored for checking has none to compare with).</param>
+    public static void Verify(RecordStore store, SignedNote.Verifier verifier, VerificationReport report, bool records, bool indexes = false,
+        AuditHighWater? highWater = null) => store.Read(s =>
     {
         // What the log says was written: the digest of each version, and the entry that committed it.
         var logged = records ? new Dictionary<string, (string Digest, long Entry)>(StringComparer.Ordinal) : null;
         VerifyLog(s, verifier, report, logged);
+        if (highWater?.Check(s, verifier) is { } mark)
+        {
+            (mark.Ok switch { true => report.Checked, false => report.Problems, null => report.Notices }).Add(mark.Text);
+        }
         if (logged is not null)
         {
             VerifyRecords(s, store.Blobs, logged, report);

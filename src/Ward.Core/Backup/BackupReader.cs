@@ -166,6 +166,8 @@ internal static class BackupReader
             {
                 throw new BackupDamageException($"snapshot {snapshot}: the restored audit log does not end at the checkpoint the manifest signed.");
             }
+            // The restored node's high-water mark: what it had signed as of the snapshot.
+            AuditHighWater.Of(config).Write(manifest.Checkpoint);
             var ledger = KeyAdmin.ErasureLedgerPath(store.Keys);
             var tags = target.Erasures(verifier, warnings).ToHashSet(StringComparer.Ordinal);
             tags.UnionWith(File.Exists(ledger) ? KeyBundle.ErasureTags(File.ReadAllLines(ledger)).Select(t => t.Tag) : []);

@@ -86,7 +86,8 @@ internal static class BackupWriter
             int schema;
             using (var snapshotStore = new SqliteStore(copy, store.Keys))
             {
-                await using var audit = AuditLog.Open(config, snapshotStore, clock);
+                // The copy's own checkpoint, for the manifest: not the node's high-water mark (the node may be further on by now).
+                await using var audit = new AuditLog(snapshotStore, NodeKey.LoadOrCreate(config, snapshotStore), clock);
                 checkpoint = await audit.CheckpointAsync(ct);
                 schema = snapshotStore.TryGetSchemaVersion() ?? 0;
             }

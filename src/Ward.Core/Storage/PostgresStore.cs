@@ -42,28 +42,55 @@ internal sealed partial class PostgresStore : RecordStore
             AutoPrepareMinUsages = 2,
             NoResetOnClose = true,
         };
-        Location = $"PostgreSQL database '{builder.Database}' on {builder.Host}:{builder.Port} as {builder.Username}";
+        Location = LocationOf(builder);
         _source = NpgsqlDataSource.Create(builder);
         try
         {
             Initialise(Migrations.Postgres, create);
         }
-        catch (NodeException)
+        catch (Exception e) when (e is NodeException || Refusal(Location, e) is not null)
         {
             _source.Dispose();
-            throw;
+            throw e as NodeException ?? Refusal(Location, e)!;
         }
-        catch (NpgsqlException e) when (e is not PostgresException)
+    }
+
+    private static string LocationOf(NpgsqlConnectionStringBuilder builder) => $"PostgreSQL database '{builder.Database}' on {builder.Host}:{builder.Port} as {builder.Username}";
+
+    /// <summary>The server cannot be reached or refuses the node's role: what the operator is told, or null for any other failure.</summary>
+    private static NodeException? Refusal(string location, Exception e) => e switch
+    {
+        NpgsqlException and not PostgresException => new NodeException($"Cannot reach the {location}: {e.Message}"),
+        PostgresException p when p.SqlState is PostgresErrorCodes.InvalidPassword or PostgresErrorCodes.InvalidAuthorizationSpecification
+            or PostgresErrorCodes.InvalidCatalogName or PostgresErrorCodes.InsufficientPrivilege =>
+            new NodeException($"The {location} refused the node: {p.MessageText} "
+                + "(the password comes from PGPASSWORD or a password file: Passfile=... in the connection string, PGPASSFILE or ~/.pgpass)."),
+        _ => null,
+    };
+
+    /// <summary>Whether the database has Ward's migration table (asked before anything is created in it).</summary>
+    public const string HasSchemaSql = "SELECT to_regclass('schema_migration') IS NOT NULL";
+
+    /// <summary>Refuses a database that holds no Ward node, over one connection and without writing (<see cref="RecordStore.CheckExists"/>).</summary>
+    public static void CheckNode(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(Check(connectionString));
+        var location = LocationOf(builder);
+        bool hasSchema;
+        try
         {
-            _source.Dispose();
-            throw new NodeException($"Cannot reach the {Location}: {e.Message}");
+            using var connection = new NpgsqlConnection(builder.ConnectionString);
+            connection.Open();
+            using var cmd = new NpgsqlCommand(HasSchemaSql, connection);
+            hasSchema = (bool)cmd.ExecuteScalar()!;
         }
-        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.InvalidPassword or PostgresErrorCodes.InvalidAuthorizationSpecification
-            or PostgresErrorCodes.InvalidCatalogName or PostgresErrorCodes.InsufficientPrivilege)
+        catch (Exception e) when (Refusal(location, e) is { } refused)
         {
-            _source.Dispose();
-            throw new NodeException($"The {Location} refused the node: {e.MessageText} "
-                + "(the password comes from PGPASSWORD or a password file: Passfile=... in the connection string, PGPASSFILE or ~/.pgpass).");
+            throw refused;
+        }
+        if (!hasSchema)
+        {
+            throw NoNode(location);
         }
     }
 

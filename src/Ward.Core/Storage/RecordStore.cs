@@ -44,12 +44,33 @@ internal abstract partial class RecordStore : IDisposable
     /// <summary>Diagnostics only (never patient data): retries and lost connections.</summary>
     public ILogger Logger { get; set; } = Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
-    /// <summary>Opens (creating or migrating) the node's database, SQLite or PostgreSQL as its configuration says, with the node's master key.</summary>
-    /// <param name="create">For <c>ward init</c>: a database that already holds a node's tables is refused, never taken over.</param>
+    /// <summary>
+    /// Opens (and migrates) the node's database, SQLite or PostgreSQL as its configuration says, with the node's master key.
+    /// Without <paramref name="create"/>, a database that is missing, empty, truncated, not a database, or without a Ward
+    /// node's tables is refused with what is wrong (exit status 2 in the CLI), and nothing is created: only a new node makes one.
+    /// </summary>
+    /// <param name="create">For <c>ward init</c> (and <c>ward demo</c> on a new folder): the database is made; one that already
+    /// holds a node's tables is refused, never taken over.</param>
     public static RecordStore Open(NodeConfig config, bool create = false)
     {
         var keys = KeyRing.Open(config.MasterKeyPath);
-        return config.IsPostgres ? new PostgresStore(config.Database, keys, create) : new SqliteStore(config.DatabasePath, keys);
+        return config.IsPostgres ? new PostgresStore(config.Database, keys, create) : new SqliteStore(config.DatabasePath, keys, create);
+    }
+
+    /// <summary>
+    /// For commands that read only the node's files (<c>ward policy check --data</c>): refuses a node whose database is
+    /// missing or holds no node, as <see cref="Open"/> does, without the master key and without writing anything.
+    /// </summary>
+    public static void CheckExists(NodeConfig config)
+    {
+        if (config.IsPostgres)
+        {
+            PostgresStore.CheckNode(config.Database);
+        }
+        else
+        {
+            SqliteFile.CheckNode(config.DatabasePath);
+        }
     }
 
     /// <summary>A session without a transaction, for reads.</summary>
@@ -104,11 +125,19 @@ internal abstract partial class RecordStore : IDisposable
     {
         using var session = BeginWriteAsync(CancellationToken.None).GetAwaiter().GetResult();
         session.LockNode();
+        if (!create && !HasSchema(session))
+        {
+            throw NoNode(Location);
+        }
         session.Execute("CREATE TABLE IF NOT EXISTS schema_migration (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied TEXT NOT NULL)");
         var current = Convert.ToInt32(session.Scalar("SELECT coalesce(max(version), 0) FROM schema_migration", []), CultureInfo.InvariantCulture);
         if (create && current > 0)
         {
             throw new NodeException($"The {Location} already holds a Ward node's records; a new node never takes over another's database. Give it an empty database.");
+        }
+        if (!create && current == 0)
+        {
+            throw NoNode(Location);
         }
         foreach (var (version, name, sql) in migrations.Where(m => m.Version > current))
         {
@@ -123,6 +152,13 @@ internal abstract partial class RecordStore : IDisposable
         }
         session.Commit();
     }
+
+    /// <summary>Whether the database has Ward's migration table (checked before anything is created in it).</summary>
+    private bool HasSchema(StoreSession session) =>
+        Convert.ToBoolean(session.Scalar(Engine == StoreEngine.Postgres ? PostgresStore.HasSchemaSql : SqliteFile.HasSchemaSql, []), CultureInfo.InvariantCulture);
+
+    /// <summary>A database without Ward's tables (empty, or another application's): refused unless a new node is being made.</summary>
+    protected static NodeException NoNode(string location) => new($"The {location} holds no Ward node (none of Ward's tables): point database: in ward.yaml at the node's own database, or {SqliteFile.Restore}.");
 
     /// <summary>The schema version, asked once without retrying: null when the database cannot be reached now (health checks).</summary>
     public int? TryGetSchemaVersion()

@@ -33,26 +33,48 @@ internal sealed partial class SqliteStore : RecordStore
     private int _written;
     private int _disposed;
 
-    public SqliteStore(string path, KeyRing keys) : base(keys)
+    /// <param name="create">Only for a new node (<c>ward init</c>): the file is created. Otherwise a file that does not hold a
+    /// node's database is refused before anything is written (<see cref="SqliteFile"/>).</param>
+    public SqliteStore(string path, KeyRing keys, bool create = false) : base(keys)
     {
+        if (!create)
+        {
+            SqliteFile.CheckNode(path);
+        }
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
             Pooling = false,
             DefaultTimeout = 60,
-            Mode = SqliteOpenMode.ReadWriteCreate,
+            Mode = create ? SqliteOpenMode.ReadWriteCreate : SqliteOpenMode.ReadWrite,
         }.ToString();
         Path = path;
         _flusher = new LogFlusher(FlushLog, "SQLite log", () => Logger);
         BlobFolder = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, BlobFiles.FolderName);
         _blobs = new(() => new BlobFiles(BlobFolder, () => Logger));
-        Connect().Dispose();
-        if (!OperatingSystem.IsWindows() && File.Exists(path))
+        try
         {
-            // The database holds only ciphertext and hashes, but it is the node's to read: owner only (WAL and SHM follow).
-            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            Connect().Dispose();
+            if (!OperatingSystem.IsWindows() && File.Exists(path))
+            {
+                // The database holds only ciphertext and hashes, but it is the node's to read: owner only (WAL and SHM follow).
+                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
+            Initialise(Migrations.Sqlite, create);
         }
-        Initialise(Migrations.Sqlite);
+        catch (Exception e)
+        {
+            while (_pool.TryTake(out var lease))
+            {
+                lease.Dispose();
+            }
+            _flusher.Dispose();
+            if (e is SqliteException sqlite && SqliteFile.IsDamage(sqlite))
+            {
+                throw SqliteFile.Damaged(path, sqlite);
+            }
+            throw;
+        }
         // Its own thread: a thread pool kept busy by requests would otherwise delay it while writes pile up in the log.
         _checkpointer = new Thread(CheckpointLoop) { IsBackground = true, Name = "SQLite checkpointer" };
         _checkpointer.Start();

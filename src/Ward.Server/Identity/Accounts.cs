@@ -23,14 +23,14 @@ internal sealed class Accounts : IAsyncDisposable
     private readonly ServiceProvider _services;
     private readonly AsyncServiceScope _scope;
     private readonly NodeConfig _config;
+    private readonly RecordStore _store;
 
     private Accounts(NodeConfig config)
     {
         _config = config;
-        // The record store runs the migrations (identity tables included) and proves the master key is the node's.
-        using (RecordStore.Open(config))
-        {
-        }
+        // The record store refuses a missing or damaged database, runs the migrations (identity tables included) and proves
+        // the master key is the node's; it stays open to check the records that users are linked to.
+        _store = RecordStore.Open(config);
         var services = new ServiceCollection();
         services.AddSingleton(TimeProvider.System);
         IdentitySetup.AddIdentityData(services, config);
@@ -66,9 +66,25 @@ internal sealed class Accounts : IAsyncDisposable
         {
             throw new NodeException("Backend services are clients, not users: ward clients add --kind backend.");
         }
+        if (fhirUser is not null)
+        {
+            CheckRecord(fhirUser);
+        }
         var user = new WardUser { UserName = userName, Role = role, FhirUser = fhirUser, LockoutEnabled = true };
         Check(await Users.CreateAsync(user, password), $"Cannot create user '{userName}'");
         return user;
+    }
+
+    /// <summary>A user is linked to a record of this node that can be read: never to one that does not exist, was deleted or erased.</summary>
+    private void CheckRecord(string reference)
+    {
+        ReferenceParser.TryParseLocal(reference, out var type, out var id);
+        var current = _store.Read(s => s.GetCurrent(type!, id!));
+        if (current is not { Deleted: false })
+        {
+            var state = current is null ? "does not exist on this node" : current.Value.Erased ? "was erased" : "was deleted";
+            throw new NodeException($"{reference} {state}: a user is linked only to a record the node holds (import it first, or name the right one); no user was created.");
+        }
     }
 
     public async Task<List<WardUser>> ListUsersAsync(CancellationToken ct) =>
@@ -343,5 +359,6 @@ internal sealed class Accounts : IAsyncDisposable
     {
         await _scope.DisposeAsync();
         await _services.DisposeAsync();
+        _store.Dispose();
     }
 }
