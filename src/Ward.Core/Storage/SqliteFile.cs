@@ -23,7 +23,9 @@ internal static class SqliteFile
     {
         if (HeaderProblem(path) is { } problem)
         {
-            throw new NodeException($"The database {path} {problem}; {Restore}.");
+            throw new NodeException(problem == Missing
+                ? $"The database {path} is missing; {Restore}, or make a new node with 'ward init' in an empty folder."
+                : $"The database {path} {problem}; {Restore}.");
         }
         bool hasSchema;
         try
@@ -53,6 +55,8 @@ internal static class SqliteFile
     /// <summary>What is wrong with the file's size or header, or null. A checkpoint that grows the file writes page 1 (and
     /// its new page count) before the pages past the old end: a file that looks short while its write-ahead log holds frames
     /// is looked at again for a moment before it is called truncated.</summary>
+    private const string Missing = "is missing";
+
     private static string? HeaderProblem(string path)
     {
         for (var attempt = 0; ; attempt++)
@@ -75,7 +79,7 @@ internal static class SqliteFile
         }
         if (!File.Exists(path))
         {
-            return "is missing (a new node is made with 'ward init' in an empty folder)";
+            return Missing;
         }
         var header = new byte[100];
         long length;
