@@ -492,9 +492,14 @@ internal static partial class Commands
         {
             names.Insert(0, result.Command.Name);
         }
-        Errors.MarkupLineInterpolated($"[red]error:[/] {SafeLines(string.Join(' ', parsed.Errors.Select(e => e.Message)))} See '{string.Join(' ', ["ward", .. names])} --help'.");
+        // One line: System.CommandLine lists the accepted values of an option on lines of their own.
+        var sentence = LineBreaks().Replace(string.Join(' ', parsed.Errors.Select(e => e.Message)), " ");
+        Errors.MarkupLineInterpolated($"[red]error:[/] {Safe(sentence)} See '{string.Join(' ', ["ward", .. names])} --help'.");
         return Task.FromResult(2);
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"\s*\n\s*")]
+    private static partial System.Text.RegularExpressions.Regex LineBreaks();
 
     private static async Task<int> RunAsync(Func<Task<int>> action)
     {
@@ -517,6 +522,7 @@ internal static partial class Commands
     /// <summary>An exception as an exit status, a label and one sentence for the operator.</summary>
     internal static (int Status, string Label, string Sentence) Explain(Exception e) => e switch
     {
+        AggregateException { InnerExceptions.Count: 1 } a => Explain(a.InnerExceptions[0]),
         NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException or Ward.Core.Imaging.DicomException => (2, "error", e.Message),
         WitnessException or Ward.Core.Backup.BackupDamageException => (1, "FAILED", e.Message),
         RecordIntegrityException r => (2, "error", $"{r.Type}/{r.Id} version {r.Version} failed its integrity check: the stored record was altered outside Ward. Nothing more was done."),

@@ -251,16 +251,24 @@ internal static class BackupReader
             output.SetLength(file.Size);
             var handle = output.SafeFileHandle;
             long done = 0;
-            Parallel.ForEach(byPack, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount },
-                () => new ChunkSeal(keys.ChunkKey),
-                (pack, _, seal) =>
-                {
-                    WritePack(target, manifest, pack.Key, pack.Value, keys, seal, handle);
-                    var total = Interlocked.Add(ref done, pack.Value.Sum(c => (long)c.Chunk.PlainLength));
-                    progress?.Report((total, file.Size));
-                    return seal;
-                },
-                seal => seal.Dispose());
+            try
+            {
+                Parallel.ForEach(byPack, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount },
+                    () => new ChunkSeal(keys.ChunkKey),
+                    (pack, _, seal) =>
+                    {
+                        WritePack(target, manifest, pack.Key, pack.Value, keys, seal, handle);
+                        var total = Interlocked.Add(ref done, pack.Value.Sum(c => (long)c.Chunk.PlainLength));
+                        progress?.Report((total, file.Size));
+                        return seal;
+                    },
+                    seal => seal.Dispose());
+            }
+            catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(i => i is BackupDamageException) is { } damage)
+            {
+                // The first damaged pack is what the operator reads, not the parallel loop's wrapper.
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(damage);
+            }
             output.Flush(flushToDisk: true);
         }
     }
