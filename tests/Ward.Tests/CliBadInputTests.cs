@@ -118,7 +118,7 @@ public sealed class CliBadInputTests(BadInputNode node) : IClassFixture<BadInput
         new("policy check --data {node} --file {folder}", "No policy file"),
         new("deid kanon --input {missing} --hierarchies {folder} --qi age --k 2 --out {scratch} --report {scratch}", "No CSV file"),
         new("deid kanon --input {folder} --hierarchies {folder} --qi age --k 2 --out {scratch} --report {scratch}", "is a folder"),
-        new("deid kanon --input {csv} --hierarchies {hierarchies} --qi age --k 0 --out {scratch} --report {scratch}", "k"),
+        new("deid kanon --input {csv} --hierarchies {hierarchies} --qi age --k 0 --out {scratch} --report {scratch}", "k and l must be at least 1"),
         new("dicom dump {missing}", "No DICOM file"),
         new("dicom dump {folder}", "is a folder"),
         new("dicom dump {file}", "Not DICOM"),
