@@ -87,7 +87,7 @@ internal static partial class Commands
         {
             throw new NodeException($"The node key {path} is missing: without it the checkpoints cannot be checked. Restore it from the node's backup.");
         }
-        using var signer = SignedNote.Signer.Parse(File.ReadAllText(path).Trim());
+        using var signer = NodeKey.Read(path);
         var published = config.Resolve(NodeKey.VerifierFile);
         if (File.Exists(published) && File.ReadAllText(published).Trim() != signer.Verifier.VKey)
         {
@@ -130,6 +130,14 @@ internal static partial class Commands
     /// </summary>
     private static async Task<int> WitnessAsync(string url, string file, string? keyText, string? token, CancellationToken ct)
     {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var parsed) || parsed.Scheme is not ("http" or "https"))
+        {
+            throw new NodeException($"--server '{url}' is not the base URL of a node, such as https://ward.example:8443.");
+        }
+        if (Directory.Exists(file))
+        {
+            throw new NodeException($"--checkpoint {file} is a folder: give the file where the witness keeps the checkpoint it accepted.");
+        }
         var origin = url.TrimEnd('/');
         if (origin.EndsWith("/fhir", StringComparison.Ordinal))
         {
@@ -143,7 +151,15 @@ internal static partial class Commands
         var keyFile = file + ".vkey";
         var firstUse = keyText is null && !File.Exists(keyFile);
         var vkey = (keyText ?? (File.Exists(keyFile) ? await File.ReadAllTextAsync(keyFile, ct) : await GetAsync(http, $"{origin}/audit/key", ct))).Trim();
-        var verifier = SignedNote.ParseVerifier(vkey);
+        SignedNote.Verifier verifier;
+        try
+        {
+            verifier = SignedNote.ParseVerifier(vkey);
+        }
+        catch (FormatException e)
+        {
+            throw new NodeException($"'{vkey}' is not a node public key (C2SP vkey, as in keys/node.vkey): {e.Message}");
+        }
         var note = await GetAsync(http, $"{origin}/audit/checkpoint", ct);
         if (!SignedNote.TryOpen(note, [verifier], out var text, out _, out var error) || !Checkpoint.TryParse(text, out var current))
         {
@@ -196,13 +212,30 @@ internal static partial class Commands
 
     private static async Task<string> GetAsync(HttpClient http, string url, CancellationToken ct)
     {
-        using var response = await http.GetAsync(url, ct);
+        using var response = await ReachAsync(http, url, ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode)
         {
             throw new NodeException($"{url} answered {(int)response.StatusCode}: {body[..Math.Min(300, body.Length)]}");
         }
         return body;
+    }
+
+    /// <summary>A GET of the witnessed node: a node that cannot be reached, or does not answer in time, is an operator error.</summary>
+    private static async Task<HttpResponseMessage> ReachAsync(HttpClient http, string url, CancellationToken ct)
+    {
+        try
+        {
+            return await http.GetAsync(url, ct);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new NodeException($"Could not reach {url}: {e.Message}");
+        }
+        catch (TaskCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new NodeException($"{url} did not answer within {http.Timeout.TotalSeconds:N0} s.");
+        }
     }
 }
 

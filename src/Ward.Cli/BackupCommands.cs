@@ -182,26 +182,36 @@ internal static partial class Commands
             var t = BackupTarget.Open(pr.GetValue(target)!);
             var id = t.Resolve(pr.GetValue(snapshot)!);
             RestoreResult result = null!;
-            await AnsiConsole.Progress()
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new TransferSpeedColumn())
-                .StartAsync(async ctx =>
-                {
-                    var task = ctx.AddTask($"Restoring {id}", maxValue: 1);
-                    var progress = new Progress<(long Done, long Total)>(p =>
-                    {
-                        task.MaxValue = Math.Max(1, p.Total);
-                        task.Value = p.Done;
-                    });
-                    result = await BackupReader.RestoreAsync(t, id, pr.GetValue(data)!, recovery, pr.GetValue(key) ?? pinned, TimeProvider.System, progress, ct);
-                    task.Value = task.MaxValue;
-                });
-            using (var store = RecordStore.Open(result.Config))
+            try
             {
-                await AuditAdminAsync(result.Config, "restore", 'C', $"backup/{id}", open: store);
-                foreach (var patient in result.Erased)
-                {
-                    await AuditAdminAsync(result.Config, "erase", 'D', $"Patient/{patient}", patient: patient, open: store);
-                }
+                await AnsiConsole.Progress()
+                    .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new TransferSpeedColumn())
+                    .StartAsync(async ctx =>
+                    {
+                        var task = ctx.AddTask($"Restoring {id}", maxValue: 1);
+                        var progress = new Progress<(long Done, long Total)>(p =>
+                        {
+                            task.MaxValue = Math.Max(1, p.Total);
+                            task.Value = p.Done;
+                        });
+                        result = await BackupReader.RestoreAsync(t, id, pr.GetValue(data)!, recovery, pr.GetValue(key) ?? pinned, TimeProvider.System, progress, ct,
+                            finish: async restored =>
+                            {
+                                // In the restored node's own log, before it takes the data folder's name.
+                                using var store = RecordStore.Open(restored.Config);
+                                await AuditAdminAsync(restored.Config, "restore", 'C', $"backup/{id}", open: store);
+                                foreach (var patient in restored.Erased)
+                                {
+                                    await AuditAdminAsync(restored.Config, "erase", 'D', $"Patient/{patient}", patient: patient, open: store);
+                                }
+                            });
+                        task.Value = task.MaxValue;
+                    });
+            }
+            catch (BackupDamageException e)
+            {
+                // Not a check that found damage (that is 'ward backup verify', exit 1): a restore that could not be done.
+                throw new NodeException($"{e.Message} Nothing was restored.");
             }
             foreach (var warning in result.Warnings)
             {

@@ -242,11 +242,39 @@ internal static partial class Commands
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
+            var listen = pr.GetValue(urls) ?? config.Urls;
+            CheckListen(listen, config);
             using var store = RecordStore.Open(config);
-            await ServeAsync(config, store, pr.GetValue(urls) ?? config.Urls, ct, pr.GetValue(readOnly));
+            await ServeAsync(config, store, listen, ct, pr.GetValue(readOnly));
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// Each listen address is one of this machine's and its port is free: checked before anything is opened, created or
+    /// printed, so that a busy port is one sentence and not a failed start after the work (ward demo imports first).
+    /// </summary>
+    private static void CheckListen(string urls, NodeConfig? config)
+    {
+        foreach (var (address, port, _) in WardServer.ParseUrls(urls, config))
+        {
+            using var probe = new System.Net.Sockets.TcpListener(address, port);
+            try
+            {
+                probe.Start();
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                throw new NodeException(e.SocketErrorCode switch
+                {
+                    System.Net.Sockets.SocketError.AddressAlreadyInUse => $"Port {port} on {address} is already in use (another 'ward serve', or another program): stop it, or listen elsewhere with --urls.",
+                    System.Net.Sockets.SocketError.AddressNotAvailable => $"{address} is not an address of this machine: give one of its addresses with --urls.",
+                    System.Net.Sockets.SocketError.AccessDenied => $"Listening on port {port} needs privileges this account lacks: use a port above 1023 with --urls.",
+                    _ => $"Cannot listen on {address} port {port}: {e.Message}",
+                });
+            }
+        }
     }
 
     private static async Task ServeAsync(NodeConfig config, RecordStore store, string urls, CancellationToken ct, bool readOnly = false)
@@ -351,22 +379,36 @@ internal static partial class Commands
         {
             var dir = pr.GetValue(data)!;
             var fresh = !File.Exists(Path.Combine(dir, NodeConfig.FileName));
-            var config = fresh ? NodeConfig.Init(dir, "ward-demo") : NodeConfig.Load(dir);
-            using var store = RecordStore.Open(config, create: fresh);
+            var existing = fresh ? null : NodeConfig.Load(dir);
+            // The address and the port first: nothing is created or printed for a demo that could not serve.
+            var listen = pr.GetValue(urls) ?? existing?.Urls ?? new NodeConfig().Urls;
+            CheckListen(listen, existing);
+            var made = fresh && !File.Exists(dir) && (!Directory.Exists(dir) || !Directory.EnumerateFileSystemEntries(dir).Any());
+            var config = existing ?? NodeConfig.Init(dir, "ward-demo");
             List<DemoIdentity.Credential> credentials;
             if (fresh)
             {
                 var samples = Path.Combine(AppContext.BaseDirectory, "samples", "synthea");
                 AnsiConsole.MarkupLineInterpolated($"Created demo node in {config.DataDir}; loading the Synthea sample patients from {samples}");
-                await ImportAsync(config, store, [samples], ct);
-                credentials = await DemoIdentity.CreateAsync(config, store, ct);
+                try
+                {
+                    using var setup = RecordStore.Open(config, create: true);
+                    await ImportAsync(config, setup, [samples], ct);
+                    credentials = await DemoIdentity.CreateAsync(config, setup, ct);
+                }
+                catch when (made)
+                {
+                    // A demo node half made (an interrupted import) would be reused next time: the same command starts afresh.
+                    Directory.Delete(config.DataDir, recursive: true);
+                    throw;
+                }
             }
             else
             {
                 AnsiConsole.MarkupLineInterpolated($"Reusing the demo node in {config.DataDir}");
                 credentials = DemoIdentity.Load(config);
             }
-            var listen = pr.GetValue(urls) ?? config.Urls;
+            using var store = RecordStore.Open(config);
             var @base = WardServer.ParseUrls(listen, config)[0];
             var url = $"{(@base.Https ? "https" : "http")}://{(@base.Address.ToString() == "0.0.0.0" ? "127.0.0.1" : @base.Address)}:{@base.Port}/fhir";
             string token;
@@ -408,7 +450,56 @@ internal static partial class Commands
     /// <summary>An error message (several lines at times, caller text inside) for the terminal: see <see cref="TerminalText.EscapeLines"/>.</summary>
     private static string SafeLines(string? text) => TerminalText.EscapeLines(text);
 
+    /// <summary>A file the operator named as input: a folder, or nothing, at that path is refused with what was expected.</summary>
+    private static string InputFile(string path, string what) => File.Exists(path) ? path
+        : throw new NodeException(Directory.Exists(path) ? $"{path} is a folder: give the {what} file." : $"No {what} file at {path}.");
+
     private static int Run(Func<int> action) => RunAsync(() => Task.FromResult(action())).GetAwaiter().GetResult();
+
+    /// <summary>
+    /// Where errors go: standard error, never among the output that scripts capture (<c>TOKEN=$(ward token ...)</c>). Into a
+    /// file or a pipe, lines are not cut at 80 columns.
+    /// </summary>
+    internal static readonly IAnsiConsole Errors = ErrorConsole();
+
+    private static IAnsiConsole ErrorConsole()
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        if (Console.IsErrorRedirected)
+        {
+            console.Profile.Width = 4096;
+        }
+        return console;
+    }
+
+    /// <summary>
+    /// The one place where a command's failure becomes what the operator reads: one sentence on standard error, never a
+    /// stack trace, and the exit status (2: the command could not do what was asked; 1: it checked and found a problem).
+    /// </summary>
+    /// <summary>
+    /// Parses and runs the command line. A syntax error (unknown option, missing required option, malformed value) is an
+    /// operator error like any other: its sentences on standard error, where to find the usage, exit status 2.
+    /// </summary>
+    public static Task<int> InvokeAsync(string[] args)
+    {
+        var parsed = Build().Parse(args);
+        if (parsed.Action is not System.CommandLine.Invocation.ParseErrorAction)
+        {
+            return parsed.InvokeAsync();
+        }
+        var names = new List<string>();
+        for (var result = parsed.CommandResult; result.Parent is System.CommandLine.Parsing.CommandResult parent; result = parent)
+        {
+            names.Insert(0, result.Command.Name);
+        }
+        // One line: System.CommandLine lists the accepted values of an option on lines of their own.
+        var sentence = LineBreaks().Replace(string.Join(' ', parsed.Errors.Select(e => e.Message)), " ");
+        Errors.MarkupLineInterpolated($"[red]error:[/] {Safe(sentence)} See '{string.Join(' ', ["ward", .. names])} --help'.");
+        return Task.FromResult(2);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"\s*\n\s*")]
+    private static partial System.Text.RegularExpressions.Regex LineBreaks();
 
     private static async Task<int> RunAsync(Func<Task<int>> action)
     {
@@ -416,24 +507,31 @@ internal static partial class Commands
         {
             return await action();
         }
-        catch (Exception e) when (e is NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException or Ward.Core.Imaging.DicomException)
-        {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {SafeLines(e.Message)}");
-            return 2;
-        }
-        catch (Exception e) when (e is WitnessException or Ward.Core.Backup.BackupDamageException)
-        {
-            AnsiConsole.MarkupLineInterpolated($"[red]FAILED:[/] {SafeLines(e.Message)}");
-            return 1;
-        }
-        catch (RecordIntegrityException e)
-        {
-            AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {Safe(e.Type)}/{Safe(e.Id)} version {e.Version} failed its integrity check: the stored record was altered outside Ward. Nothing more was done.");
-            return 2;
-        }
         catch (OperationCanceledException)
         {
             return 130;
         }
+        catch (Exception e)
+        {
+            var (status, label, sentence) = Explain(e);
+            Errors.MarkupLineInterpolated($"[red]{label}:[/] {SafeLines(sentence)}");
+            return status;
+        }
     }
+
+    /// <summary>An exception as an exit status, a label and one sentence for the operator.</summary>
+    internal static (int Status, string Label, string Sentence) Explain(Exception e) => e switch
+    {
+        AggregateException { InnerExceptions.Count: 1 } a => Explain(a.InnerExceptions[0]),
+        NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException or Ward.Core.Imaging.DicomException => (2, "error", e.Message),
+        WitnessException or Ward.Core.Backup.BackupDamageException => (1, "FAILED", e.Message),
+        RecordIntegrityException r => (2, "error", $"{r.Type}/{r.Id} version {r.Version} failed its integrity check: the stored record was altered outside Ward. Nothing more was done."),
+        FileNotFoundException f => (2, "error", $"No file at {f.FileName ?? "the path given"}."),
+        DirectoryNotFoundException or UnauthorizedAccessException or IOException => (2, "error", e.Message),
+        HttpRequestException => (2, "error", $"The server could not be reached: {e.Message}"),
+        System.Text.Json.JsonException or YamlDotNet.Core.YamlException or FormatException or InvalidDataException
+            or System.Security.Cryptography.CryptographicException => (2, "error", $"Unreadable input: {e.Message}"),
+        // Nothing unexpected escapes as a stack trace either: its message and type are enough to report it.
+        _ => (2, "error", $"{e.Message} ({e.GetType().Name})"),
+    };
 }

@@ -18,7 +18,7 @@ internal static partial class Commands
         dump.SetAction(pr => Run(() =>
         {
             var path = pr.GetValue(file)!;
-            var read = DicomFile.Read(File.ReadAllBytes(path));
+            var read = DicomFile.Read(File.ReadAllBytes(InputFile(path, "DICOM")));
             var text = new StringBuilder();
             text.Append(CultureInfo.InvariantCulture, $"# transfer syntax {read.TransferSyntax}\n");
             Dump(read.Meta, 0, text);

@@ -96,7 +96,7 @@ internal static partial class Commands
         var add = new Command("add", "Register a SMART client.") { data, clientId, kind, redirect, scopes, jwks, name };
         add.SetAction((pr, ct) => RunAsync(async () =>
         {
-            var keySet = pr.GetValue(jwks) is { } file ? await File.ReadAllTextAsync(file, ct) : null;
+            var keySet = pr.GetValue(jwks) is { } file ? await File.ReadAllTextAsync(InputFile(file, "JSON Web Key Set"), ct) : null;
             var config = NodeConfig.Load(pr.GetValue(data)!);
             await using var accounts = Accounts.Open(config);
             var secret = await accounts.AddClientAsync(pr.GetValue(clientId)!, Enum.Parse<ClientKind>(pr.GetValue(kind)!, ignoreCase: true),

@@ -31,6 +31,8 @@ internal static class WardServer
         TimeProvider? clock = null)
     {
         var endpoints = ParseUrls(urls, config);
+        // Read before the host starts: a certificate that is not one is named now, not logged as a failed start.
+        var certificate = endpoints.Any(e => e.Https) ? LoadCertificate(config) : null;
         // The content root is the install folder, not the working directory: an appsettings.json lying where the node is
         // started cannot reconfigure it (say, turn on request logging, which would write search URLs), and the host
         // does not watch the working directory, often the data folder, whose every write would wake a file watcher.
@@ -65,7 +67,7 @@ internal static class WardServer
                     listen.Protocols = https ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http1;
                     if (https)
                     {
-                        listen.UseHttps(LoadCertificate(config));
+                        listen.UseHttps(certificate!);
                     }
                 });
             }
@@ -158,7 +160,8 @@ internal static class WardServer
     /// Parses the listen addresses. Plain HTTP is allowed on loopback only; any other address needs https and the
     /// configured certificate, so that patient data never crosses a network in clear.
     /// </summary>
-    public static List<(IPAddress Address, int Port, bool Https)> ParseUrls(string urls, NodeConfig config)
+    /// <param name="config">The node whose certificate serves https; null for a node about to be created with its development certificate (ward demo).</param>
+    public static List<(IPAddress Address, int Port, bool Https)> ParseUrls(string urls, NodeConfig? config)
     {
         var list = new List<(IPAddress, int, bool)>();
         foreach (var raw in urls.Split([';', ','], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -181,7 +184,7 @@ internal static class WardServer
             {
                 throw new NodeException($"Refusing to serve patient data in clear on {raw}: plain HTTP is for loopback only. Use https:// with the certificate named in ward.yaml.");
             }
-            if (https && !TlsConfigured(config))
+            if (https && config is not null && !TlsConfigured(config))
             {
                 throw new NodeException($"{raw} needs TLS, but ward.yaml names no certificate and key files that exist (tls: certificate, key).");
             }
@@ -199,10 +202,17 @@ internal static class WardServer
 
     private static System.Security.Cryptography.X509Certificates.X509Certificate2 LoadCertificate(NodeConfig config)
     {
-        using var pem = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(
-            config.Resolve(config.Tls.Certificate!), config.Resolve(config.Tls.Key!));
-        // Kestrel needs an exportable key on Linux; re-import from PKCS#12 in memory.
-        return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(pem.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12), null);
+        var (certificate, key) = (config.Resolve(config.Tls.Certificate!), config.Resolve(config.Tls.Key!));
+        try
+        {
+            using var pem = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(certificate, key);
+            // Kestrel needs an exportable key on Linux; re-import from PKCS#12 in memory.
+            return System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadPkcs12(pem.Export(System.Security.Cryptography.X509Certificates.X509ContentType.Pkcs12), null);
+        }
+        catch (System.Security.Cryptography.CryptographicException e)
+        {
+            throw new NodeException($"The TLS certificate {certificate} and its key {key} (tls: in ward.yaml) are not a PEM certificate and its private key: {e.Message}");
+        }
     }
 }
 

@@ -309,9 +309,16 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
         bytes[100] ^= 1;
         File.SetUnixFileMode(pack, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         File.WriteAllBytes(pack, bytes);
-        var output = await Fails(1, "backup", "restore", "--target", s.Target, "--snapshot", first.GetProperty("snapshot").GetString()!,
+        var output = await Fails(2, "backup", "restore", "--target", s.Target, "--snapshot", first.GetProperty("snapshot").GetString()!,
             "--data", s.Restored, "--recovery-key", s.RecoveryKey);
         Assert.Contains($"{Path.GetFileName(pack)} is corrupt", output);
+        // Nothing left behind (no keys, no half database), beside the folder either: the same command runs again once the pack is repaired.
+        Assert.False(Directory.Exists(s.Restored), "The failed restore left " + s.Restored);
+        Assert.Equal(["node", "target"], Directory.GetFileSystemEntries(s.Root).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        bytes[100] ^= 1;
+        File.WriteAllBytes(pack, bytes);
+        Assert.Contains("Restored snapshot", await Ok("backup", "restore", "--target", s.Target, "--snapshot", first.GetProperty("snapshot").GetString()!,
+            "--data", s.Restored, "--recovery-key", s.RecoveryKey));
     }
 
     [Fact]
@@ -331,7 +338,7 @@ public sealed class BackupTests(BackedUpNode node) : IClassFixture<BackedUpNode>
         // Another node's recovery key names its own node: refused before anything is opened.
         var other = Path.Combine(s.Root, "other");
         await Ok("init", "--data", other);
-        var foreign = await Fails(1, "backup", "restore", "--target", s.Target, "--data", s.Restored, "--recovery-key", Path.Combine(other, "recovery.key"));
+        var foreign = await Fails(2, "backup", "restore", "--target", s.Target, "--data", s.Restored, "--recovery-key", Path.Combine(other, "recovery.key"));
         Assert.Contains("is not the node key you trust", foreign);
 
         // Nor can another node's backups be mixed into this target.

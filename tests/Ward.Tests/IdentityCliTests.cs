@@ -17,13 +17,13 @@ public abstract class IdentityCliTests(TestNode node)
         var name = "cli-" + Guid.NewGuid().ToString("N")[..8];
         var noStdin = await Ward(null, "users", "add", "--username", name, "--role", "clinician");
         Assert.Equal(2, noStdin.Code);
-        Assert.Contains("--password-stdin", noStdin.Stdout);
+        Assert.Contains("--password-stdin", noStdin.Stderr);
         var tooShort = await Ward("short\n", "users", "add", "--username", name, "--role", "clinician", "--password-stdin");
         Assert.Equal(2, tooShort.Code);
-        Assert.Contains("at least 12 characters", tooShort.Stdout);
+        Assert.Contains("at least 12 characters", tooShort.Stderr);
         var badRole = await Ward(SmartSetup.Password + "\n", "users", "add", "--username", name, "--role", "surgeon", "--password-stdin");
         Assert.Equal(2, badRole.Code);
-        Assert.Contains("not a role", badRole.Stdout);
+        Assert.Contains("not a role", badRole.Stderr);
         var patientWithout = await Ward(SmartSetup.Password + "\n", "users", "add", "--username", name, "--role", "patient", "--password-stdin");
         Assert.Equal(2, patientWithout.Code);
 
@@ -52,7 +52,8 @@ public abstract class IdentityCliTests(TestNode node)
         Assert.Contains("disabled", (await Ward(null, "users", "list")).Stdout);
         var refused = await Ward(null, "token", "--user", name, "--scope", "user/*.rs");
         Assert.Equal(2, refused.Code);
-        Assert.Contains("disabled", refused.Stdout);
+        Assert.Contains("disabled", refused.Stderr);
+        Assert.Equal("", refused.Stdout); // a script's TOKEN=$(ward token ...) never captures the error as a token
         using var agent = new SmartAgent(node);
         var signIn = await agent.SubmitAsync(await agent.GetAsync("/account/login"), ("username", name), ("password", SmartSetup.Password));
         Assert.NotEqual(HttpStatusCode.Redirect, signIn.StatusCode);
@@ -68,10 +69,10 @@ public abstract class IdentityCliTests(TestNode node)
         Assert.Contains(id, (await Ward(null, "clients", "list")).Stdout);
         var cleartext = await Ward(null, "clients", "add", "--client-id", id + "x", "--kind", "public", "--redirect-uri", "http://app.example/callback", "--scopes", "openid");
         Assert.Equal(2, cleartext.Code);
-        Assert.Contains("http:// only on loopback", cleartext.Stdout);
+        Assert.Contains("http:// only on loopback", cleartext.Stderr);
         var backend = await Ward(null, "clients", "add", "--client-id", id + "b", "--kind", "backend", "--scopes", "system/*.rs");
         Assert.Equal(2, backend.Code);
-        Assert.Contains("--jwks", backend.Stdout);
+        Assert.Contains("--jwks", backend.Stderr);
         var secret = await Ward(null, "clients", "add", "--client-id", id + "c", "--kind", "confidential", "--redirect-uri", "https://app.example/cb", "--scopes", "openid user/*.rs");
         Assert.Equal(0, secret.Code);
         Assert.Contains("shown once", secret.Stdout);

@@ -22,7 +22,7 @@ internal static class NodeKey
         var path = config.Resolve(KeyFile);
         if (File.Exists(path))
         {
-            var signer = SignedNote.Signer.Parse(File.ReadAllText(path).Trim());
+            var signer = Read(path);
             if (signer.Verifier.Name != OriginOf(config))
             {
                 var name = signer.Verifier.Name;
@@ -37,6 +37,19 @@ internal static class NodeKey
                 + "Restore keys/node.key from the node's backup; a new key would make its audit history unverifiable.");
         }
         return Create(config);
+    }
+
+    /// <summary>Reads the private key file; a file that holds no such key is named, with what to do.</summary>
+    public static SignedNote.Signer Read(string path)
+    {
+        try
+        {
+            return SignedNote.Signer.Parse(File.ReadAllText(path).Trim());
+        }
+        catch (FormatException e)
+        {
+            throw new NodeException($"{path} is not the node's signing key ({e.Message.TrimEnd('.')}): restore keys/node.key from the node's backup.");
+        }
     }
 
     /// <summary>Creates the key of a new node (refusing to replace one).</summary>

@@ -105,15 +105,55 @@ internal static class BackupReader
     /// configuration, rebuilds the database from its chunks (each pack checked against its hash, each chunk authenticated
     /// by AES-GCM and its id), checks the restored audit log against the manifest's checkpoint, then destroys again the
     /// data key of every patient erased since (the target's erasure records and the snapshot's ledger).
+    /// All of it happens in a sibling folder (<c>.NAME.restoring</c>), renamed to the data folder at the very end, after
+    /// <paramref name="finish"/> (the caller's audit of the restore): a restore that fails, for a wrong key, a damaged pack
+    /// or an interruption, leaves nothing in the data folder, and the same command can simply run again.
     /// </summary>
     public static async Task<RestoreResult> RestoreAsync(BackupTarget target, string snapshot, string dataDir, byte[] recoveryKey, string? pinnedNodeKey,
-        TimeProvider clock, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
+        TimeProvider clock, IProgress<(long Done, long Total)>? progress, CancellationToken ct, Func<RestoreResult, Task>? finish = null)
     {
-        var root = Path.GetFullPath(dataDir);
+        var root = Path.TrimEndingDirectorySeparator(Path.GetFullPath(dataDir));
+        if (File.Exists(root))
+        {
+            throw new NodeException($"'{root}' is a file: restore into a new folder.");
+        }
         if (Directory.Exists(root) && Directory.EnumerateFileSystemEntries(root).Any())
         {
             throw new NodeException($"'{root}' is not empty: restore into a new folder.");
         }
+        var staging = Path.Combine(Path.GetDirectoryName(root) ?? root, "." + Path.GetFileName(root) + ".restoring");
+        if (Directory.Exists(staging))
+        {
+            // Left by a restore that was killed before it could clean up.
+            Directory.Delete(staging, recursive: true);
+        }
+        try
+        {
+            var result = await RestoreIntoAsync(target, snapshot, staging, recoveryKey, pinnedNodeKey, clock, progress, ct);
+            if (finish is not null)
+            {
+                await finish(result);
+            }
+            if (Directory.Exists(root))
+            {
+                Directory.Delete(root);
+            }
+            Directory.Move(staging, root);
+            return result with { Config = NodeConfig.Load(root) };
+        }
+        catch
+        {
+            if (Directory.Exists(staging))
+            {
+                Directory.Delete(staging, recursive: true);
+            }
+            throw;
+        }
+    }
+
+    private static async Task<RestoreResult> RestoreIntoAsync(BackupTarget target, string snapshot, string root, byte[] recoveryKey, string? pinnedNodeKey,
+        TimeProvider clock, IProgress<(long Done, long Total)>? progress, CancellationToken ct)
+    {
         var verifier = target.Verifier(pinnedNodeKey);
         var (manifest, _) = target.ReadManifest(snapshot, verifier);
         var sealedPath = target.KeysPath(snapshot);
@@ -213,16 +253,24 @@ internal static class BackupReader
             output.SetLength(file.Size);
             var handle = output.SafeFileHandle;
             long done = 0;
-            Parallel.ForEach(byPack, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount },
-                () => new ChunkSeal(keys.ChunkKey),
-                (pack, _, seal) =>
-                {
-                    WritePack(target, manifest, pack.Key, pack.Value, keys, seal, handle);
-                    var total = Interlocked.Add(ref done, pack.Value.Sum(c => (long)c.Chunk.PlainLength));
-                    progress?.Report((total, file.Size));
-                    return seal;
-                },
-                seal => seal.Dispose());
+            try
+            {
+                Parallel.ForEach(byPack, new ParallelOptions { CancellationToken = ct, MaxDegreeOfParallelism = Environment.ProcessorCount },
+                    () => new ChunkSeal(keys.ChunkKey),
+                    (pack, _, seal) =>
+                    {
+                        WritePack(target, manifest, pack.Key, pack.Value, keys, seal, handle);
+                        var total = Interlocked.Add(ref done, pack.Value.Sum(c => (long)c.Chunk.PlainLength));
+                        progress?.Report((total, file.Size));
+                        return seal;
+                    },
+                    seal => seal.Dispose());
+            }
+            catch (AggregateException e) when (e.InnerExceptions.FirstOrDefault(i => i is BackupDamageException) is { } damage)
+            {
+                // The first damaged pack is what the operator reads, not the parallel loop's wrapper.
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(damage);
+            }
             output.Flush(flushToDisk: true);
         }
     }

@@ -37,6 +37,10 @@ internal sealed class BackupTarget
     public static BackupTarget OpenFor(string dir, SignedNote.Verifier node)
     {
         var root = Path.GetFullPath(dir);
+        if (File.Exists(root))
+        {
+            throw new NodeException($"'{root}' is a file: the backup target is a folder.");
+        }
         Directory.CreateDirectory(root);
         var target = new BackupTarget(root);
         var vkey = Path.Combine(root, VerifierFile);
@@ -54,12 +58,25 @@ internal sealed class BackupTarget
     /// <summary>The key that signs this target's manifests: the one given (pinned by the operator), else the target's own.</summary>
     public SignedNote.Verifier Verifier(string? pinned = null)
     {
-        var stored = SignedNote.ParseVerifier(File.ReadAllText(Path.Combine(Root, VerifierFile)).Trim());
-        if (pinned is not null && SignedNote.ParseVerifier(pinned) is var trusted && trusted.VKey != stored.VKey)
+        var file = Path.Combine(Root, VerifierFile);
+        var stored = ParseVerifier(File.ReadAllText(file).Trim(), file, message => new BackupDamageException(message));
+        if (pinned is not null && ParseVerifier(pinned, "The node key you trust", message => new NodeException(message)) is var trusted && trusted.VKey != stored.VKey)
         {
             throw new BackupDamageException($"The target's node key {stored.VKey} is not the node key you trust ({trusted.VKey}): the target was replaced or belongs to another node.");
         }
         return stored;
+    }
+
+    private static SignedNote.Verifier ParseVerifier(string vkey, string what, Func<string, Exception> error)
+    {
+        try
+        {
+            return SignedNote.ParseVerifier(vkey);
+        }
+        catch (FormatException e)
+        {
+            throw error($"{what} is not a node public key such as keys/node.vkey holds ({e.Message.TrimEnd('.')}).");
+        }
     }
 
     public string PackPath(string hash) => Path.Combine(Root, "packs", hash[..2], hash + ".pack");

@@ -49,6 +49,7 @@ internal sealed class NodeConfig
     {
         var full = System.IO.Path.GetFullPath(dataDir);
         var file = System.IO.Path.Combine(full, FileName);
+        RefuseFile(full);
         if (!File.Exists(file))
         {
             throw new NodeException($"No Ward node in '{full}': {FileName} is missing. Create one with: ward init --data {dataDir}");
@@ -66,6 +67,15 @@ internal sealed class NodeConfig
         return config;
     }
 
+    /// <summary>A node is a folder: a file where it is named is refused, with what was expected.</summary>
+    private static void RefuseFile(string full)
+    {
+        if (File.Exists(full))
+        {
+            throw new NodeException($"'{full}' is a file: --data names the node's folder (the one holding {FileName}).");
+        }
+    }
+
     public void Save()
     {
         var header = "# Ward node configuration. Relative paths are relative to this folder.\n";
@@ -81,6 +91,7 @@ internal sealed class NodeConfig
             Storage.PostgresStore.Check(database);
         }
         var full = System.IO.Path.GetFullPath(dataDir);
+        RefuseFile(full);
         if (File.Exists(System.IO.Path.Combine(full, FileName)) || File.Exists(System.IO.Path.Combine(full, "ward.db")))
         {
             throw new NodeException($"'{full}' already holds a Ward node; refusing to overwrite it.");

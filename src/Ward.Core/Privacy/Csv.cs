@@ -11,6 +11,10 @@ internal static class Csv
     /// <summary>The records of a file, each as its fields (blank lines skipped).</summary>
     public static IEnumerable<string[]> Read(string path, char separator)
     {
+        if (!File.Exists(path))
+        {
+            throw new PrivacyException(Directory.Exists(path) ? $"{path} is a folder: give a CSV file." : $"No CSV file at {path}.");
+        }
         using var reader = new StreamReader(path, Encoding.UTF8);
         foreach (var record in Read(reader, separator, Path.GetFileName(path))) yield return record;
     }

@@ -8,6 +8,10 @@ internal static class Exporter
 {
     public static SortedDictionary<string, long> Export(RecordStore store, string outDir)
     {
+        if (File.Exists(outDir))
+        {
+            throw new Node.NodeException($"'{Path.GetFullPath(outDir)}' is a file: --out names the folder for the NDJSON files.");
+        }
         Directory.CreateDirectory(outDir);
         var counts = new SortedDictionary<string, long>(StringComparer.Ordinal);
         using var session = store.OpenRead();
