@@ -1,5 +1,4 @@
 using Ward.Core.Access;
-using Ward.Core.Node;
 using Ward.Core.Search;
 
 namespace Ward.Core.Policy;
