@@ -321,6 +321,7 @@ internal static partial class Commands
                 var watch = System.Diagnostics.Stopwatch.StartNew();
                 var progress = new Progress<ImportProgress>(p =>
                 {
+                    task.MaxValue = p.FilesTotal;
                     task.Value = p.FilesDone;
                     var rate = p.Resources / Math.Max(0.001, watch.Elapsed.TotalSeconds);
                     task.Description = $"{p.Resources:N0} resources, {rate:N0}/s";
@@ -329,14 +330,14 @@ internal static partial class Commands
                 await audit.CheckpointAsync(ct);
                 task.Value = task.MaxValue;
             });
-        var table = new Table().AddColumns("Resource type", "Created", "Updated", "Failed");
-        foreach (var (type, (created, updated, failed)) in summary.ByType)
+        var table = new Table().AddColumns("Resource type", "Created", "Updated", "Already present", "Failed");
+        foreach (var (type, (created, updated, present, failed)) in summary.ByType)
         {
-            table.AddRow(Cell(type), created.ToString("N0"), updated.ToString("N0"), failed.ToString("N0"));
+            table.AddRow(Cell(type), created.ToString("N0"), updated.ToString("N0"), present.ToString("N0"), failed.ToString("N0"));
         }
         AnsiConsole.Write(table);
         var rate = summary.Resources / Math.Max(0.001, summary.Elapsed.TotalSeconds);
-        AnsiConsole.MarkupLineInterpolated($"Imported {summary.Resources:N0} resources from {files.Count} files in {summary.Elapsed.TotalSeconds:N1} s ({rate:N0} resources/s).");
+        AnsiConsole.MarkupLineInterpolated($"Imported {summary.Resources:N0} resources from {files.Count} files in {summary.Elapsed.TotalSeconds:N1} s ({rate:N0} resources/s); {summary.AlreadyPresent:N0} already present.");
         foreach (var error in summary.Errors.Take(20))
         {
             AnsiConsole.MarkupLineInterpolated($"[red]error[/] {Safe(error)}");

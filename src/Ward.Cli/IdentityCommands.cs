@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Spectre.Console;
+using Ward.Core.Access;
 using Ward.Core.Node;
 using Ward.Server.Identity;
 

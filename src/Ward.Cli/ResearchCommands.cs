@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
+using Ward.Core.Access;
 using Ward.Core.Node;
 using Ward.Core.Privacy;
 using Ward.Core.Storage;

@@ -252,11 +252,14 @@ internal sealed partial class FhirEngine
                         {
                             var type = reference[..q];
                             var found = Match(session, type, reference[(q + 1)..], entry, $"The conditional reference in entry {index}", assumptions);
-                            if (found.Count != 1)
+                            if (found.Count == 0)
                             {
-                                throw FhirException.PreconditionFailed(found.Count == 0
-                                    ? $"The conditional reference {reference} in entry {index} matches no resource."
-                                    : $"The conditional reference {reference} in entry {index} matches more than one resource.");
+                                throw new FhirException(System.Net.HttpStatusCode.PreconditionFailed, OperationOutcome.IssueType.Conflict,
+                                    $"The conditional reference {reference} in entry {index} matches no resource.") { UnresolvedReference = reference };
+                            }
+                            if (found.Count > 1)
+                            {
+                                throw FhirException.PreconditionFailed($"The conditional reference {reference} in entry {index} matches more than one resource.");
                             }
                             resolved = $"{type}/{session.LoadCurrent(found)[0].Id}";
                             conditional[reference] = resolved;

@@ -18,6 +18,12 @@ internal sealed class FhirException(HttpStatusCode status, OperationOutcome.Issu
     /// <summary>Seconds after which the caller may try again (the <c>Retry-After</c> header of a 429 or 503).</summary>
     public int? RetryAfterSeconds { get; init; }
 
+    /// <summary>
+    /// The conditional reference (<c>Type?criteria</c>) of a transaction that matched no resource, when that is why it
+    /// failed: the resource it names may simply not be loaded yet (an importer retries the transaction after the others).
+    /// </summary>
+    public string? UnresolvedReference { get; init; }
+
     public static FhirException BadRequest(string message, OperationOutcome.IssueType code = OperationOutcome.IssueType.Invalid) =>
         new(HttpStatusCode.BadRequest, code, message);
 

@@ -1,5 +1,4 @@
 using Ward.Core.Access;
-using Ward.Core.Node;
 using Ward.Core.Search;
 
 namespace Ward.Core.Policy;
@@ -36,7 +35,6 @@ internal sealed class AccessPolicy
     public const string FileName = "policy.yaml";
     public const string ConfidentialitySystem = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
     public const string SensitivitySystem = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
-    public static readonly string[] PurposeCodes = ["TREAT", "ETREAT", "HOPERAT", "PUBHLTH", "HRESCH", "PATRQT"];
     public const int N = 0, R = 1, V = 2;
 
     /// <summary>The CLI acting on the data folder with the node's keys (import, demo set-up): not a role of the file.</summary>
@@ -283,22 +281,26 @@ internal sealed class AccessPolicy
 
     public static AccessPolicy Parse(string yaml, string source)
     {
-        var doc = Yaml.Read<PolicyDocument>(yaml, source);
         var errors = new List<string>();
+        var doc = PolicyFile.Read(yaml, source, errors);
         var roles = new Dictionary<string, RolePolicy>(StringComparer.Ordinal);
         foreach (var (name, r) in doc.Roles)
         {
             var where = $"roles.{name}";
-            if (!Enum.TryParse<AccessKind>(r.Access, ignoreCase: true, out var kind) || kind == AccessKind.Operator || int.TryParse(r.Access, out _))
+            // PolicyFile checked the names: an access kind, purposes, types and levels it has; here, what they mean together.
+            if (!PolicyFile.AccessKinds.Contains(r.Access))
             {
-                errors.Add($"{where}.access: '{r.Access}' is not one of care, service, management, counts, own, research, none.");
+                if (r.Access.Length == 0)
+                {
+                    errors.Add($"{where}: the role needs access: ({string.Join(", ", PolicyFile.AccessKinds)}).");
+                }
                 continue;
             }
+            var kind = Enum.Parse<AccessKind>(r.Access, ignoreCase: true);
             if (r.Purposes.Count == 0)
             {
-                errors.Add($"{where}.purposes: name at least one purpose of use ({string.Join(", ", PurposeCodes)}).");
+                errors.Add($"{where}.purposes: name at least one purpose of use ({string.Join(", ", PolicyFile.PurposeCodes)}).");
             }
-            errors.AddRange(r.Purposes.Where(p => !PurposeCodes.Contains(p)).Select(p => $"{where}.purposes: '{p}' is not a purpose of use this node knows ({string.Join(", ", PurposeCodes)})."));
             var read = Types(r.Read, $"{where}.read", errors);
             var write = Types(r.Write, $"{where}.write", errors);
             if (kind == AccessKind.None)
@@ -321,30 +323,17 @@ internal sealed class AccessPolicy
             {
                 errors.Add($"{where}.break-glass: only care roles can break the glass.");
             }
-            var max = r.MaxConfidentiality switch { "N" => N, "R" => R, "V" => V, _ => -1 };
-            if (max < 0)
-            {
-                errors.Add($"{where}.max-confidentiality: '{r.MaxConfidentiality}' must be N, R or V.");
-            }
-            roles[name] = new RolePolicy(name, kind, r.Purposes, read, write, r.Delete, r.BreakGlass, Math.Max(max, N));
+            roles[name] = new RolePolicy(name, kind, r.Purposes, read, write, r.Delete, r.BreakGlass, Level(r.MaxConfidentiality));
         }
         var sensitivity = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (code, level) in doc.Labels.Sensitivity)
         {
-            sensitivity[code] = level switch { "N" => N, "R" => R, "V" => V, _ => -1 };
-            if (sensitivity[code] < 0)
-            {
-                errors.Add($"labels.sensitivity.{code}: '{level}' must be N, R or V.");
-            }
+            sensitivity[code] = Level(level);
         }
-        errors.AddRange(doc.Relationship.Explanations.Where(e => e is not ("care-team" or "encounter" or "general-practitioner"))
-            .Select(e => $"relationship.explanations: '{e}' is not one of care-team, encounter, general-practitioner."));
         if (doc.Relationship.EncounterWindowDays is < 0 or > 3650)
         {
             errors.Add("relationship.encounter-window-days must be between 0 and 3650.");
         }
-        errors.AddRange(doc.BreakGlass.Opens.Where(o => o is not ("relationship" or "consent-deny" or "very-restricted"))
-            .Select(o => $"break-glass.opens: '{o}' is not one of relationship, consent-deny, very-restricted."));
         if (doc.BreakGlass.MinJustification is < 1 or > 1000)
         {
             errors.Add("break-glass.min-justification must be between 1 and 1000 characters.");
@@ -353,14 +342,10 @@ internal sealed class AccessPolicy
         {
             errors.Add("break-glass.hours must be more than 0 and at most 72.");
         }
-        foreach (var (kind, writers) in doc.Facts ?? [])
+        // PolicyFile reported the kinds and roles it does not know; here, the node's roles this policy leaves out.
+        foreach (var (kind, writers) in (doc.Facts ?? []).Where(f => GrantingFacts.Kinds.Contains(f.Key)))
         {
-            if (!GrantingFacts.Kinds.Contains(kind))
-            {
-                errors.Add($"facts.{kind}: not a kind of fact the policy trusts ({string.Join(", ", GrantingFacts.Kinds)}).");
-                continue;
-            }
-            errors.AddRange((writers ?? []).Where(w => !roles.ContainsKey(w) && !doc.Roles.ContainsKey(w)).Select(w => $"facts.{kind}: '{w}' is not a role of this policy."));
+            errors.AddRange((writers ?? []).Where(w => Access.Roles.All.Contains(w) && !doc.Roles.ContainsKey(w)).Select(w => $"facts.{kind}: '{w}' is not a role of this policy."));
             errors.AddRange((writers ?? []).Where(w => roles.TryGetValue(w, out var r) && r.Access is AccessKind.Management or AccessKind.Counts or AccessKind.Research)
                 .Select(w => $"facts.{kind}: the {w} role reads only; it cannot write {GrantingFacts.Describe(kind)}."));
         }
@@ -370,10 +355,12 @@ internal sealed class AccessPolicy
         }
         if (errors.Count > 0)
         {
-            throw new NodeException($"{source} is not a valid access policy:{Environment.NewLine}  " + string.Join(Environment.NewLine + "  ", errors));
+            throw PolicyFile.Invalid(source, errors);
         }
         return new AccessPolicy(source, roles, doc, sensitivity);
     }
+
+    private static int Level(string level) => level switch { "R" => R, "V" => V, _ => N };
 
     private static TypeSet Types(List<string> listed, string where, List<string> errors)
     {
@@ -381,54 +368,11 @@ internal sealed class AccessPolicy
         {
             return TypeSet.Every;
         }
-        errors.AddRange(listed.Where(t => !SearchParameters.IsKnownType(t) || t == "AuditEvent").Select(t => t == "AuditEvent"
-            ? $"{where}: AuditEvent is read through the audit rules (security officer, and patients for their own entries), not the policy file."
-            : $"{where}: '{t}' is not a FHIR R4 resource type."));
+        if (listed.Contains("AuditEvent"))
+        {
+            errors.Add($"{where}: AuditEvent is read through the audit rules (security officer, and patients for their own entries), not the policy file.");
+        }
         return new TypeSet(false, listed.ToHashSet(StringComparer.Ordinal));
-    }
-
-    private sealed class PolicyDocument
-    {
-        public RelationshipSection Relationship { get; set; } = new();
-        public LabelSection Labels { get; set; } = new();
-        public GlassSection BreakGlass { get; set; } = new();
-        public CountSection Counts { get; set; } = new();
-        public Dictionary<string, List<string>?>? Facts { get; set; }
-        public Dictionary<string, RoleSection> Roles { get; set; } = [];
-    }
-
-    private sealed class RelationshipSection
-    {
-        public List<string> Explanations { get; set; } = ["care-team", "encounter"];
-        public int EncounterWindowDays { get; set; } = 30;
-    }
-
-    private sealed class LabelSection
-    {
-        public Dictionary<string, string> Sensitivity { get; set; } = [];
-    }
-
-    private sealed class GlassSection
-    {
-        public int MinJustification { get; set; } = 20;
-        public double Hours { get; set; } = 4;
-        public List<string> Opens { get; set; } = ["relationship", "consent-deny"];
-    }
-
-    private sealed class CountSection
-    {
-        public int SmallCell { get; set; } = 10;
-    }
-
-    private sealed class RoleSection
-    {
-        public string Access { get; set; } = "";
-        public List<string> Purposes { get; set; } = [];
-        public List<string> Read { get; set; } = [];
-        public List<string> Write { get; set; } = [];
-        public bool Delete { get; set; }
-        public bool BreakGlass { get; set; }
-        public string MaxConfidentiality { get; set; } = "N";
     }
 }
 

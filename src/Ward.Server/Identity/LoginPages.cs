@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Identity;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
+using Ward.Core.Access;
 using Ward.Core.Audit;
 
 namespace Ward.Server.Identity;
