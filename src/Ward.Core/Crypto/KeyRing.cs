@@ -46,6 +46,9 @@ internal sealed partial class KeyRing
 
     public ILogger Logger { get; set; } = NullLogger.Instance;
 
+    /// <summary>Where the data key cache counts its hits and misses (the store's).</summary>
+    public NodeMetrics? Metrics { get; set; }
+
     public Blinder Blind { get; private set; } = null!;
 
     /// <summary>Reads the master key file (and a pending rotation key beside it). A missing key is a refusal, never a fresh key.</summary>
@@ -96,6 +99,9 @@ internal sealed partial class KeyRing
             : throw new NodeException($"The database's keys are wrapped under master key {kid}, which is not in {MasterKeyPath}.");
     }
 
+    /// <summary>Whether the keys the node serves with are in memory: the master key of the key file, the index key and the audit key.</summary>
+    public bool Loaded => _masters.ContainsKey(FileKeyId) && Blind is not null && Audit is not null;
+
     /// <summary>Forgets a master key that is no longer in use (after a rotation).</summary>
     public void Retire(string kid) => _masters.TryRemove(kid, out _);
 
@@ -117,8 +123,10 @@ internal sealed partial class KeyRing
     {
         if (_dataKeys.TryGetValue(kid, out var known) && known.Wrapped.AsSpan().SequenceEqual(wrapped))
         {
+            Metrics?.KeyCacheHit();
             return known.Key;
         }
+        Metrics?.KeyCacheMiss();
         var key = Unwrap(masterKid, kid, kind, owner, wrapped);
         _dataKeys[kid] = (wrapped, key);
         return key;

@@ -43,9 +43,9 @@ internal sealed partial class SqliteStore : RecordStore
             Mode = SqliteOpenMode.ReadWriteCreate,
         }.ToString();
         Path = path;
-        _flusher = new LogFlusher(FlushLog, "SQLite log", () => Logger);
+        _flusher = new LogFlusher(FlushLog, "SQLite log", () => Logger, Metrics, "sqlite-log");
         BlobFolder = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, BlobFiles.FolderName);
-        _blobs = new(() => new BlobFiles(BlobFolder, () => Logger));
+        _blobs = new(() => new BlobFiles(BlobFolder, () => Logger, Metrics));
         Connect().Dispose();
         if (!OperatingSystem.IsWindows() && File.Exists(path))
         {
@@ -301,6 +301,7 @@ internal sealed partial class SqliteStore : RecordStore
             lease.Dispose();
         }
         _writeGate.Dispose();
+        Metrics.Dispose();
     }
 }
 
