@@ -247,7 +247,7 @@ internal sealed partial class KeyRing
 
     public RecordIntegrityException Integrity(string type, string id, int version)
     {
-        LogRecordIntegrity(Logger, type, id, version);
+        LogRecordIntegrity(Logger, type, version);
         return new RecordIntegrityException(type, id, version);
     }
 
@@ -270,8 +270,9 @@ internal sealed partial class KeyRing
         return n + w;
     }
 
-    [LoggerMessage(Level = LogLevel.Critical, Message = "Integrity check failed for {Type}/{Id} version {Version}: its ciphertext, its binding or its key was altered. It is not served.")]
-    private static partial void LogRecordIntegrity(ILogger logger, string type, string id, int version);
+    // The resource's id stays out of the log (it names a patient's record); ward verify names the damaged versions.
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Integrity check failed for a {Type} (version {Version}): its ciphertext, its binding or its key was altered. It is not served; ward verify names it.")]
+    private static partial void LogRecordIntegrity(ILogger logger, string type, int version);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Integrity check failed for data key {Kid}: the wrapped key was altered or belongs to another master key.")]
     private static partial void LogKeyIntegrity(ILogger logger, long kid);
