@@ -426,3 +426,108 @@ public sealed class ObservabilityTests
         }
     }
 }
+
+/// <summary>
+/// Liveness against readiness: <c>/health/live</c> answers 200 while the process answers; <c>/health/ready</c> answers 503
+/// naming what fails (the database, the audit log, the keys) and 200 again once it works, without a restart.
+/// </summary>
+public abstract class ReadinessTests(TestNode node)
+{
+    private string Health => node.Origin + "/health";
+
+    private async Task<(HttpStatusCode Status, JsonElement Body)> GetAsync(string url)
+    {
+        using var http = new HttpClient();
+        using var response = await http.GetAsync(url);
+        return (response.StatusCode, JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone());
+    }
+
+    [Fact]
+    public async Task A_working_node_is_live_and_ready_without_a_token()
+    {
+        var (live, liveBody) = await GetAsync(Health + "/live");
+        Assert.Equal(HttpStatusCode.OK, live);
+        Assert.Equal("alive", liveBody.GetProperty("status").GetString());
+        var (ready, readyBody) = await GetAsync(Health + "/ready");
+        Assert.Equal(HttpStatusCode.OK, ready);
+        Assert.Equal("""{"status":"ready","database":"ok","audit":"ok","keys":"ok"}""", readyBody.GetRawText());
+        // /health keeps its report.
+        var (health, healthBody) = await GetAsync(Health);
+        Assert.Equal(HttpStatusCode.OK, health);
+        Assert.Equal("ok", healthBody.GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task When_the_audit_log_cannot_be_written_the_node_is_live_but_not_ready_until_it_can()
+    {
+        var patient = await node.AsOperator("POST", "Patient", """{"resourceType":"Patient","name":[{"family":"Readiness"}]}""");
+        var id = JsonDocument.Parse(patient.Body!).RootElement.GetProperty("id").GetString();
+        using (var db = node.Db())
+        {
+            TestNode.Scalar(db, node.IsPostgres
+                ? "CREATE FUNCTION test_ready_audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit disk full'; END $$; "
+                    + "CREATE TRIGGER test_ready_audit_down BEFORE INSERT ON audit_entry FOR EACH ROW EXECUTE FUNCTION test_ready_audit_down();"
+                : "CREATE TRIGGER test_ready_audit_down BEFORE INSERT ON audit_entry BEGIN SELECT RAISE(ABORT, 'audit disk full'); END;");
+        }
+        try
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, (await node.Http.GetAsync($"{node.BaseUrl}/Patient/{id}")).StatusCode);
+            var (ready, body) = await GetAsync(Health + "/ready");
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, ready);
+            Assert.Equal("not ready", body.GetProperty("status").GetString());
+            Assert.StartsWith("failing", body.GetProperty("audit").GetString(), StringComparison.Ordinal);
+            Assert.Equal("ok", body.GetProperty("database").GetString());
+            // Still failing when asked again: the check's own probe of the log fails too.
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, (await GetAsync(Health + "/ready")).Status);
+            Assert.Equal(HttpStatusCode.OK, (await GetAsync(Health + "/live")).Status);
+        }
+        finally
+        {
+            using var db = node.Db();
+            TestNode.Scalar(db, node.IsPostgres ? "DROP TRIGGER test_ready_audit_down ON audit_entry; DROP FUNCTION test_ready_audit_down();" : "DROP TRIGGER test_ready_audit_down");
+        }
+        // No request reached the node since: the readiness check found the log writable again by itself.
+        Assert.Equal(HttpStatusCode.OK, (await GetAsync(Health + "/ready")).Status);
+        Assert.Equal(HttpStatusCode.OK, (await node.Http.GetAsync($"{node.BaseUrl}/Patient/{id}")).StatusCode);
+    }
+}
+
+public sealed class ReadinessTestsOnSqlite(TestNode node) : ReadinessTests(node), IClassFixture<TestNode>;
+
+public sealed class ReadinessTestsOnPostgres(PostgresTestNode node) : ReadinessTests(node), IClassFixture<PostgresTestNode>
+{
+    /// <summary>The database server stops under a serving node (a private cluster of this test's own): not ready, still live; ready again once it is back.</summary>
+    [Fact]
+    public async Task When_PostgreSQL_is_down_the_node_is_live_but_not_ready_naming_the_database()
+    {
+        using var cluster = PrivateCluster.Start();
+        var own = new PostgresTestNode { PostgresAdmin = cluster.AdminConnectionString };
+        await own.InitializeAsync();
+        try
+        {
+            using var http = new HttpClient();
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(own.Origin + "/health/ready")).StatusCode);
+            cluster.Stop();
+            using (var ready = await http.GetAsync(own.Origin + "/health/ready"))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+                var body = JsonDocument.Parse(await ready.Content.ReadAsStringAsync()).RootElement;
+                Assert.Equal("unreachable", body.GetProperty("database").GetString());
+                Assert.Equal("ok", body.GetProperty("keys").GetString());
+            }
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(own.Origin + "/health/live")).StatusCode);
+            cluster.Start(wait: true);
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            HttpStatusCode status;
+            while ((status = (await http.GetAsync(own.Origin + "/health/ready")).StatusCode) != HttpStatusCode.OK && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200);
+            }
+            Assert.Equal(HttpStatusCode.OK, status);
+        }
+        finally
+        {
+            await own.DisposeAsync();
+        }
+    }
+}
