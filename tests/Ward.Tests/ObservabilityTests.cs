@@ -239,6 +239,32 @@ public sealed class ObservabilityTests
         Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync($"{node.Origin}/metrics")).StatusCode);
     }
 
+    [Fact]
+    public async Task The_metrics_show_the_age_of_the_last_successful_scheduled_backup_and_each_outcome()
+    {
+        var target = Path.Combine(Path.GetTempPath(), "ward-metrics-target-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            await using var node = await MetricsNode.StartAsync(config => config.Backup.Target = target);
+            using var http = new HttpClient();
+            var before = await http.GetStringAsync($"{node.Origin}/metrics");
+            Assert.DoesNotContain("ward_backup_age_seconds{", before);
+            await node.Backups.RunOnceAsync(TimeSpan.FromHours(6), CancellationToken.None);
+            var after = await http.GetStringAsync($"{node.Origin}/metrics");
+            var age = after.Split('\n').Single(l => l.StartsWith("ward_backup_age_seconds{", StringComparison.Ordinal));
+            var seconds = double.Parse(age[(age.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.InRange(seconds, 0, 60);
+            Assert.Contains(after.Split('\n'), l => l.StartsWith("ward_backup_runs_total{", StringComparison.Ordinal) && l.Contains("outcome=\"success\"", StringComparison.Ordinal));
+        }
+        finally
+        {
+            if (Directory.Exists(target))
+            {
+                Directory.Delete(target, recursive: true);
+            }
+        }
+    }
+
     /// <summary>
     /// A scrape from an address that is not loopback, for real: <c>ward serve</c> in a network namespace of the test's
     /// own, on https at a documentation address (192.0.2.1, on that namespace's loopback device) and on 127.0.0.1, and
@@ -392,6 +418,8 @@ public sealed class ObservabilityTests
         }
 
         public string Origin { get; }
+
+        public ScheduledBackups Backups => _app.Services.GetRequiredService<ScheduledBackups>();
 
         /// <summary>A valid FHIR access token of the node: no key to its metrics.</summary>
         public string FhirToken => _app.Services.GetRequiredService<Ward.Server.Identity.AccessTokens>().Issue(TestNode.AdminGrant, TimeSpan.FromMinutes(5), "urn:ward:test");
