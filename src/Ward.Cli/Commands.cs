@@ -238,12 +238,18 @@ internal static partial class Commands
         {
             Description = "Serve a restored snapshot while the primary is rebuilt: reads with the same access rules and audit; every write answers 503 with the reason; no scheduled backups.",
         };
-        var cmd = new Command("serve", "Serve the node's FHIR API at /fhir.") { data, urls, readOnly };
+        var logFormat = new Option<string?>("--log-format")
+        {
+            Description = "The log on standard output: text (one escaped line per event, the default) or json (one JSON object per line); overrides logging: format in ward.yaml.",
+        };
+        logFormat.AcceptOnlyFromAmong(LoggingConfig.Text, LoggingConfig.Json);
+        var cmd = new Command("serve", "Serve the node's FHIR API at /fhir.") { data, urls, readOnly, logFormat };
         cmd.SetAction((pr, ct) => RunAsync(async () =>
         {
             var config = NodeConfig.Load(pr.GetValue(data)!);
             var listen = pr.GetValue(urls) ?? config.Urls;
             CheckListen(listen, config);
+            config.Logging.Format = pr.GetValue(logFormat) ?? config.Logging.Format;
             using var store = RecordStore.Open(config);
             await ServeAsync(config, store, listen, ct, pr.GetValue(readOnly));
             return 0;

@@ -55,6 +55,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
     public async System.Threading.Tasks.Task HandleAsync(HttpContext http)
     {
         var xml = WantsXml(http.Request);
+        TagMetrics(http);
         try
         {
             var caller = await AuthenticateAsync(http);
@@ -73,7 +74,8 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         }
         catch (Exception e)
         {
-            if (e is not FhirException and not BadHttpRequestException and not OperationCanceledException)
+            // A damaged record is no surprise to log again: the key ring has logged it (by type and version; its message names the id).
+            if (e is not FhirException and not BadHttpRequestException and not OperationCanceledException and not Ward.Core.Crypto.RecordIntegrityException)
             {
                 LogUnexpected(log, e.GetType().Name, http.Request.Method, e);
             }
@@ -90,6 +92,24 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
             }
             await WriteBodyAsync(http, FhirJson.Serialize(outcome), xml);
         }
+    }
+
+    /// <summary>
+    /// Names the interaction and the resource type on the request's HTTP metrics, whose <c>http.route</c> is the template
+    /// <c>/fhir/{**path}</c> for every FHIR request: fixed names only (an interaction, a known resource type or <c>none</c>),
+    /// never an id or any other text of the URL.
+    /// </summary>
+    private static void TagMetrics(HttpContext http)
+    {
+        if (http.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMetricsTagsFeature>() is not { } metrics)
+        {
+            return;
+        }
+        var path = (http.GetRouteValue("path") as string ?? "").Trim('/');
+        var slash = path.IndexOf('/', StringComparison.Ordinal);
+        var type = slash < 0 ? path : path[..slash];
+        metrics.Tags.Add(new("fhir.interaction", AuditTrail.Interaction(http.Request.Method.ToUpperInvariant(), path).Subtype));
+        metrics.Tags.Add(new("fhir.resource_type", Ward.Core.Search.SearchParameters.IsKnownType(type) ? type : "none"));
     }
 
     /// <summary>

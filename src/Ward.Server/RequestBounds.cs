@@ -31,8 +31,8 @@ internal sealed class RequestBounds(RequestLimitsConfig limits)
     {
         app.Use(async (http, next) =>
         {
-            // The health check answers even when the node is saturated: it is how an operator learns why.
-            if (http.Request.Path.StartsWithSegments("/health"))
+            // The health checks and the metrics answer even when the node is saturated: they are how an operator learns why.
+            if (http.Request.Path.StartsWithSegments("/health") || http.Request.Path.StartsWithSegments(MetricsEndpoint.Path))
             {
                 await next(http);
                 return;

@@ -35,6 +35,7 @@ internal sealed partial class ScheduledBackups(NodeConfig config, RecordStore st
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var interval = TimeSpan.FromMinutes(Math.Max(1, config.Backup.IntervalMinutes));
+        store.Metrics.ObserveBackupAge(() => Health.LastSuccess is { } at ? clock.GetUtcNow() - at : null);
         try
         {
             await Task.Delay(FirstDelay, clock, stoppingToken);
@@ -69,6 +70,7 @@ internal sealed partial class ScheduledBackups(NodeConfig config, RecordStore st
             error = e is NodeException or BackupDamageException or IOException or UnauthorizedAccessException ? e.Message : e.GetType().Name;
             LogBackupFailed(log, error, e);
         }
+        store.Metrics.BackupRan(error is null);
         await audit.RecordAsync([AuditRecord.Admin("backup", 'E', snapshot is null ? "backup" : $"backup/{snapshot}", "ward:scheduler", clock.GetUtcNow().UtcTicks,
             status: error is null ? 200 : 500)]);
         lock (_gate)

@@ -6,6 +6,8 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Console;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using Ward.Core.Audit;
 using Ward.Core.Fhir;
 using Ward.Core.Node;
@@ -43,14 +45,29 @@ internal static class WardServer
         builder.Logging.AddFilter("Ward", LogLevel.Information);
         // Its key ring lives in keys/ (0700) beside the master key, unencrypted like it (docs/SECURITY.md): no warning each start.
         builder.Logging.AddFilter("Microsoft.AspNetCore.DataProtection", LogLevel.Error);
-        if (logging is null)
+        if (logging is not null)
+        {
+            logging(builder.Logging);
+        }
+        else if (config.Logging.Format == LoggingConfig.Json)
+        {
+            // One JSON object per line (control characters and non-ASCII escaped by the JSON writer). No scopes: ASP.NET
+            // Core's request scope holds the request path, and FHIR paths hold resource ids.
+            builder.Logging.AddJsonConsole(o =>
+            {
+                o.IncludeScopes = false;
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+            });
+        }
+        else if (config.Logging.Format == LoggingConfig.Text)
         {
             // One line per event, caller text in it escaped (EscapingConsoleFormatter): no forged lines, no terminal escapes.
             builder.Logging.AddConsole(o => o.FormatterName = EscapingConsoleFormatter.Name).AddConsoleFormatter<EscapingConsoleFormatter, ConsoleFormatterOptions>();
         }
         else
         {
-            logging(builder.Logging);
+            throw new NodeException($"logging: format in ward.yaml (or --log-format) is '{config.Logging.Format}'; it must be '{LoggingConfig.Text}' or '{LoggingConfig.Json}'.");
         }
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -89,6 +106,16 @@ internal static class WardServer
             builder.Services.AddSingleton<ScheduledBackups>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<ScheduledBackups>());
         }
+        var metrics = config.Metrics.Enabled ? MetricsEndpoint.Load(config) : null;
+        if (metrics is not null)
+        {
+            // The HTTP server's own measurements (http.server.request.duration by http.route, the endpoint's template, and
+            // status; Kestrel's connections) and the node's (NodeMetrics), read by the Prometheus exporter at each scrape.
+            builder.Services.AddOpenTelemetry()
+                .ConfigureResource(r => r.AddService("ward", serviceVersion: CapabilityStatementBuilder.SoftwareVersion))
+                .WithMetrics(m => m.AddAspNetCoreInstrumentation().AddMeter(NodeMetrics.MeterName).AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
+        }
+        builder.Services.AddSingleton<Readiness>();
         var keys = OidcKeys.Load(config);
         builder.Services.AddSingleton(keys);
         builder.Services.AddSingleton<AccessTokens>();
@@ -114,6 +141,7 @@ internal static class WardServer
         // Outermost, so that every refusal and failure of the APIs is audited, whatever produces it.
         app.UseMiddleware<FailureAudit>();
         app.Services.GetRequiredService<RequestBounds>().Use(app);
+        metrics?.Use(app);
         app.Use((http, next) =>
         {
             // The sign-in and approval pages: never framed (clickjacking of "Allow"), never cached, no referrer.
@@ -151,6 +179,15 @@ internal static class WardServer
             var report = new HealthReport(schema is null ? "database unavailable" : "ok", CapabilityStatementBuilder.SoftwareVersion, schema,
                 store.Engine.ToString().ToLowerInvariant(), readOnly, backups?.Health);
             return Results.Json(report, HealthJson.Default.HealthReport, statusCode: schema is null ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status200OK);
+        });
+        // Liveness: the process answers. Readiness: it can serve (database, audit log, keys), 503 naming what fails.
+        app.MapGet("/health/live", () => Results.Json(new LivenessReport("alive"), HealthJson.Default.LivenessReport));
+        var readiness = app.Services.GetRequiredService<Readiness>();
+        app.MapGet("/health/ready", async (HttpContext http) =>
+        {
+            var report = await readiness.CheckAsync(http.RequestAborted);
+            return Results.Json(report, HealthJson.Default.ReadinessReport,
+                statusCode: report.Status == "ready" ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
         });
         app.MapGet("/", () => Results.Redirect("/fhir/metadata"));
         return app;
@@ -220,6 +257,10 @@ internal static class WardServer
 /// <param name="Backup">The scheduled backups' last outcome, when a backup target is configured.</param>
 internal sealed record HealthReport(string Status, string Version, int? SchemaVersion, string Engine, bool ReadOnly, BackupHealth? Backup);
 
+internal sealed record LivenessReport(string Status);
+
 [System.Text.Json.Serialization.JsonSerializable(typeof(HealthReport))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(LivenessReport))]
+[System.Text.Json.Serialization.JsonSerializable(typeof(ReadinessReport))]
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]
 internal sealed partial class HealthJson : System.Text.Json.Serialization.JsonSerializerContext;

@@ -108,7 +108,8 @@ public sealed class SqliteStoreTests
         try
         {
             using var file = File.OpenHandle(log, FileMode.Open, FileAccess.ReadWrite);
-            using var flusher = new LogFlusher(() => Disk.FlushData(file), "test log", () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            using var metrics = new Ward.Core.Node.NodeMetrics();
+            using var flusher = new LogFlusher(() => Disk.FlushData(file), "test log", () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, metrics, "test-log");
             // Commits arriving while flushes are under way, in waves: a lost wake-up would leave some waiting for ever.
             for (var wave = 0; wave < 20; wave++)
             {
@@ -126,8 +127,9 @@ public sealed class SqliteStoreTests
     {
         // The log's file is gone (as when the disk fails under it): the flush cannot be made.
         var missing = Path.Combine(Path.GetTempPath(), "ward-no-such-log-" + Guid.NewGuid().ToString("N"));
+        using var metrics = new Ward.Core.Node.NodeMetrics();
         using var flusher = new LogFlusher(() => Disk.FlushData(File.OpenHandle(missing, FileMode.Open, FileAccess.ReadWrite)), "test log",
-            () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            () => Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, metrics, "test-log");
         var first = await Assert.ThrowsAsync<StoreUnavailableException>(flusher.Flushed);
         Assert.Contains("whether the last changes were saved is unknown", first.Message, StringComparison.Ordinal);
         var later = flusher.Flushed();

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Ward.Core.Node;
@@ -93,15 +94,18 @@ internal sealed partial class AuditLog : IAsyncDisposable
         {
             return Task.CompletedTask;
         }
-        var pending = new Pending(records.Select(Seal).ToList(), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+        var pending = new Pending(records.Select(Seal).ToList(), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), Stopwatch.GetTimestamp());
+        _store.Metrics.AuditQueued(pending.Entries.Count);
         if (!_queue.Writer.TryWrite(pending))
         {
+            _store.Metrics.AuditQueued(-pending.Entries.Count);
             throw new AuditUnavailableException("The node is shutting down: the audit log takes no more entries, so the request is refused.");
         }
         return pending.Done.Task;
     }
 
-    private sealed record Pending(List<Sealed> Entries, TaskCompletionSource Done);
+    /// <param name="Queued">When the events were queued (a <see cref="Stopwatch"/> timestamp).</param>
+    private sealed record Pending(List<Sealed> Entries, TaskCompletionSource Done, long Queued);
 
     /// <summary>
     /// The group commit: takes every request queued while it wrote the previous batch, appends their events in one
@@ -121,6 +125,8 @@ internal sealed partial class AuditLog : IAsyncDisposable
                 batch.Add(p);
                 entries.AddRange(p.Entries);
             }
+            var started = Stopwatch.GetTimestamp();
+            _store.Metrics.AuditTaken(entries.Count);
             try
             {
                 var (_, durable) = await _store.WriteCommittedAsync(s =>
@@ -128,7 +134,7 @@ internal sealed partial class AuditLog : IAsyncDisposable
                     Append(s, entries);
                     return 0;
                 }, CancellationToken.None);
-                _ = RecordStore.AnswerWhenDurableAsync(durable, batch.Select(p => p.Done), Failure);
+                _ = AnswerAsync(durable, batch, started);
             }
             catch (Exception e)
             {
@@ -138,11 +144,39 @@ internal sealed partial class AuditLog : IAsyncDisposable
         }
     }
 
+    private async Task AnswerAsync(Task durable, List<Pending> batch, long started)
+    {
+        await RecordStore.AnswerWhenDurableAsync(durable, batch.Select(p => p.Done), Failure);
+        if (durable.IsCompletedSuccessfully)
+        {
+            Volatile.Write(ref _failedAt, 0);
+            _store.Metrics.AuditDurable(Stopwatch.GetElapsedTime(started));
+        }
+    }
+
     private AuditUnavailableException Failure(Exception e)
     {
+        Volatile.Write(ref _failedAt, Stopwatch.GetTimestamp());
+        _store.Metrics.AuditFailed();
         LogAppendFailed(Logger, e.GetType().Name, e);
         return new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
     }
+
+    /// <summary>How long events may wait for a group commit to take them before the log counts as stuck.</summary>
+    public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(30);
+
+    /// <summary>When the latest group commit failed, if no later one has been made durable since (0 otherwise).</summary>
+    private long _failedAt;
+
+    /// <summary>
+    /// Why the log cannot take events now, for the readiness check: its latest group commit failed (and none has
+    /// succeeded since), or the oldest queued events have waited longer than <see cref="StuckAfter"/> for a group commit to take them;
+    /// null when it works.
+    /// </summary>
+    public string? Problem() =>
+        Volatile.Read(ref _failedAt) != 0 ? "failing: its latest write failed"
+        : _queue.Reader.TryPeek(out var oldest) && Stopwatch.GetElapsedTime(oldest.Queued) > StuckAfter ? "stuck: events have waited more than 30 s for a group commit"
+        : null;
 
     /// <summary>
     /// Signs and stores a checkpoint of the committed log if it grew since the last one; returns the latest checkpoint note,

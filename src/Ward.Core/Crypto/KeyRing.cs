@@ -46,6 +46,9 @@ internal sealed partial class KeyRing
 
     public ILogger Logger { get; set; } = NullLogger.Instance;
 
+    /// <summary>Where the data key cache counts its hits and misses (the store's).</summary>
+    public NodeMetrics? Metrics { get; set; }
+
     public Blinder Blind { get; private set; } = null!;
 
     /// <summary>Reads the master key file (and a pending rotation key beside it). A missing key is a refusal, never a fresh key.</summary>
@@ -96,6 +99,9 @@ internal sealed partial class KeyRing
             : throw new NodeException($"The database's keys are wrapped under master key {kid}, which is not in {MasterKeyPath}.");
     }
 
+    /// <summary>Whether the keys the node serves with are in memory: the master key of the key file, the index key and the audit key.</summary>
+    public bool Loaded => _masters.ContainsKey(FileKeyId) && Blind is not null && Audit is not null;
+
     /// <summary>Forgets a master key that is no longer in use (after a rotation).</summary>
     public void Retire(string kid) => _masters.TryRemove(kid, out _);
 
@@ -117,8 +123,10 @@ internal sealed partial class KeyRing
     {
         if (_dataKeys.TryGetValue(kid, out var known) && known.Wrapped.AsSpan().SequenceEqual(wrapped))
         {
+            Metrics?.KeyCacheHit();
             return known.Key;
         }
+        Metrics?.KeyCacheMiss();
         var key = Unwrap(masterKid, kid, kind, owner, wrapped);
         _dataKeys[kid] = (wrapped, key);
         return key;
@@ -239,7 +247,7 @@ internal sealed partial class KeyRing
 
     public RecordIntegrityException Integrity(string type, string id, int version)
     {
-        LogRecordIntegrity(Logger, type, id, version);
+        LogRecordIntegrity(Logger, type, version);
         return new RecordIntegrityException(type, id, version);
     }
 
@@ -262,8 +270,9 @@ internal sealed partial class KeyRing
         return n + w;
     }
 
-    [LoggerMessage(Level = LogLevel.Critical, Message = "Integrity check failed for {Type}/{Id} version {Version}: its ciphertext, its binding or its key was altered. It is not served.")]
-    private static partial void LogRecordIntegrity(ILogger logger, string type, string id, int version);
+    // The resource's id stays out of the log (it names a patient's record); ward verify names the damaged versions.
+    [LoggerMessage(Level = LogLevel.Critical, Message = "Integrity check failed for a {Type} (version {Version}): its ciphertext, its binding or its key was altered. It is not served; ward verify names it.")]
+    private static partial void LogRecordIntegrity(ILogger logger, string type, int version);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "Integrity check failed for data key {Kid}: the wrapped key was altered or belongs to another master key.")]
     private static partial void LogKeyIntegrity(ILogger logger, long kid);

@@ -148,10 +148,13 @@ internal sealed class AuditTrail
         return sb.ToString();
     }
 
-    private static (string Subtype, char Action) Classify(FhirRequest r)
+    private static (string Subtype, char Action) Classify(FhirRequest r) => Interaction(r.Method, r.Path);
+
+    /// <summary>The FHIR interaction a method and path name (one of a fixed set of names), with its audit action code.</summary>
+    internal static (string Subtype, char Action) Interaction(string method, string path)
     {
-        var segments = r.Path.Length == 0 ? [] : r.Path.Split('/');
-        return (r.Method, segments) switch
+        var segments = path.Length == 0 ? [] : path.Split('/');
+        return (method, segments) switch
         {
             ("POST", []) => ("batch", 'E'),
             ("GET", ["metadata"]) => ("capabilities", 'R'),

@@ -23,6 +23,12 @@ internal sealed class NodeConfig
     public RequestLimitsConfig Limits { get; set; } = new();
     public BackupConfig Backup { get; set; } = new();
 
+    /// <summary>The Prometheus endpoint <c>/metrics</c> of <c>ward serve</c>: who may scrape it (docs/SECURITY.md).</summary>
+    public MetricsConfig Metrics { get; set; } = new();
+
+    /// <summary>The format of <c>ward serve</c>'s log on standard output.</summary>
+    public LoggingConfig Logging { get; set; } = new();
+
     /// <summary>The master key file; the environment variable <c>WARD_MASTER_KEY_FILE</c> overrides it.</summary>
     public string MasterKeyFile { get; set; } = "keys/master.key";
 
@@ -216,6 +222,30 @@ internal sealed class BackupConfig
 
     /// <summary>Minutes between two scheduled backups (the first one a minute after the node starts).</summary>
     public int IntervalMinutes { get; set; } = 360;
+}
+
+/// <summary>
+/// The metrics endpoint (<c>/metrics</c>, Prometheus text). Without a token file it answers only requests from a loopback
+/// address that came through no proxy (no <c>Forwarded</c> or <c>X-Forwarded-For</c> header); with one, only requests
+/// carrying <c>Authorization: Bearer</c> and the file's token, from any address. Every other request gets 404.
+/// </summary>
+internal sealed class MetricsConfig
+{
+    /// <summary>Whether the node measures and serves <c>/metrics</c> at all.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>A file holding the scrape token (relative to the data folder; owner-only, like the keys); none: loopback only.</summary>
+    public string? TokenFile { get; set; }
+}
+
+/// <summary>The log of <c>ward serve</c> on standard output (<c>--log-format</c> overrides it).</summary>
+internal sealed class LoggingConfig
+{
+    public const string Text = "text";
+    public const string Json = "json";
+
+    /// <summary><c>text</c> (one escaped line per event, the default) or <c>json</c> (one JSON object per line).</summary>
+    public string Format { get; set; } = Text;
 }
 
 /// <summary>A node-level failure the operator must fix (missing node, bad configuration): printed, never a stack trace.</summary>

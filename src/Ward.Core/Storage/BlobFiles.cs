@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
+using Ward.Core.Node;
 
 namespace Ward.Core.Storage;
 
@@ -47,10 +48,10 @@ internal sealed class BlobFiles : IDisposable
     private long _end;
 
     /// <param name="folder">The folder of the blob files (made when the first blob is written).</param>
-    public BlobFiles(string folder, Func<ILogger> logger)
+    public BlobFiles(string folder, Func<ILogger> logger, NodeMetrics metrics)
     {
         _folder = folder;
-        _flusher = new LogFlusher(Flush, "blob files", logger);
+        _flusher = new LogFlusher(Flush, "blob files", logger, metrics, "blob-files");
         var last = Directory.Exists(folder) ? Numbers(folder).DefaultIfEmpty(0).Max() : 0;
         // A file of its own from the first append: another process on the same node (ward import beside ward serve)
         // appends to files it created itself, so no two writers ever share one.

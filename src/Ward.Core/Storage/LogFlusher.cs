@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Ward.Core.Node;
 
 namespace Ward.Core.Storage;
 
@@ -26,6 +27,8 @@ internal sealed partial class LogFlusher : IDisposable
     private readonly Action _flush;
     private readonly string _what;
     private readonly Func<ILogger> _logger;
+    private readonly NodeMetrics _metrics;
+    private readonly KeyValuePair<string, object?> _file;
     private readonly Lock _lock = new();
     /// <summary>Each wait, with the number of the first flush that ends it (one that began after the wait did).</summary>
     private readonly List<(long Flush, TaskCompletionSource Done)> _waiting = [];
@@ -38,11 +41,14 @@ internal sealed partial class LogFlusher : IDisposable
 
     /// <param name="flush">Makes every write made so far durable (throws <see cref="IOException"/> when it cannot).</param>
     /// <param name="what">What is flushed, for the thread's name and the log.</param>
-    public LogFlusher(Action flush, string what, Func<ILogger> logger)
+    /// <param name="metrics">Where each flush's commits and duration are recorded, tagged <paramref name="file"/>.</param>
+    public LogFlusher(Action flush, string what, Func<ILogger> logger, NodeMetrics metrics, string file)
     {
         _flush = flush;
         _what = what;
         _logger = logger;
+        _metrics = metrics;
+        _file = NodeMetrics.FileTag(file);
         _thread = new Thread(Run) { IsBackground = true, Name = what + " flusher" };
         _thread.Start();
     }
@@ -86,6 +92,7 @@ internal sealed partial class LogFlusher : IDisposable
                 flush = ++_started;
             }
             Exception? failure = null;
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
             try
             {
                 _flush();
@@ -95,7 +102,7 @@ internal sealed partial class LogFlusher : IDisposable
                 LogFlushFailed(_logger(), _what, e);
                 failure = new StoreUnavailableException(FailedMessage);
             }
-            if (Complete(flush, failure))
+            if (Complete(flush, failure, started))
             {
                 return;
             }
@@ -103,7 +110,7 @@ internal sealed partial class LogFlusher : IDisposable
     }
 
     /// <summary>Completes the waits a flush ended (or fails every waiting one); returns whether the flusher is done.</summary>
-    private bool Complete(long flush, Exception? failure)
+    private bool Complete(long flush, Exception? failure, long started)
     {
         bool finished;
         List<TaskCompletionSource> done = [];
@@ -124,6 +131,10 @@ internal sealed partial class LogFlusher : IDisposable
                 _signal.Set();
             }
             finished = failure is not null || (_stopping && _waiting.Count == 0);
+        }
+        if (failure is null && done.Count > 0)
+        {
+            _metrics.Flushed(done.Count, System.Diagnostics.Stopwatch.GetElapsedTime(started), _file);
         }
         foreach (var d in done)
         {

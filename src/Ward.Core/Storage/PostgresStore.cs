@@ -293,6 +293,7 @@ internal sealed partial class PostgresStore : RecordStore
         }
         analyze.Wait();
         _source.Dispose();
+        Metrics.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refreshing the planner's statistics failed ({Error}); autovacuum will refresh them.")]

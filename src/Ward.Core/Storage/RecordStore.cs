@@ -22,7 +22,14 @@ internal abstract partial class RecordStore : IDisposable
     /// <summary>How long a request keeps retrying a database that is restarting or unreachable before it answers 503.</summary>
     private static readonly TimeSpan RetryBudget = TimeSpan.FromSeconds(20);
 
-    protected RecordStore(KeyRing keys) => Keys = keys;
+    protected RecordStore(KeyRing keys)
+    {
+        Keys = keys;
+        keys.Metrics = Metrics;
+    }
+
+    /// <summary>The node's measurements (meter <c>Ward</c>), recorded where the work happens; disposed with the store.</summary>
+    public NodeMetrics Metrics { get; } = new();
 
     private long _policyGeneration;
 

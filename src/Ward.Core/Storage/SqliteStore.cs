@@ -49,9 +49,9 @@ internal sealed partial class SqliteStore : RecordStore
             Mode = create ? SqliteOpenMode.ReadWriteCreate : SqliteOpenMode.ReadWrite,
         }.ToString();
         Path = path;
-        _flusher = new LogFlusher(FlushLog, "SQLite log", () => Logger);
+        _flusher = new LogFlusher(FlushLog, "SQLite log", () => Logger, Metrics, "sqlite-log");
         BlobFolder = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, BlobFiles.FolderName);
-        _blobs = new(() => new BlobFiles(BlobFolder, () => Logger));
+        _blobs = new(() => new BlobFiles(BlobFolder, () => Logger, Metrics));
         try
         {
             Connect().Dispose();
@@ -323,6 +323,7 @@ internal sealed partial class SqliteStore : RecordStore
             lease.Dispose();
         }
         _writeGate.Dispose();
+        Metrics.Dispose();
     }
 }
 
