@@ -20,6 +20,26 @@ public class IdentitySchemaTests
         Assert.Equal(Normalize(script), Normalize(migration));
     }
 
+    /// <summary>
+    /// The node runs on the identity model compiled ahead of time (IdentityDb.Configure); it must stay what
+    /// OnModelCreating builds, or the commands would read and write the tables through a stale mapping.
+    /// Regenerate with src/Ward.Server/Identity/CompiledModel/regenerate.sh.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_compiled_identity_model_is_the_model_built_from_OnModelCreating(bool postgres)
+    {
+        Microsoft.EntityFrameworkCore.Metadata.IModel compiled = postgres
+            ? Ward.Server.Identity.PostgresModel.IdentityDbModel.Instance
+            : Ward.Server.Identity.SqliteModel.IdentityDbModel.Instance;
+        var built = IdentityDb.BuiltModel(postgres);
+        Assert.Equal(Describe(built), Describe(compiled));
+    }
+
+    private static string Describe(Microsoft.EntityFrameworkCore.Metadata.IModel model) =>
+        model.ToDebugString(Microsoft.EntityFrameworkCore.Infrastructure.MetadataDebugStringOptions.LongDefault);
+
     private static string Normalize(string sql) =>
         string.Join('\n', sql.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0));
 }

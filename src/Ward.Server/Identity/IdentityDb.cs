@@ -51,22 +51,39 @@ internal sealed class IdentityDb(DbContextOptions<IdentityDb> options) : Identit
         });
     }
 
-    /// <summary>Points EF at the node's database.</summary>
+    /// <summary>
+    /// Points EF at the node's database, with the model compiled ahead of time for its engine (CompiledModel/, made by
+    /// <c>dotnet ef dbcontext optimize</c> from <see cref="OnModelCreating"/>): building the model at run time cost every
+    /// short command (<c>ward token</c>, <c>ward users list</c>) about half its time. A test keeps both equal to the built model.
+    /// </summary>
     public static void Configure(DbContextOptionsBuilder options, NodeConfig config)
     {
         if (config.IsPostgres)
         {
-            options.UseNpgsql(config.Database);
+            options.UseNpgsql(config.Database).UseModel(PostgresModel.IdentityDbModel.Instance);
         }
         else
         {
-            options.UseSqlite($"Data Source={config.DatabasePath};Default Timeout=30");
+            options.UseSqlite($"Data Source={config.DatabasePath};Default Timeout=30").UseModel(SqliteModel.IdentityDbModel.Instance);
         }
         options.UseOpenIddict();
     }
 
+    /// <summary>The model as <see cref="OnModelCreating"/> builds it at run time, for an engine (what the compiled models must equal).</summary>
+    public static Microsoft.EntityFrameworkCore.Metadata.IModel BuiltModel(bool postgres)
+    {
+        using var db = new IdentityDb(BuiltOptions(postgres));
+        return db.Model;
+    }
+
     /// <summary>The DDL that EF would create for this model on an engine (what migration 3 must equal).</summary>
     public static string CreateScript(bool postgres)
+    {
+        using var db = new IdentityDb(BuiltOptions(postgres));
+        return db.Database.GenerateCreateScript();
+    }
+
+    private static DbContextOptions<IdentityDb> BuiltOptions(bool postgres)
     {
         var options = new DbContextOptionsBuilder<IdentityDb>();
         if (postgres)
@@ -78,7 +95,6 @@ internal sealed class IdentityDb(DbContextOptions<IdentityDb> options) : Identit
             options.UseSqlite("Data Source=:memory:");
         }
         options.UseOpenIddict();
-        using var db = new IdentityDb(options.Options);
-        return db.Database.GenerateCreateScript();
+        return options.Options;
     }
 }
