@@ -155,6 +155,33 @@ public sealed class ImportTests(HivSet hiv) : IClassFixture<HivSet>
         Assert.Equal(1, counts["Observation"]);
     }
 
+    [Fact]
+    public async Task A_conditional_reference_that_nothing_defines_is_reported_by_name_and_a_patients_without_its_values()
+    {
+        using var node = new NodeDir();
+        await node.InitAsync();
+        var folder = Path.Combine(node.Dir, "bundles");
+        Directory.CreateDirectory(folder);
+        static string Transaction(string entries) => $$"""{"resourceType":"Bundle","type":"transaction","entry":[{{entries}}]}""";
+        const string Patient = """{"fullUrl":"urn:uuid:6f1c2a9e-0000-4000-8000-000000000001","resource":{"resourceType":"Patient","identifier":[{"system":"urn:mrn","value":"secret-999"}]},"request":{"method":"POST","url":"Patient"}}""";
+        string Encounter(string organization) => $$$"""{"resource":{"resourceType":"Encounter","status":"finished","class":{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"AMB"},"subject":{"reference":"urn:uuid:6f1c2a9e-0000-4000-8000-000000000001"},"serviceProvider":{"reference":"Organization?identifier=urn:test|{{{organization}}}"}},"request":{"method":"POST","url":"Encounter"}}""";
+        // 1 names an Organization that 2, sorted after it, defines; 3 names one nothing defines; 4 names a patient nothing defines.
+        await File.WriteAllTextAsync(Path.Combine(folder, "1-patient.json"), Transaction(Patient + "," + Encounter("later")));
+        await File.WriteAllTextAsync(Path.Combine(folder, "2-organization.json"), Transaction("""{"resource":{"resourceType":"Organization","identifier":[{"system":"urn:test","value":"later"}]},"request":{"method":"POST","url":"Organization","ifNoneExist":"identifier=urn:test|later"}}"""));
+        await File.WriteAllTextAsync(Path.Combine(folder, "3-orphan.json"), Transaction(Encounter("nowhere").Replace("urn:uuid:6f1c2a9e-0000-4000-8000-000000000001", "Patient/none", StringComparison.Ordinal)));
+        await File.WriteAllTextAsync(Path.Combine(folder, "4-observation.json"), Transaction("""{"resource":{"resourceType":"Observation","status":"final","code":{"text":"weight"},"subject":{"reference":"Patient?identifier=urn:mrn|secret-1000"}},"request":{"method":"POST","url":"Observation"}}"""));
+
+        var (code, output) = await WardProcess.OutputAsync(["import", "--data", node.Dir, folder]);
+        Assert.True(code == 1, output);
+        var text = Regex.Replace(output, @"\s+", " ");
+        Assert.Contains("3-orphan.json: the conditional reference Organization?identifier=urn:test|nowhere matches no resource", text);
+        Assert.Contains("4-observation.json: the conditional reference Patient?identifier=... matches no resource", text);
+        Assert.DoesNotContain("secret-1000", text);
+        Assert.DoesNotContain("1-patient.json", text);
+        var counts = await node.CountsAsync();
+        Assert.Equal(new SortedDictionary<string, long> { ["Encounter"] = 1, ["Organization"] = 1, ["Patient"] = 1 }, counts);
+    }
+
     private async Task ImportsExactly(string folder)
     {
         using var node = new NodeDir();
