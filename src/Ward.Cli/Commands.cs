@@ -467,7 +467,7 @@ internal static partial class Commands
     /// Where errors go: standard error, never among the output that scripts capture (<c>TOKEN=$(ward token ...)</c>). Into a
     /// file or a pipe, lines are not cut at 80 columns.
     /// </summary>
-    internal static readonly IAnsiConsole Errors = ErrorConsole();
+    private static readonly IAnsiConsole Errors = ErrorConsole();
 
     private static IAnsiConsole ErrorConsole()
     {
@@ -479,10 +479,6 @@ internal static partial class Commands
         return console;
     }
 
-    /// <summary>
-    /// The one place where a command's failure becomes what the operator reads: one sentence on standard error, never a
-    /// stack trace, and the exit status (2: the command could not do what was asked; 1: it checked and found a problem).
-    /// </summary>
     /// <summary>
     /// Parses and runs the command line. A syntax error (unknown option, missing required option, malformed value) is an
     /// operator error like any other: its sentences on standard error, where to find the usage, exit status 2.
@@ -508,6 +504,10 @@ internal static partial class Commands
     [System.Text.RegularExpressions.GeneratedRegex(@"\s*\n\s*")]
     private static partial System.Text.RegularExpressions.Regex LineBreaks();
 
+    /// <summary>
+    /// The one place where a command's failure becomes what the operator reads: one sentence on standard error, never a
+    /// stack trace, and the exit status (2: the command could not do what was asked; 1: it checked and found a problem).
+    /// </summary>
     private static async Task<int> RunAsync(Func<Task<int>> action)
     {
         try
@@ -527,7 +527,7 @@ internal static partial class Commands
     }
 
     /// <summary>An exception as an exit status, a label and one sentence for the operator.</summary>
-    internal static (int Status, string Label, string Sentence) Explain(Exception e) => e switch
+    private static (int Status, string Label, string Sentence) Explain(Exception e) => e switch
     {
         AggregateException { InnerExceptions.Count: 1 } a => Explain(a.InnerExceptions[0]),
         NodeException or Ward.Core.Privacy.PrivacyException or Ward.Core.Privacy.BudgetException or Ward.Core.Imaging.DicomException => (2, "error", e.Message),
