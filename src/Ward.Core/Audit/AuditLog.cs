@@ -165,7 +165,7 @@ internal sealed partial class AuditLog : IAsyncDisposable
     }
 
     /// <summary>How long a group commit may take, or events wait for one, before the log counts as stuck.</summary>
-    public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(30);
 
     /// <summary>When the latest group commit failed, if no later one has been made durable since (0 otherwise).</summary>
     private long _failedAt;
