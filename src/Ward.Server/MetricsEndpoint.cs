@@ -26,7 +26,7 @@ internal sealed class MetricsEndpoint
 
     private MetricsEndpoint(byte[]? token) => _token = token;
 
-    /// <summary>The endpoint as <c>ward.yaml</c> configures it; a named token file that is missing or empty stops the node.</summary>
+    /// <summary>The endpoint as <c>ward.yaml</c> configures it; a named token file that is missing, unreadable or shorter than 16 characters stops the node.</summary>
     public static MetricsEndpoint Load(NodeConfig config)
     {
         if (config.Metrics.TokenFile is not { } file)

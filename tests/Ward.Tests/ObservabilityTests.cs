@@ -561,3 +561,42 @@ public sealed class ReadinessTestsOnPostgres(PostgresTestNode node) : ReadinessT
         }
     }
 }
+
+/// <summary>
+/// An audit log whose write waits for ever (another process holds the SQLite write lock) is stuck: the node stops being
+/// ready once the write has waited 30 s on the node's clock, and is ready again once the lock is released.
+/// </summary>
+public sealed class StuckAuditReadinessTests(ClockedSqliteNode node) : IClassFixture<ClockedSqliteNode>
+{
+    [Fact]
+    public async Task A_write_of_the_audit_log_that_waits_over_30_s_makes_the_node_not_ready_until_it_is_written()
+    {
+        var created = await node.AsOperator("POST", "Patient", """{"resourceType":"Patient","name":[{"family":"Stuck"}]}""");
+        var id = JsonDocument.Parse(created.Body!).RootElement.GetProperty("id").GetString();
+        using var http = new HttpClient();
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(node.Origin + "/health/ready")).StatusCode);
+        Task<Ward.Core.Fhir.FhirResponse> read;
+        using (var db = node.Db())
+        {
+            TestNode.Scalar(db, "BEGIN IMMEDIATE");
+            // A read by the engine: its audit entry's group commit waits for the lock.
+            read = Task.Run(() => node.AsOperator("GET", $"Patient/{id}"));
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            Assert.False(read.IsCompleted);
+            // Waiting, not yet stuck.
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(node.Origin + "/health/ready")).StatusCode);
+            node.Time.Advance(TimeSpan.FromSeconds(31));
+            using (var ready = await http.GetAsync(node.Origin + "/health/ready"))
+            {
+                Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+                var body = JsonDocument.Parse(await ready.Content.ReadAsStringAsync()).RootElement;
+                Assert.StartsWith("stuck", body.GetProperty("audit").GetString(), StringComparison.Ordinal);
+                Assert.Equal("ok", body.GetProperty("database").GetString());
+            }
+            Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(node.Origin + "/health/live")).StatusCode);
+            TestNode.Scalar(db, "ROLLBACK");
+        }
+        Assert.Equal(200, (await read).Status);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(node.Origin + "/health/ready")).StatusCode);
+    }
+}

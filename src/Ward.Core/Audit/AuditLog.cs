@@ -94,7 +94,7 @@ internal sealed partial class AuditLog : IAsyncDisposable
         {
             return Task.CompletedTask;
         }
-        var pending = new Pending(records.Select(Seal).ToList(), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), Stopwatch.GetTimestamp());
+        var pending = new Pending(records.Select(Seal).ToList(), new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously), NowTicks);
         _store.Metrics.AuditQueued(pending.Entries.Count);
         if (!_queue.Writer.TryWrite(pending))
         {
@@ -104,7 +104,7 @@ internal sealed partial class AuditLog : IAsyncDisposable
         return pending.Done.Task;
     }
 
-    /// <param name="Queued">When the events were queued (a <see cref="Stopwatch"/> timestamp).</param>
+    /// <param name="Queued">When the events were queued (the node's clock, UTC ticks).</param>
     private sealed record Pending(List<Sealed> Entries, TaskCompletionSource Done, long Queued);
 
     /// <summary>
@@ -127,6 +127,7 @@ internal sealed partial class AuditLog : IAsyncDisposable
             }
             var started = Stopwatch.GetTimestamp();
             _store.Metrics.AuditTaken(entries.Count);
+            Volatile.Write(ref _writing, NowTicks);
             try
             {
                 var (_, durable) = await _store.WriteCommittedAsync(s =>
@@ -140,6 +141,10 @@ internal sealed partial class AuditLog : IAsyncDisposable
             {
                 var failure = Failure(e);
                 batch.ForEach(p => p.Done.SetException(failure));
+            }
+            finally
+            {
+                Volatile.Write(ref _writing, 0);
             }
         }
     }
@@ -162,21 +167,32 @@ internal sealed partial class AuditLog : IAsyncDisposable
         return new AuditUnavailableException("The audit log could not be written, so the request is refused (audit is never best-effort). Retry in a moment.", e);
     }
 
-    /// <summary>How long events may wait for a group commit to take them before the log counts as stuck.</summary>
-    public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(30);
+    /// <summary>How long a group commit may take, or events wait for one, before the log counts as stuck.</summary>
+    private static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(30);
 
     /// <summary>When the latest group commit failed, if no later one has been made durable since (0 otherwise).</summary>
     private long _failedAt;
 
+    /// <summary>When the group commit being written began (the node's clock, UTC ticks; 0 between batches).</summary>
+    private long _writing;
+
     /// <summary>
     /// Why the log cannot take events now, for the readiness check: its latest group commit failed (and none has
-    /// succeeded since), or the oldest queued events have waited longer than <see cref="StuckAfter"/> for a group commit to take them;
-    /// null when it works.
+    /// succeeded since), or a group commit has been writing for longer than <see cref="StuckAfter"/> (a lock held, a
+    /// database that does not answer), or the oldest queued events have waited that long for one; null when it works.
     /// </summary>
-    public string? Problem() =>
-        Volatile.Read(ref _failedAt) != 0 ? "failing: its latest write failed"
-        : _queue.Reader.TryPeek(out var oldest) && Stopwatch.GetElapsedTime(oldest.Queued) > StuckAfter ? "stuck: events have waited more than 30 s for a group commit"
-        : null;
+    public string? Problem()
+    {
+        if (Volatile.Read(ref _failedAt) != 0)
+        {
+            return "failing: its latest write failed";
+        }
+        var now = NowTicks;
+        var writing = Volatile.Read(ref _writing);
+        return (writing != 0 && now - writing > StuckAfter.Ticks) || (_queue.Reader.TryPeek(out var oldest) && now - oldest.Queued > StuckAfter.Ticks)
+            ? "stuck: a write has waited more than 30 s"
+            : null;
+    }
 
     /// <summary>
     /// Signs and stores a checkpoint of the committed log if it grew since the last one; returns the latest checkpoint note,
