@@ -32,6 +32,9 @@ load() { # on|off: a fresh node with the Synthea patients, a CareTeam per patien
     wait_ready "http://127.0.0.1:$port/health"
     WARD_TOKEN="$token" $bench ingest "http://127.0.0.1:$port/fhir" "$work/synthea" 4 >/dev/null
     WARD_TOKEN="$token" $bench ids "http://127.0.0.1:$port/fhir" Patient "$work/ids.txt" >/dev/null
+    # The clinician's record: a user is linked only to a record the node holds.
+    curl -sf -o /dev/null -X PUT -H "Authorization: Bearer $token" -H 'Content-Type: application/fhir+json' "http://127.0.0.1:$port/fhir/Practitioner/bench-doc" \
+        -d '{"resourceType":"Practitioner","id":"bench-doc"}'
     while read -r id; do
         curl -sf -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/fhir+json' "http://127.0.0.1:$port/fhir/CareTeam" \
             -d "{\"resourceType\":\"CareTeam\",\"status\":\"active\",\"subject\":{\"reference\":\"Patient/$id\"},\"participant\":[{\"member\":{\"reference\":\"Practitioner/bench-doc\"}}]}"

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Spectre.Console;
+using Ward.Core.Audit;
 using Ward.Core.Backup;
 using Ward.Core.Node;
 using Ward.Core.Storage;
@@ -35,11 +36,11 @@ internal static partial class Commands
                 var (size, checkpoint) = store.Read(s => (s.AuditSize(), s.AuditLatestCheckpoint()?.Size));
                 Check(checkpoint == size, checkpoint == size ? $"audit log: {size:N0} entries, all under a signed checkpoint"
                     : $"audit log: {size:N0} entries, the latest checkpoint covers {checkpoint ?? 0:N0} (a running node signs every second; 'ward audit verify' checks it)");
-                var nodeKey = config.Resolve(Ward.Core.Audit.NodeKey.KeyFile);
+                var nodeKey = config.Resolve(NodeKey.KeyFile);
                 if (File.Exists(nodeKey))
                 {
-                    using var signer = Ward.Core.Audit.SignedNote.Signer.Parse(File.ReadAllText(nodeKey).Trim());
-                    var mark = store.Read(s => Ward.Core.Audit.AuditHighWater.Of(config).Check(s, signer.Verifier));
+                    using var signer = SignedNote.Signer.Parse(File.ReadAllText(nodeKey).Trim());
+                    var mark = store.Read(s => AuditHighWater.Of(config).Check(s, signer.Verifier));
                     Check(mark.Ok, mark.Text);
                 }
                 else

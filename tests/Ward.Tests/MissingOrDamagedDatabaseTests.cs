@@ -117,8 +117,8 @@ public sealed class MissingOrDamagedDatabaseTests(MissingOrDamagedDatabaseTests.
     /// <summary>Every verb of the CLI reference that opens a node, with the arguments it needs to get that far.</summary>
     private List<(string[] Args, string? Stdin)> Verbs(string dir, string outside) =>
     [
-        (["serve", "--data", dir, "--urls", "http://127.0.0.1:0"], null),
-        (["demo", "--data", dir, "--urls", "http://127.0.0.1:0"], null),
+        (["serve", "--data", dir, "--urls", $"http://127.0.0.1:{PrivateCluster.FreePort()}"], null),
+        (["demo", "--data", dir, "--urls", $"http://127.0.0.1:{PrivateCluster.FreePort()}"], null),
         (["import", "--data", dir, source.SecondBundle], null),
         (["export", "--data", dir, "--out", Path.Combine(outside, "export")], null),
         (["verify", "--data", dir], null),
@@ -182,7 +182,7 @@ public sealed class MissingOrDamagedDatabaseTests(MissingOrDamagedDatabaseTests.
             var before = Hash(dir);
             foreach (var args in new[]
             {
-                ["serve", "--data", dir, "--urls", "http://127.0.0.1:0"], ["verify", "--data", dir], ["doctor", "--data", dir], ["users", "list", "--data", dir],
+                ["serve", "--data", dir, "--urls", $"http://127.0.0.1:{PrivateCluster.FreePort()}"], ["verify", "--data", dir], ["doctor", "--data", dir], ["users", "list", "--data", dir],
                 ["import", "--data", dir, source.FirstBundle], ["policy", "check", "--data", dir], new[] { "breakglass", "list", "--data", dir },
             })
             {

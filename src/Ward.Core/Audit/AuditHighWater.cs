@@ -25,8 +25,6 @@ internal sealed class AuditHighWater(string path)
 
     public static AuditHighWater Of(NodeConfig config) => new(config.Resolve(FileName));
 
-    public string Path => path;
-
     /// <summary>What a check found: <see cref="Ok"/> true (the log extends the mark), false (data lost, rolled back or the mark
     /// altered), null (no mark yet: a notice, not a failure).</summary>
     internal readonly record struct Finding(bool? Ok, string Text);

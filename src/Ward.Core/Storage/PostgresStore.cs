@@ -48,10 +48,14 @@ internal sealed partial class PostgresStore : RecordStore
         {
             Initialise(Migrations.Postgres, create);
         }
-        catch (Exception e) when (e is NodeException || Refusal(Location, e) is not null)
+        catch (Exception e)
         {
             _source.Dispose();
-            throw e as NodeException ?? Refusal(Location, e)!;
+            if (Refusal(Location, e) is { } refused)
+            {
+                throw refused;
+            }
+            throw;
         }
     }
 

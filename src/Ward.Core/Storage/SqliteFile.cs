@@ -52,11 +52,11 @@ internal static class SqliteFile
     public static NodeException Damaged(string path, SqliteException e) =>
         new($"The database {path} is damaged (SQLite: {e.Message.TrimEnd('.')}); {Restore}.");
 
+    private const string Missing = "is missing";
+
     /// <summary>What is wrong with the file's size or header, or null. A checkpoint that grows the file writes page 1 (and
     /// its new page count) before the pages past the old end: a file that looks short while its write-ahead log holds frames
     /// is looked at again for a moment before it is called truncated.</summary>
-    private const string Missing = "is missing";
-
     private static string? HeaderProblem(string path)
     {
         for (var attempt = 0; ; attempt++)
