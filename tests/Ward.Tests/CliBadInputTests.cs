@@ -16,6 +16,9 @@ public sealed class BadInputNode : IAsyncLifetime
 
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "ward-badinput-" + Guid.NewGuid().ToString("N")[..8]);
     public string Node => Path.Combine(Root, "node");
+
+    /// <summary>A copy of the node taken before any row runs: rows that may change a node get a copy of it, never of the node other rows have open.</summary>
+    public string Pristine => Path.Combine(Root, "pristine");
     public string Target => Path.Combine(Root, "target");
     public string Corrupt => Path.Combine(Root, "corrupt-target");
     public string GarbageNode => Path.Combine(Root, "garbage-node");
@@ -54,6 +57,7 @@ public sealed class BadInputNode : IAsyncLifetime
         _busy.Start();
         BusyPort = ((IPEndPoint)_busy.LocalEndpoint).Port;
         NodeFiles = BackedUpNode.Hashes(Node);
+        BackedUpNode.CopyDir(Node, Pristine);
     }
 
     public Task DisposeAsync()
@@ -181,7 +185,7 @@ public sealed class CliBadInputTests(BadInputNode node) : IClassFixture<BadInput
         Directory.CreateDirectory(Path.GetDirectoryName(scratch)!);
         if (row.Args.Contains("{copy}", StringComparison.Ordinal))
         {
-            BackedUpNode.CopyDir(node.Node, copy);
+            BackedUpNode.CopyDir(node.Pristine, copy);
         }
         var before = Directory.Exists(copy) ? BackedUpNode.Hashes(copy) : [];
         var args = row.Args.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(a => a
@@ -231,9 +235,14 @@ public sealed class CliBadInputTests(BadInputNode node) : IClassFixture<BadInput
         {
             problems.Add("a stack trace was printed");
         }
-        if (Directory.Exists(copy) && !BackedUpNode.Hashes(copy).OrderBy(f => f.Key, StringComparer.Ordinal).SequenceEqual(before.OrderBy(f => f.Key, StringComparer.Ordinal)))
+        if (Directory.Exists(copy))
         {
-            problems.Add("the node's files changed");
+            var after = BackedUpNode.Hashes(copy);
+            var changed = after.Keys.Union(before.Keys).Where(f => !after.TryGetValue(f, out var h) || !before.TryGetValue(f, out var b) || h != b).Order(StringComparer.Ordinal).ToList();
+            if (changed.Count > 0)
+            {
+                problems.Add($"the node's files changed: {string.Join(", ", changed)}");
+            }
         }
         if (Directory.EnumerateFileSystemEntries(Path.GetDirectoryName(scratch)!).Any())
         {

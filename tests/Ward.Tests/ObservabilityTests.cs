@@ -430,7 +430,7 @@ public sealed class ObservabilityTests
             var config = NodeConfig.Init(dir, "metrics");
             configure(config);
             config.Save();
-            var store = RecordStore.Open(config);
+            var store = RecordStore.Open(config, create: true);
             try
             {
                 var app = WardServer.Build(config, "http://127.0.0.1:0", store, logging => logging.AddProvider(new LogCapture()));
