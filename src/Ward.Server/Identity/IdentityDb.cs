@@ -54,7 +54,7 @@ internal sealed class IdentityDb(DbContextOptions<IdentityDb> options) : Identit
     /// <summary>
     /// Points EF at the node's database, with the model compiled ahead of time for its engine (CompiledModel/, made by
     /// <c>dotnet ef dbcontext optimize</c> from <see cref="OnModelCreating"/>): building the model at run time cost every
-    /// short command (<c>ward token</c>, <c>ward users list</c>) about half its time. A test keeps both equal to the built model.
+    /// short command (<c>ward token</c>, <c>ward users list</c>) a large share of its start (ADR 0017). A test keeps both equal to the built model.
     /// </summary>
     public static void Configure(DbContextOptionsBuilder options, NodeConfig config)
     {
