@@ -35,7 +35,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             await using var accounts = Accounts.Open(config);
             var user = await accounts.AddUserAsync(pr.GetValue(userName)!, pr.GetValue(role)!, pr.GetValue(practitioner) ?? pr.GetValue(patient), password, ct);
-            await AuditAdminAsync(config, "user-add", 'C', $"user/{user.UserName}");
+            await AuditAdminAsync(config, "user-add", 'C', $"user/{user.UserName}", open: accounts.Store);
             AnsiConsole.MarkupLineInterpolated($"[green]User '{Safe(user.UserName)}' created[/] ({Safe(user.Role)}{(user.FhirUser is null ? "" : ", " + Safe(user.FhirUser))}).");
             if (Roles.IsStaff(user.Role))
             {
@@ -65,7 +65,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             await using var accounts = Accounts.Open(config);
             var revoked = await accounts.DisableUserAsync(pr.GetValue(disableName)!, ct);
-            await AuditAdminAsync(config, "user-disable", 'U', $"user/{pr.GetValue(disableName)}");
+            await AuditAdminAsync(config, "user-disable", 'U', $"user/{pr.GetValue(disableName)}", open: accounts.Store);
             AnsiConsole.MarkupLineInterpolated($"[green]User '{Safe(pr.GetValue(disableName))}' disabled[/]; {revoked} grants revoked. Access tokens already issued stop working within {AccessTokens.RecheckEvery.TotalSeconds:N0} s.");
             return 0;
         }));
@@ -77,7 +77,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             await using var accounts = Accounts.Open(config);
             await accounts.ResetMfaAsync(pr.GetValue(resetName)!, ct);
-            await AuditAdminAsync(config, "user-reset-mfa", 'U', $"user/{pr.GetValue(resetName)}");
+            await AuditAdminAsync(config, "user-reset-mfa", 'U', $"user/{pr.GetValue(resetName)}", open: accounts.Store);
             AnsiConsole.MarkupLineInterpolated($"[green]Second factor of '{Safe(pr.GetValue(resetName))}' reset[/]; they enrol a new authenticator at their next sign-in.");
             return 0;
         }));
@@ -102,7 +102,7 @@ internal static partial class Commands
             await using var accounts = Accounts.Open(config);
             var secret = await accounts.AddClientAsync(pr.GetValue(clientId)!, Enum.Parse<ClientKind>(pr.GetValue(kind)!, ignoreCase: true),
                 pr.GetValue(redirect) ?? [], pr.GetValue(scopes)!, keySet, pr.GetValue(name), ct);
-            await AuditAdminAsync(config, "client-add", 'C', $"client/{pr.GetValue(clientId)}");
+            await AuditAdminAsync(config, "client-add", 'C', $"client/{pr.GetValue(clientId)}", open: accounts.Store);
             AnsiConsole.MarkupLineInterpolated($"[green]Client '{Safe(pr.GetValue(clientId))}' registered[/] ({pr.GetValue(kind)}).");
             if (secret is not null)
             {
@@ -132,7 +132,7 @@ internal static partial class Commands
             var config = NodeConfig.Load(pr.GetValue(data)!);
             await using var accounts = Accounts.Open(config);
             await accounts.RemoveClientAsync(pr.GetValue(removeId)!, ct);
-            await AuditAdminAsync(config, "client-remove", 'D', $"client/{pr.GetValue(removeId)}");
+            await AuditAdminAsync(config, "client-remove", 'D', $"client/{pr.GetValue(removeId)}", open: accounts.Store);
             AnsiConsole.MarkupLineInterpolated($"[green]Client '{Safe(pr.GetValue(removeId))}' removed[/] with its grants and tokens.");
             return 0;
         }));
@@ -158,7 +158,7 @@ internal static partial class Commands
             await using var accounts = Accounts.Open(config);
             var token = await accounts.IssueTokenAsync(pr.GetValue(user), pr.GetValue(client), pr.GetValue(scope)!, pr.GetValue(minutes), ct);
             // Recorded before the token is shown: no token leaves without its trace.
-            await AuditAdminAsync(config, "token-issue", 'E', pr.GetValue(user) is { } u ? $"user/{u}" : $"client/{pr.GetValue(client)}");
+            await AuditAdminAsync(config, "token-issue", 'E', pr.GetValue(user) is { } u ? $"user/{u}" : $"client/{pr.GetValue(client)}", open: accounts.Store);
             Console.WriteLine(token);
             return 0;
         }));

@@ -41,6 +41,9 @@ internal sealed class Accounts : IAsyncDisposable
 
     public static Accounts Open(NodeConfig config) => new(config);
 
+    /// <summary>The node's record store these accounts opened: a command records its audit event through it instead of opening the database again.</summary>
+    public RecordStore Store => _store;
+
     private UserManager<WardUser> Users => _scope.ServiceProvider.GetRequiredService<UserManager<WardUser>>();
     private IOpenIddictApplicationManager Apps => _scope.ServiceProvider.GetRequiredService<IOpenIddictApplicationManager>();
     private IOpenIddictAuthorizationManager Grants => _scope.ServiceProvider.GetRequiredService<IOpenIddictAuthorizationManager>();
