@@ -392,6 +392,8 @@ internal static partial class Commands
             CheckListen(listen, existing);
             var made = fresh && !File.Exists(dir) && (!Directory.Exists(dir) || !Directory.EnumerateFileSystemEntries(dir).Any());
             var config = existing ?? NodeConfig.Init(dir, "ward-demo");
+            // One store for the whole command: the node is set up and served through it.
+            using var store = RecordStore.Open(config, create: fresh);
             List<DemoIdentity.Credential> credentials;
             if (fresh)
             {
@@ -399,13 +401,13 @@ internal static partial class Commands
                 AnsiConsole.MarkupLineInterpolated($"Created demo node in {config.DataDir}; loading the Synthea sample patients from {samples}");
                 try
                 {
-                    using var setup = RecordStore.Open(config, create: true);
-                    await ImportAsync(config, setup, [samples], ct);
-                    credentials = await DemoIdentity.CreateAsync(config, setup, ct);
+                    await ImportAsync(config, store, [samples], ct);
+                    credentials = await DemoIdentity.CreateAsync(config, store, ct);
                 }
                 catch when (made)
                 {
                     // A demo node half made (an interrupted import) would be reused next time: the same command starts afresh.
+                    store.Dispose();
                     Directory.Delete(config.DataDir, recursive: true);
                     throw;
                 }
@@ -415,7 +417,6 @@ internal static partial class Commands
                 AnsiConsole.MarkupLineInterpolated($"Reusing the demo node in {config.DataDir}");
                 credentials = DemoIdentity.Load(config);
             }
-            using var store = RecordStore.Open(config);
             var @base = WardServer.ParseUrls(listen, config)[0];
             var url = $"{(@base.Https ? "https" : "http")}://{(@base.Address.ToString() == "0.0.0.0" ? "127.0.0.1" : @base.Address)}:{@base.Port}/fhir";
             string token;

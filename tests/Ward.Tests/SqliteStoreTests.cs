@@ -138,6 +138,28 @@ public sealed class SqliteStoreTests
     }
 
     /// <summary>Runs <paramref name="test"/> on a new SQLite node's store, and removes the node afterwards.</summary>
+    [Fact]
+    public Task A_second_store_of_the_same_process_leaves_the_first_ones_locks_and_another_process_never_deletes_its_log() => OnFreshNode(async (config, store) =>
+    {
+        await PutBinary(store, "before", RandomBytes(10_000));
+        Assert.True(File.Exists(config.DatabasePath + "-wal"));
+        // A second store of this process (ward demo's accounts, a test's twin) checks the file before it opens it. Were the
+        // check to read the header through a descriptor of its own, closing it would drop every POSIX lock this process
+        // holds on the file, SQLite's shared lock included: the next process to close its last connection would take the
+        // file as its own, checkpoint and delete the write-ahead log under this store.
+        using (RecordStore.Open(config))
+        {
+        }
+        for (var i = 0; i < 2; i++)
+        {
+            var (code, output) = await WardProcess.OutputAsync(["breakglass", "list", "--data", config.DataDir]);
+            Assert.True(code == 0, output);
+            Assert.True(File.Exists(config.DatabasePath + "-wal"), "another process deleted the write-ahead log of a store still open");
+        }
+        await PutBinary(store, "after", RandomBytes(10_000));
+        Assert.Equal(2L, store.Read(s => Convert.ToInt64(s.Scalar("SELECT count(*) FROM resource", []), System.Globalization.CultureInfo.InvariantCulture)));
+    });
+
     private static async Task OnFreshNode(Func<NodeConfig, RecordStore, Task> test)
     {
         var dir = Path.Combine(Path.GetTempPath(), "ward-sqlite-" + Guid.NewGuid().ToString("N")[..8]);

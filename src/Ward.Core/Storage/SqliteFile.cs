@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using Microsoft.Data.Sqlite;
 using Ward.Core.Node;
 
@@ -18,9 +19,36 @@ internal static class SqliteFile
     /// <summary>Whether the database has Ward's migration table (asked before anything is created in it).</summary>
     public const string HasSchemaSql = "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migration'";
 
-    /// <summary>Refuses a file that does not hold a Ward node's database (see the class).</summary>
+    /// <summary>
+    /// The database files a store of this process has open, with how many stores hold each. Closing any descriptor of a
+    /// file drops every POSIX lock the process holds on it, SQLite's included: another process's last connection could then
+    /// take the file for itself, checkpoint and delete the write-ahead log under this one's ("How To Corrupt An SQLite
+    /// Database File", 2.2). A file a store of this process has open was checked when it was opened, and is never read
+    /// through a descriptor of ours again.
+    /// </summary>
+    private static readonly ConcurrentDictionary<string, int> OpenHere = new(StringComparer.Ordinal);
+
+    /// <summary>A store of this process opens the file (before its first connection).</summary>
+    public static void Opened(string path) => OpenHere.AddOrUpdate(Path.GetFullPath(path), 1, (_, n) => n + 1);
+
+    /// <summary>A store of this process has closed the file (after its last connection).</summary>
+    public static void Closed(string path)
+    {
+        var full = Path.GetFullPath(path);
+        while (OpenHere.TryGetValue(full, out var n)
+            && !(n == 1 ? OpenHere.TryRemove(KeyValuePair.Create(full, n)) : OpenHere.TryUpdate(full, n - 1, n)))
+        {
+        }
+    }
+
+    /// <summary>Refuses a file that does not hold a Ward node's database (see the class); a file this process already has
+    /// open as a node's database passes (see <see cref="OpenHere"/>).</summary>
     public static void CheckNode(string path)
     {
+        if (OpenHere.ContainsKey(Path.GetFullPath(path)))
+        {
+            return;
+        }
         if (HeaderProblem(path) is { } problem)
         {
             throw new NodeException(problem == Missing

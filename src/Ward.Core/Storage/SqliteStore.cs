@@ -41,6 +41,7 @@ internal sealed partial class SqliteStore : RecordStore
         {
             SqliteFile.CheckNode(path);
         }
+        SqliteFile.Opened(path);
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = path,
@@ -69,6 +70,7 @@ internal sealed partial class SqliteStore : RecordStore
                 lease.Dispose();
             }
             _flusher.Dispose();
+            SqliteFile.Closed(path);
             if (e is SqliteException sqlite && SqliteFile.IsDamage(sqlite))
             {
                 throw SqliteFile.Damaged(path, sqlite);
@@ -324,6 +326,7 @@ internal sealed partial class SqliteStore : RecordStore
         }
         _writeGate.Dispose();
         Metrics.Dispose();
+        SqliteFile.Closed(Path);
     }
 }
 
