@@ -46,6 +46,10 @@ internal static class ApiCall
         await result.ExecuteAsync(http);
     }
 
+    /// <summary>Whether a failure of the HTTP APIs is an answer given on purpose (<see cref="Outcomes.IsExpected"/>, or a
+    /// request the HTTP layer refused as too large or malformed), not one to log as unexpected.</summary>
+    public static bool IsExpected(Exception e) => e is BadHttpRequestException || Outcomes.IsExpected(e);
+
     /// <summary>
     /// The status and OperationOutcome of a failure of the HTTP APIs: <see cref="Outcomes"/> for what is thrown below the
     /// HTTP layer, and the HTTP layer's own (a body over the size limit, a malformed request).

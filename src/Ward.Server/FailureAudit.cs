@@ -58,7 +58,7 @@ internal sealed partial class FailureAudit(RequestDelegate next, AuditLog audit,
         }
         catch (Exception e)
         {
-            if (e is not OperationCanceledException and not BadHttpRequestException and not Ward.Core.Crypto.RecordIntegrityException)
+            if (!ApiCall.IsExpected(e))
             {
                 LogUnexpected(log, e.GetType().Name, api, e);
             }

@@ -74,8 +74,7 @@ internal sealed partial class FhirEndpoint(FhirEngine engine, AccessTokens token
         }
         catch (Exception e)
         {
-            // A damaged record is no surprise to log again: the key ring has logged it (by type and version; its message names the id).
-            if (e is not FhirException and not BadHttpRequestException and not OperationCanceledException and not Ward.Core.Crypto.RecordIntegrityException)
+            if (!ApiCall.IsExpected(e))
             {
                 LogUnexpected(log, e.GetType().Name, http.Request.Method, e);
             }

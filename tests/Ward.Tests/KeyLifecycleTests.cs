@@ -50,9 +50,12 @@ public abstract class KeyLifecycleTests(TestNode node) : IAsyncLifetime
 
     private async Task AssertErased(string relative)
     {
+        var logged = _node.Logs.Lines.Count;
         var body = await Send(HttpMethod.Get, relative, expected: HttpStatusCode.Gone);
         Assert.Contains("was erased", body);
         Assert.DoesNotContain("Erasme", body);
+        // An erased record is an answer, not a fault: no error in the log, no stack trace.
+        Assert.DoesNotContain(_node.Logs.Lines.Skip(logged), l => l.Contains("Unexpected", StringComparison.Ordinal) || l.StartsWith("Error", StringComparison.Ordinal));
     }
 
     private Task<int> Ward(params string[] args) => Commands.Build().Parse(args).InvokeAsync();

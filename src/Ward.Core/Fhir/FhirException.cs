@@ -80,6 +80,14 @@ internal static class Outcomes
     }
 
     /// <summary>Maps any exception to (status, outcome). Unexpected exceptions never leak their message: it may hold data.</summary>
+    /// <summary>
+    /// Whether a failure is an answer the node gives on purpose, not a fault: what the engine refuses or cannot find (a
+    /// <see cref="FhirException"/>: 400, 404, 412 ...), an erased record (410), a damaged record (the key ring has logged it,
+    /// by type and version), a cancelled request. The HTTP boundaries log only the others, as unexpected.
+    /// </summary>
+    public static bool IsExpected(Exception exception) =>
+        exception is FhirException or RecordErasedException or RecordIntegrityException or OperationCanceledException;
+
     public static (HttpStatusCode Status, OperationOutcome Outcome) FromException(Exception exception) => exception switch
     {
         FhirException f => (f.Status, Error(f.Code, f.Message, f.Expression)),
